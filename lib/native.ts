@@ -1,0 +1,169 @@
+// The whole native surface of the addon, typed by hand. Nothing else imports the binary.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type TensorTypeName = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_K' | 'q6_K' | string;
+
+export interface NativeTensorInfo {
+  name: string;
+  type: TensorTypeName;
+  /** ggml order: shape[0] is the contiguous (row) length */
+  shape: number[];
+  bytes: number;
+}
+
+export interface NativeTokenizerInfo {
+  model: string; // "gpt2" (BPE) | "llama" (SentencePiece)
+  pre: string;
+  nTokens: number;
+  bos: number;
+  eos: number;
+  eot: number; // -1 if none
+  addBos: boolean;
+  addEos: boolean;
+}
+
+export interface NativeModelInfo {
+  path: string;
+  ggufVersion: number;
+  fileSize: number;
+  architecture: string;
+  name: string;
+  vocabOnly: boolean;
+  nVocab: number;
+  nEmbd: number;
+  nLayer: number;
+  nHead: number;
+  nHeadKv: number;
+  headDim: number;
+  nFf: number;
+  nRot: number;
+  nCtxTrain: number;
+  rmsEps: number;
+  ropeFreqBase: number;
+  hasRopeFreqs: boolean;
+  tiedOutput: boolean;
+  tensors: NativeTensorInfo[];
+  tokenizer: NativeTokenizerInfo;
+}
+
+export type GgufMetadataValue = string | number | bigint | boolean | GgufMetadataValue[] | { arrayOf: string; length: number };
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  /** Arrays longer than maxArray come back as {arrayOf, length}. */
+  metadata(maxArray?: number): Record<string, GgufMetadataValue>;
+  tokenize(text: string, addBos: boolean, parseSpecial: boolean): Int32Array;
+  detokenize(ids: Int32Array, renderSpecial: boolean): string;
+  tokenText(id: number): string;
+  isEog(id: number): boolean;
+  dispose(): void;
+}
+
+export interface NativeSessionOptions {
+  nCtx: number;
+  kvType: 'f32' | 'f16';
+  threads: number; // 0: physical cores
+}
+
+/** A vector added to (or written over) one batch row of the residual stream at a hook point. */
+export interface NativeEdit {
+  point: string; // e.g. "resid_post.3", "embed"
+  row: number;
+  replace: boolean;
+  vector: Float32Array; // [nEmbd]
+}
+
+export interface NativeEvalRequest {
+  tokens?: Int32Array; // [n]
+  embeddings?: Float32Array; // [n * nEmbd]
+  pos: Int32Array; // [n]
+  seq: Int32Array; // [n]
+  outputRows: Int32Array; // rows whose outputs and captures are returned, in this order
+  logits: boolean;
+  finalNorm: boolean;
+  /** Hook points: embed, resid_pre.L, attn_out.L, resid_mid.L, mlp_out.L, resid_post.L, final_norm */
+  capture?: string[];
+  edits?: NativeEdit[];
+}
+
+export interface NativeEvalResult {
+  logits?: Float32Array; // [outputRows, nVocab]
+  finalNorm?: Float32Array; // [outputRows, nEmbd]
+  captures: Record<string, Float32Array>; // each [outputRows, nEmbd]
+}
+
+export interface NativeSession {
+  /** Rejects with an AbortError (code ABORT_ERR) when cancelled. */
+  eval(req: NativeEvalRequest): Promise<NativeEvalResult>;
+  cancel(): void;
+  /** Replaces dst's cache by src's cells with positions in [p0, p1) (p1 < 0: unbounded). */
+  seqCopy(src: number, dst: number, p0: number, p1: number): void;
+  seqRemove(seq: number, p0: number, p1: number): void;
+  seqPosMax(seq: number): number;
+  threads(): number;
+  dispose(): void;
+}
+
+export interface GgufMetadataEntry {
+  key: string;
+  /** u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 bool string, or array:<type> */
+  type: string;
+  value: unknown;
+}
+
+export interface GgufTensorEntry {
+  name: string;
+  type: TensorTypeName;
+  shape: number[]; // ggml order
+  data: Uint8Array; // already in `type`
+}
+
+export interface SampleOptions {
+  temperature: number;
+  topK: number; // 0: all
+  topP: number; // 1: all
+  seed: number;
+  step: number;
+  exclude?: Int32Array;
+}
+
+export interface NativeAddon {
+  loadModel(path: string, vocabOnly: boolean): Promise<NativeModel>;
+  NativeSession: new (model: NativeModel, options: NativeSessionOptions) => NativeSession;
+  /** rowLength defaults to data.length; each row is quantised on its own. */
+  quantize(type: TensorTypeName, data: Float32Array, rowLength?: number): Uint8Array;
+  dequantize(type: TensorTypeName, data: Uint8Array, n: number): Float32Array;
+  writeGguf(path: string, metadata: GgufMetadataEntry[], tensors: GgufTensorEntry[]): void;
+  /** Greedy (lowest id on ties) when temperature <= 0; otherwise a draw that depends only on (seed, step). */
+  sampleToken(logits: Float32Array, row: number, nVocab: number, options: SampleOptions): number;
+  cpuFeatures(): string;
+  physicalCores(): number;
+}
+
+let addon: NativeAddon | undefined;
+
+/** Loads the binary from prebuilds/<platform>-<arch>/ or build/Release (node-gyp-build). */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const require = createRequire(import.meta.url);
+  const load = require('node-gyp-build') as (dir: string) => NativeAddon;
+  // dist/lib/native.js -> the package root is two levels up; lib/native.ts (vitest) -> one level.
+  const here = dirname(fileURLToPath(import.meta.url));
+  const roots = [join(here, '..'), join(here, '..', '..')].filter((r) => existsSync(join(r, 'package.json')));
+  let lastError: unknown;
+  for (const root of roots) {
+    try {
+      addon = load(root);
+      return addon;
+    } catch (e) {
+      lastError = e;
+    }
+  }
+  throw new Error(
+    `lro-native: no native binary found (looked in prebuilds/${process.platform}-${process.arch}/ and build/Release). ` +
+      `Build it from source with \`npm run build:native\` (needs cmake and a C++17 compiler). Cause: ${String(lastError)}`,
+  );
+}

@@ -1,0 +1,726 @@
+// N-API surface of the engine. Every type crossing here is described in lib/native.ts.
+// Long calls (model load, eval) run on libuv's pool and return Promises; C++ exceptions become
+// JS Errors (never a crash of the Node process).
+#include <napi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gguf.h"
+#include "llama_model.h"
+#include "quants.h"
+#include "session.h"
+
+namespace {
+
+using lro::GgmlType;
+
+Napi::Float32Array to_f32(Napi::Env env, const float* p, size_t n) {
+  auto arr = Napi::Float32Array::New(env, n);
+  if (n) std::memcpy(arr.Data(), p, n * sizeof(float));
+  return arr;
+}
+
+GgmlType parse_type(const std::string& name) {
+  for (uint32_t id = 0; id < 64; ++id) {
+    const auto* tr = lro::ggml_type_traits(id);
+    if (!tr) continue;
+    std::string n = tr->name;
+    std::string lower;
+    for (char c : n) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string want;
+    for (char c : name) want += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == want) return static_cast<GgmlType>(id);
+  }
+  throw std::invalid_argument("unknown tensor type '" + name + "' (expected f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+}
+
+std::string type_name(GgmlType t) { return lro::traits(t).name; }
+
+Napi::Value gguf_value_to_js(Napi::Env env, const lro::GgufValue& v, const std::string& key) {
+  using T = lro::GgufValueType;
+  switch (v.type) {
+    case T::STRING: return Napi::String::New(env, v.str);
+    case T::BOOL: return Napi::Boolean::New(env, v.num.b);
+    case T::F32: case T::F64: return Napi::Number::New(env, v.num.f64);
+    case T::U64: case T::I64: {
+      int64_t x = v.as_int(key);
+      if (x > (int64_t(1) << 53) || x < -(int64_t(1) << 53)) return Napi::BigInt::New(env, x);
+      return Napi::Number::New(env, static_cast<double>(x));
+    }
+    case T::ARRAY: {
+      auto arr = Napi::Array::New(env, v.arr.size());
+      for (size_t i = 0; i < v.arr.size(); ++i) arr.Set(static_cast<uint32_t>(i), gguf_value_to_js(env, v.arr[i], key));
+      return arr;
+    }
+    default: return Napi::Number::New(env, static_cast<double>(v.as_int(key)));
+  }
+}
+
+// ------------------------------------------------------------------ Model
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::FunctionReference* ctor;
+  static Napi::Object Init(Napi::Env env, Napi::Object exports);
+  explicit ModelWrap(const Napi::CallbackInfo& info);
+  std::shared_ptr<lro::LlamaModel> model;
+
+ private:
+  lro::LlamaModel& get(const Napi::Env& env) {
+    if (!model) throw Napi::Error::New(env, "model has been disposed");
+    return *model;
+  }
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Metadata(const Napi::CallbackInfo& info);
+  Napi::Value Tokenize(const Napi::CallbackInfo& info);
+  Napi::Value Detokenize(const Napi::CallbackInfo& info);
+  Napi::Value TokenText(const Napi::CallbackInfo& info);
+  Napi::Value IsEog(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+};
+Napi::FunctionReference* ModelWrap::ctor = nullptr;
+
+Napi::Object ModelWrap::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function f = DefineClass(env, "NativeModel",
+                                 {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("metadata", &ModelWrap::Metadata),
+                                  InstanceMethod("tokenize", &ModelWrap::Tokenize),
+                                  InstanceMethod("detokenize", &ModelWrap::Detokenize),
+                                  InstanceMethod("tokenText", &ModelWrap::TokenText),
+                                  InstanceMethod("isEog", &ModelWrap::IsEog), InstanceMethod("dispose", &ModelWrap::Dispose)});
+  ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  exports.Set("NativeModel", f);
+  return exports;
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+
+Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  const auto& hp = m.hparams();
+  const auto& tok = m.tokenizer();
+  auto o = Napi::Object::New(env);
+  o.Set("path", m.file().path());
+  o.Set("ggufVersion", m.file().version());
+  o.Set("fileSize", static_cast<double>(m.file().file_size()));
+  o.Set("architecture", hp.arch);
+  o.Set("name", m.file().get_string("general.name", ""));
+  o.Set("vocabOnly", m.vocab_only());
+  o.Set("nVocab", static_cast<double>(hp.n_vocab));
+  o.Set("nEmbd", static_cast<double>(hp.n_embd));
+  o.Set("nLayer", static_cast<double>(hp.n_layer));
+  o.Set("nHead", static_cast<double>(hp.n_head));
+  o.Set("nHeadKv", static_cast<double>(hp.n_head_kv));
+  o.Set("headDim", static_cast<double>(hp.head_dim));
+  o.Set("nFf", static_cast<double>(hp.n_ff));
+  o.Set("nRot", static_cast<double>(hp.n_rot));
+  o.Set("nCtxTrain", static_cast<double>(hp.n_ctx_train));
+  o.Set("rmsEps", hp.rms_eps);
+  o.Set("ropeFreqBase", hp.rope_base);
+  o.Set("hasRopeFreqs", !m.rope_freqs().empty());
+  o.Set("tiedOutput", m.tied_output());
+  auto tensors = Napi::Array::New(env, m.file().tensors().size());
+  uint32_t i = 0;
+  for (const auto& t : m.file().tensors()) {
+    auto to = Napi::Object::New(env);
+    to.Set("name", t.name);
+    to.Set("type", type_name(t.type));
+    auto shape = Napi::Array::New(env, t.n_dims);
+    for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, static_cast<double>(t.ne[d]));
+    to.Set("shape", shape);
+    to.Set("bytes", static_cast<double>(t.nbytes));
+    tensors.Set(i++, to);
+  }
+  o.Set("tensors", tensors);
+  auto to = Napi::Object::New(env);
+  to.Set("model", tok.model());
+  to.Set("pre", tok.pre());
+  to.Set("nTokens", tok.n_tokens());
+  to.Set("bos", tok.bos());
+  to.Set("eos", tok.eos());
+  to.Set("eot", tok.eot());
+  to.Set("addBos", tok.add_bos());
+  to.Set("addEos", tok.add_eos());
+  o.Set("tokenizer", to);
+  return o;
+}
+
+Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  // Arrays longer than maxArray are summarised so `info` stays readable on 128k vocabularies.
+  uint32_t max_array = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 0xffffffffu;
+  auto o = Napi::Object::New(env);
+  for (const auto& kv : m.file().metadata()) {
+    const auto& v = kv.second;
+    if (v.type == lro::GgufValueType::ARRAY && v.arr.size() > max_array) {
+      auto s = Napi::Object::New(env);
+      s.Set("arrayOf", lro::gguf_value_type_name(v.elem_type));
+      s.Set("length", static_cast<double>(v.arr.size()));
+      o.Set(kv.first, s);
+    } else {
+      o.Set(kv.first, gguf_value_to_js(env, v, kv.first));
+    }
+  }
+  return o;
+}
+
+Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  std::string text = info[0].As<Napi::String>().Utf8Value();
+  bool add_bos = info[1].ToBoolean();
+  bool parse_special = info[2].ToBoolean();
+  auto ids = m.tokenizer().encode(text, add_bos, parse_special);
+  auto arr = Napi::Int32Array::New(env, ids.size());
+  if (!ids.empty()) std::memcpy(arr.Data(), ids.data(), ids.size() * 4);
+  return arr;
+}
+
+Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  auto arr = info[0].As<Napi::Int32Array>();
+  std::vector<int32_t> ids(arr.Data(), arr.Data() + arr.ElementLength());
+  for (int32_t id : ids)
+    if (id < 0 || id >= m.tokenizer().n_tokens())
+      throw Napi::RangeError::New(env, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                           std::to_string(m.tokenizer().n_tokens()) + ")");
+  return Napi::String::New(env, m.tokenizer().decode(ids, info[1].ToBoolean()));
+}
+
+Napi::Value ModelWrap::TokenText(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  int32_t id = info[0].As<Napi::Number>().Int32Value();
+  if (id < 0 || id >= m.tokenizer().n_tokens())
+    throw Napi::RangeError::New(env, "token id " + std::to_string(id) + " is outside the vocabulary");
+  return Napi::String::New(env, m.tokenizer().token_text(id));
+}
+
+Napi::Value ModelWrap::IsEog(const Napi::CallbackInfo& info) {
+  auto& m = get(info.Env());
+  return Napi::Boolean::New(info.Env(), m.tokenizer().is_eog(info[0].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  model.reset();  // sessions hold their own reference; the mapping goes when the last one does
+  return info.Env().Undefined();
+}
+
+class LoadWorker : public Napi::AsyncWorker {
+ public:
+  LoadWorker(Napi::Env env, std::string path, bool vocab_only)
+      : Napi::AsyncWorker(env), path_(std::move(path)), vocab_only_(vocab_only), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      model_ = lro::LlamaModel::load(path_, vocab_only_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Object obj = ModelWrap::ctor->New({});
+    ModelWrap::Unwrap(obj)->model = model_;
+    deferred_.Resolve(obj);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  std::string path_;
+  bool vocab_only_;
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<lro::LlamaModel> model_;
+};
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "loadModel(path: string, vocabOnly: boolean)");
+  auto* w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), info.Length() > 1 && info[1].ToBoolean());
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// ------------------------------------------------------------------ Session
+
+struct CaptureSpec {
+  lro::HookPoint point;
+  int layer;  // -1: final_norm
+  std::string name;
+};
+
+CaptureSpec parse_capture(const std::string& name, int64_t n_layer) {
+  if (name == "final_norm") return {lro::HookPoint::FINAL_NORM, -1, name};
+  if (name == "embed") return {lro::HookPoint::RESID_PRE, 0, name};
+  auto dot = name.rfind('.');
+  if (dot == std::string::npos)
+    throw std::invalid_argument("capture point '" + name + "' needs a layer, e.g. resid_post.0");
+  std::string p = name.substr(0, dot), ls = name.substr(dot + 1);
+  lro::HookPoint hp;
+  if (p == "resid_pre") hp = lro::HookPoint::RESID_PRE;
+  else if (p == "attn_out") hp = lro::HookPoint::ATTN_OUT;
+  else if (p == "resid_mid") hp = lro::HookPoint::RESID_MID;
+  else if (p == "mlp_out") hp = lro::HookPoint::MLP_OUT;
+  else if (p == "resid_post") hp = lro::HookPoint::RESID_POST;
+  else
+    throw std::invalid_argument("unknown capture point '" + p + "' (expected embed, resid_pre, resid_mid, resid_post, attn_out, mlp_out, final_norm)");
+  if (ls.empty() || ls.find_first_not_of("0123456789") != std::string::npos || ls.size() > 6)
+    throw std::invalid_argument("capture point '" + name + "': layer must be a number");
+  int layer = std::stoi(ls);
+  if (layer >= n_layer)
+    throw std::invalid_argument("capture point '" + name + "': the model has layers 0.." + std::to_string(n_layer - 1));
+  return {hp, layer, name};
+}
+
+// A vector added to (or written over) the residual stream at a point, for steering and patching.
+struct EditSpec {
+  lro::HookPoint point;
+  int layer;
+  int64_t row;
+  bool replace;
+  std::vector<float> vec;
+};
+
+class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
+ public:
+  static Napi::FunctionReference* ctor;
+  static Napi::Object Init(Napi::Env env, Napi::Object exports);
+  explicit SessionWrap(const Napi::CallbackInfo& info);
+  std::unique_ptr<lro::Session> session;
+  std::atomic<bool> busy{false};
+  std::atomic<bool> cancel{false};
+  bool dispose_pending = false;
+
+  lro::Session& get(const Napi::Env& env) {
+    if (!session) throw Napi::Error::New(env, "session has been disposed");
+    if (busy) throw Napi::Error::New(env, "session is busy with an eval; await it (or cancel it) first");
+    return *session;
+  }
+
+ private:
+  Napi::Value Eval(const Napi::CallbackInfo& info);
+  Napi::Value Cancel(const Napi::CallbackInfo& info);
+  Napi::Value SeqCopy(const Napi::CallbackInfo& info);
+  Napi::Value SeqRemove(const Napi::CallbackInfo& info);
+  Napi::Value SeqPosMax(const Napi::CallbackInfo& info);
+  Napi::Value Threads(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+};
+Napi::FunctionReference* SessionWrap::ctor = nullptr;
+
+Napi::Object SessionWrap::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function f = DefineClass(
+      env, "NativeSession",
+      {InstanceMethod("eval", &SessionWrap::Eval), InstanceMethod("cancel", &SessionWrap::Cancel),
+       InstanceMethod("seqCopy", &SessionWrap::SeqCopy), InstanceMethod("seqRemove", &SessionWrap::SeqRemove),
+       InstanceMethod("seqPosMax", &SessionWrap::SeqPosMax), InstanceMethod("threads", &SessionWrap::Threads),
+       InstanceMethod("dispose", &SessionWrap::Dispose)});
+  ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  exports.Set("NativeSession", f);
+  return exports;
+}
+
+// new NativeSession(model, {nCtx, kvType, threads})
+SessionWrap::SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SessionWrap>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
+    throw Napi::TypeError::New(env, "new NativeSession(model, options)");
+  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+  auto o = info[1].As<Napi::Object>();
+  lro::SessionOptions so;
+  so.n_ctx = o.Get("nCtx").As<Napi::Number>().Int64Value();
+  so.kv_f16 = o.Get("kvType").As<Napi::String>().Utf8Value() == "f16";
+  so.threads = o.Get("threads").As<Napi::Number>().Int32Value();
+  try {
+    session = std::make_unique<lro::Session>(mw->model, so);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+class EvalWorker : public Napi::AsyncWorker {
+ public:
+  EvalWorker(Napi::Env env, SessionWrap* owner) : Napi::AsyncWorker(env), owner_(owner), deferred_(Napi::Promise::Deferred::New(env)) {
+    owner_->Ref();
+  }
+  ~EvalWorker() override { owner_->Unref(); }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  std::vector<int32_t> tokens, pos, seq;
+  std::vector<float> embeddings;
+  lro::Batch batch;
+  std::vector<CaptureSpec> captures;
+  std::vector<EditSpec> edits;
+  std::vector<std::vector<float>> captured;  // per capture: [output_rows, d]
+  lro::EvalResult result;
+
+  void Execute() override {
+    try {
+      batch.tokens = tokens.empty() ? nullptr : tokens.data();
+      batch.embeddings = embeddings.empty() ? nullptr : embeddings.data();
+      batch.pos = pos.data();
+      batch.seq = seq.data();
+      const auto& rows = batch.output_rows;
+      captured.resize(captures.size());
+      if (!captures.empty() || !edits.empty()) {
+        batch.hook = [this, &rows](lro::HookPoint p, int layer, float* x, int64_t n, int64_t d) {
+          for (const auto& e : edits) {
+            if (e.point != p || e.layer != layer) continue;
+            float* r = x + e.row * d;
+            for (int64_t i = 0; i < d; ++i) r[i] = e.replace ? e.vec[i] : r[i] + e.vec[i];
+          }
+          for (size_t c = 0; c < captures.size(); ++c) {
+            if (captures[c].point != p || captures[c].layer != layer) continue;
+            auto& out = captured[c];
+            out.resize(rows.size() * d);
+            for (size_t i = 0; i < rows.size(); ++i) {
+              int64_t src = p == lro::HookPoint::FINAL_NORM ? static_cast<int64_t>(i) : rows[i];
+              if (src >= n) continue;
+              std::memcpy(out.data() + i * d, x + src * d, d * sizeof(float));
+            }
+          }
+        };
+      }
+      result = owner_->session->eval(batch, &owner_->cancel);
+    } catch (const lro::CancelledError&) {
+      SetError("cancelled");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void Finish() {
+    owner_->busy = false;
+    owner_->cancel = false;
+    if (owner_->dispose_pending) owner_->session.reset();
+  }
+  void OnOK() override {
+    Finish();
+    Napi::Env env = Env();
+    auto o = Napi::Object::New(env);
+    if (batch.want_logits) o.Set("logits", to_f32(env, result.logits.data(), result.logits.size()));
+    if (batch.want_final_norm) o.Set("finalNorm", to_f32(env, result.final_norm.data(), result.final_norm.size()));
+    auto caps = Napi::Object::New(env);
+    for (size_t c = 0; c < captures.size(); ++c) caps.Set(captures[c].name, to_f32(env, captured[c].data(), captured[c].size()));
+    o.Set("captures", caps);
+    deferred_.Resolve(o);
+  }
+  void OnError(const Napi::Error& e) override {
+    Finish();
+    if (std::string(e.Message()) == "cancelled") {
+      auto err = Napi::Error::New(Env(), "eval cancelled");
+      err.Set("code", "ABORT_ERR");
+      err.Set("name", "AbortError");
+      deferred_.Reject(err.Value());
+    } else {
+      deferred_.Reject(e.Value());
+    }
+  }
+
+ private:
+  SessionWrap* owner_;
+  Napi::Promise::Deferred deferred_;
+};
+
+template <typename T, typename A>
+std::vector<T> copy_typed(const Napi::Value& v, const char* field) {
+  if (!v.IsTypedArray()) throw std::invalid_argument(std::string("eval: '") + field + "' must be a typed array");
+  auto a = v.As<A>();
+  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// eval({tokens?: Int32Array, embeddings?: Float32Array, pos: Int32Array, seq: Int32Array,
+//       outputRows: Int32Array, logits: boolean, finalNorm: boolean, capture: string[],
+//       edits: {point, layer, row, replace, vector: Float32Array}[]})
+Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& s = get(env);
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "eval(request)");
+  auto req = info[0].As<Napi::Object>();
+  const auto& hp = s.model().hparams();
+  auto* w = new EvalWorker(env, this);
+  try {
+    Napi::Value tv = req.Get("tokens"), ev = req.Get("embeddings");
+    if (!tv.IsUndefined() && !tv.IsNull()) w->tokens = copy_typed<int32_t, Napi::Int32Array>(tv, "tokens");
+    if (!ev.IsUndefined() && !ev.IsNull()) w->embeddings = copy_typed<float, Napi::Float32Array>(ev, "embeddings");
+    w->pos = copy_typed<int32_t, Napi::Int32Array>(req.Get("pos"), "pos");
+    w->seq = copy_typed<int32_t, Napi::Int32Array>(req.Get("seq"), "seq");
+    auto rows = copy_typed<int32_t, Napi::Int32Array>(req.Get("outputRows"), "outputRows");
+    size_t n = w->tokens.empty() ? w->embeddings.size() / static_cast<size_t>(hp.n_embd) : w->tokens.size();
+    if (w->tokens.empty() == w->embeddings.empty()) throw std::invalid_argument("eval: give exactly one of tokens or embeddings");
+    if (!w->embeddings.empty() && w->embeddings.size() % static_cast<size_t>(hp.n_embd) != 0)
+      throw std::invalid_argument("eval: embeddings length " + std::to_string(w->embeddings.size()) +
+                                  " is not a multiple of the model width " + std::to_string(hp.n_embd));
+    if (w->pos.size() != n || w->seq.size() != n)
+      throw std::invalid_argument("eval: pos and seq must have one entry per batch row (" + std::to_string(n) + ")");
+    w->batch.n = static_cast<int64_t>(n);
+    w->batch.output_rows.assign(rows.begin(), rows.end());
+    w->batch.want_logits = req.Get("logits").ToBoolean();
+    w->batch.want_final_norm = req.Get("finalNorm").ToBoolean();
+    Napi::Value cap = req.Get("capture");
+    if (cap.IsArray()) {
+      auto a = cap.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) w->captures.push_back(parse_capture(a.Get(i).As<Napi::String>().Utf8Value(), hp.n_layer));
+    }
+    Napi::Value ed = req.Get("edits");
+    if (ed.IsArray()) {
+      auto a = ed.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        auto eo = a.Get(i).As<Napi::Object>();
+        std::string name = eo.Get("point").As<Napi::String>().Utf8Value();
+        CaptureSpec sp = parse_capture(name, hp.n_layer);
+        if (sp.point == lro::HookPoint::FINAL_NORM) throw std::invalid_argument("eval: edits at final_norm are not supported");
+        EditSpec e{sp.point, sp.layer, eo.Get("row").As<Napi::Number>().Int64Value(), eo.Get("replace").ToBoolean(),
+                   copy_typed<float, Napi::Float32Array>(eo.Get("vector"), "edits.vector")};
+        if (e.row < 0 || e.row >= static_cast<int64_t>(n)) throw std::invalid_argument("eval: edit row outside the batch");
+        if (static_cast<int64_t>(e.vec.size()) != hp.n_embd)
+          throw std::invalid_argument("eval: edit vector must have the model width " + std::to_string(hp.n_embd));
+        w->edits.push_back(std::move(e));
+      }
+    }
+  } catch (const std::exception& e) {
+    delete w;
+    throw Napi::Error::New(env, e.what());
+  }
+  busy = true;
+  cancel = false;
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value SessionWrap::Cancel(const Napi::CallbackInfo& info) {
+  if (busy) cancel = true;
+  return info.Env().Undefined();
+}
+
+Napi::Value SessionWrap::SeqCopy(const Napi::CallbackInfo& info) {
+  auto& s = get(info.Env());
+  try {
+    s.seq_copy(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+               info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value SessionWrap::SeqRemove(const Napi::CallbackInfo& info) {
+  auto& s = get(info.Env());
+  s.seq_remove(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+               info[2].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value SessionWrap::SeqPosMax(const Napi::CallbackInfo& info) {
+  if (!session) throw Napi::Error::New(info.Env(), "session has been disposed");
+  return Napi::Number::New(info.Env(), session->seq_pos_max(info[0].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Value SessionWrap::Threads(const Napi::CallbackInfo& info) {
+  if (!session) throw Napi::Error::New(info.Env(), "session has been disposed");
+  return Napi::Number::New(info.Env(), session->threads());
+}
+
+Napi::Value SessionWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (busy) {
+    cancel = true;
+    dispose_pending = true;
+  } else {
+    session.reset();
+  }
+  return info.Env().Undefined();
+}
+
+// ------------------------------------------------------------------ free functions
+
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
+    auto src = info[1].As<Napi::Float32Array>();
+    int64_t n = static_cast<int64_t>(src.ElementLength());
+    int64_t row = info.Length() > 2 ? info[2].As<Napi::Number>().Int64Value() : n;
+    if (!lro::can_quantize(t)) throw std::invalid_argument("cannot quantise to " + type_name(t));
+    if (row <= 0 || n % row != 0 || row % lro::traits(t).block_size != 0)
+      throw std::invalid_argument("quantize: row length must divide the data and be a multiple of the block size " +
+                                  std::to_string(lro::traits(t).block_size));
+    size_t rs = lro::row_size(t, row);
+    auto out = Napi::Uint8Array::New(env, rs * static_cast<size_t>(n / row));
+    for (int64_t r = 0; r < n / row; ++r) lro::quantize_row(t, src.Data() + r * row, out.Data() + r * rs, row);
+    return out;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
+    auto src = info[1].As<Napi::Uint8Array>();
+    int64_t n = info[2].As<Napi::Number>().Int64Value();
+    if (n < 0 || n % lro::traits(t).block_size != 0 || lro::row_size(t, n) > src.ByteLength())
+      throw std::invalid_argument("dequantize: data too short or length not a multiple of the block size");
+    auto out = Napi::Float32Array::New(env, static_cast<size_t>(n));
+    lro::dequantize_row(t, src.Data(), out.Data(), n);
+    return out;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type);
+
+// writeGguf(path, metadata: {key, type, value}[], tensors: {name, type, shape, data: Uint8Array}[])
+// type: u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 bool string, or "array:<type>".
+lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type) {
+  using T = lro::GgufValueType;
+  lro::GgufValue g;
+  if (type.rfind("array:", 0) == 0) {
+    g.type = T::ARRAY;
+    std::string et = type.substr(6);
+    auto a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) g.arr.push_back(js_to_gguf(a.Get(i), et));
+    g.elem_type = g.arr.empty() ? (et == "string" ? T::STRING : T::I32) : g.arr[0].type;
+    if (et.rfind("array:", 0) == 0) g.elem_type = T::ARRAY;
+    return g;
+  }
+  static const std::pair<const char*, T> names[] = {{"u8", T::U8}, {"i8", T::I8}, {"u16", T::U16}, {"i16", T::I16},
+                                                    {"u32", T::U32}, {"i32", T::I32}, {"u64", T::U64}, {"i64", T::I64},
+                                                    {"f32", T::F32}, {"f64", T::F64}, {"bool", T::BOOL}, {"string", T::STRING}};
+  for (auto& nt : names) {
+    if (type != nt.first) continue;
+    g.type = nt.second;
+    switch (g.type) {
+      case T::STRING: g.str = v.As<Napi::String>().Utf8Value(); break;
+      case T::BOOL: g.num.b = v.ToBoolean(); break;
+      case T::F32: case T::F64: g.num.f64 = v.As<Napi::Number>().DoubleValue(); break;
+      case T::U8: case T::U16: case T::U32: case T::U64:
+        g.num.u64 = v.IsBigInt() ? v.As<Napi::BigInt>().Uint64Value(nullptr) : static_cast<uint64_t>(v.As<Napi::Number>().Int64Value());
+        break;
+      default:
+        g.num.i64 = v.IsBigInt() ? v.As<Napi::BigInt>().Int64Value(nullptr) : v.As<Napi::Number>().Int64Value();
+    }
+    return g;
+  }
+  throw std::invalid_argument("unknown GGUF value type '" + type + "'");
+}
+
+Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    lro::GgufWriter w;
+    auto md = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < md.Length(); ++i) {
+      auto e = md.Get(i).As<Napi::Object>();
+      w.set_value(e.Get("key").As<Napi::String>().Utf8Value(),
+                  js_to_gguf(e.Get("value"), e.Get("type").As<Napi::String>().Utf8Value()));
+    }
+    auto ts = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < ts.Length(); ++i) {
+      auto t = ts.Get(i).As<Napi::Object>();
+      auto shape = t.Get("shape").As<Napi::Array>();
+      std::vector<int64_t> ne;
+      for (uint32_t d = 0; d < shape.Length(); ++d) ne.push_back(shape.Get(d).As<Napi::Number>().Int64Value());
+      auto data = t.Get("data").As<Napi::Uint8Array>();
+      w.add_tensor(t.Get("name").As<Napi::String>().Utf8Value(), parse_type(t.Get("type").As<Napi::String>().Utf8Value()), ne,
+                   std::vector<uint8_t>(data.Data(), data.Data() + data.ByteLength()));
+    }
+    w.write(path);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  return env.Undefined();
+}
+
+// sampleToken(logits, row, nVocab, {temperature, topK, topP, seed, step, exclude?: Int32Array})
+// Greedy (lowest id on ties) when temperature <= 0. The draw depends only on (seed, step), so a
+// resumed or re-run generation picks the same tokens.
+Napi::Value SampleToken(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = info[0].As<Napi::Float32Array>();
+  int64_t row = info[1].As<Napi::Number>().Int64Value();
+  int64_t nv = info[2].As<Napi::Number>().Int64Value();
+  auto o = info[3].As<Napi::Object>();
+  if (nv <= 0 || row < 0 || static_cast<size_t>((row + 1) * nv) > logits.ElementLength())
+    throw Napi::RangeError::New(env, "sampleToken: row outside the logits");
+  const float* l = logits.Data() + row * nv;
+  double temperature = o.Get("temperature").As<Napi::Number>().DoubleValue();
+  int64_t top_k = o.Get("topK").As<Napi::Number>().Int64Value();
+  double top_p = o.Get("topP").As<Napi::Number>().DoubleValue();
+  uint64_t seed = static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value());
+  uint64_t step = static_cast<uint64_t>(o.Get("step").As<Napi::Number>().Int64Value());
+  std::vector<char> banned(static_cast<size_t>(nv), 0);
+  Napi::Value ex = o.Get("exclude");
+  if (ex.IsTypedArray()) {
+    auto e = ex.As<Napi::Int32Array>();
+    for (size_t i = 0; i < e.ElementLength(); ++i)
+      if (e[i] >= 0 && e[i] < nv) banned[static_cast<size_t>(e[i])] = 1;
+  }
+  int64_t best = -1;
+  for (int64_t i = 0; i < nv; ++i)
+    if (!banned[i] && (best < 0 || l[i] > l[best])) best = i;
+  if (best < 0) throw Napi::Error::New(env, "sampleToken: every token is excluded");
+  if (temperature <= 0) return Napi::Number::New(env, static_cast<double>(best));
+  std::vector<std::pair<float, int32_t>> cand;
+  for (int64_t i = 0; i < nv; ++i)
+    if (!banned[i]) cand.push_back({l[i], static_cast<int32_t>(i)});
+  std::sort(cand.begin(), cand.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  if (top_k > 0 && static_cast<size_t>(top_k) < cand.size()) cand.resize(static_cast<size_t>(top_k));
+  std::vector<double> p(cand.size());
+  double mx = cand[0].first, sum = 0;
+  for (size_t i = 0; i < cand.size(); ++i) sum += p[i] = std::exp((cand[i].first - mx) / temperature);
+  if (top_p > 0 && top_p < 1) {
+    double acc = 0;
+    size_t keep = cand.size();
+    for (size_t i = 0; i < cand.size(); ++i) {
+      acc += p[i] / sum;
+      if (acc >= top_p) { keep = i + 1; break; }
+    }
+    p.resize(keep);
+    sum = 0;
+    for (double x : p) sum += x;
+  }
+  // splitmix64 of (seed, step): a stateless stream.
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + step + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  double u = static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0) * sum;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (u < p[i]) return Napi::Number::New(env, cand[i].second);
+    u -= p[i];
+  }
+  return Napi::Number::New(env, cand[p.size() - 1].second);
+}
+
+Napi::Value CpuFeatures(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), lro::cpu_features()); }
+Napi::Value PhysicalCores(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), lro::ThreadPool::physical_cores()); }
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  ModelWrap::Init(env, exports);
+  SessionWrap::Init(env, exports);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("dequantize", Napi::Function::New(env, Dequantize));
+  exports.Set("writeGguf", Napi::Function::New(env, WriteGguf));
+  exports.Set("sampleToken", Napi::Function::New(env, SampleToken));
+  exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures));
+  exports.Set("physicalCores", Napi::Function::New(env, PhysicalCores));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(lro_native, Init)

@@ -1,0 +1,89 @@
+// An inference session over a model: per-sequence KV caches and the batched forward pass.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "llama_model.h"
+#include "thread_pool.h"
+
+namespace lro {
+
+struct SessionOptions {
+  int64_t n_ctx = 4096;   // most cells one sequence may hold
+  bool kv_f16 = false;
+  int threads = 0;        // 0: physical cores
+};
+
+// Points of the residual stream a hook sees, TransformerLens names. Shapes are [n, n_embd].
+enum class HookPoint { RESID_PRE, ATTN_OUT, RESID_MID, MLP_OUT, RESID_POST, FINAL_NORM };
+const char* hook_point_name(HookPoint p);
+
+// Called on the engine thread with the full batch activation at a point; may modify x in place
+// (interventions) or copy rows out (capture). layer is -1 for FINAL_NORM. For FINAL_NORM, x holds
+// only the output rows, in the order of Batch::output_rows.
+using HookFn = std::function<void(HookPoint point, int layer, float* x, int64_t n, int64_t d)>;
+
+struct Batch {
+  int64_t n = 0;
+  const int32_t* tokens = nullptr;     // [n]; or
+  const float* embeddings = nullptr;   // [n, n_embd]: replaces the token-embedding lookup
+  const int32_t* pos = nullptr;        // [n]
+  const int32_t* seq = nullptr;        // [n]
+  std::vector<int64_t> output_rows;    // rows of the batch whose logits / final norm are wanted
+  bool want_logits = true;
+  bool want_final_norm = false;
+  HookFn hook;                         // optional
+};
+
+struct EvalResult {
+  std::vector<float> logits;      // [output_rows, n_vocab]
+  std::vector<float> final_norm;  // [output_rows, n_embd]
+};
+
+class CancelledError : public std::runtime_error {
+ public:
+  CancelledError() : std::runtime_error("cancelled") {}
+};
+
+class Session {
+ public:
+  Session(std::shared_ptr<const LlamaModel> model, const SessionOptions& opts);
+  const LlamaModel& model() const { return *model_; }
+  const SessionOptions& options() const { return opts_; }
+  int threads() const { return pool_.size(); }
+
+  // Runs the forward pass. Positions of one sequence must be strictly increasing and above every
+  // position already cached for it. Throws std::invalid_argument on bad input, CancelledError when
+  // *cancel becomes true (checked between layers; the batch's cache cells are then rolled back).
+  EvalResult eval(const Batch& batch, const std::atomic<bool>* cancel = nullptr);
+
+  // Replaces dst's cache with the cells of src whose positions are in [p0, p1) (p1 < 0: no bound).
+  void seq_copy(int32_t src, int32_t dst, int32_t p0, int32_t p1);
+  // Removes the cells with positions in [p0, p1) (p1 < 0: no bound); the whole sequence if p0 <= 0 and p1 < 0.
+  void seq_remove(int32_t seq, int32_t p0, int32_t p1);
+  // Largest cached position of seq, or -1.
+  int32_t seq_pos_max(int32_t seq) const;
+  int64_t seq_cells(int32_t seq) const;
+  std::vector<int32_t> seq_ids() const;
+  void clear() { seqs_.clear(); }
+
+ private:
+  struct SeqCache {
+    std::vector<int32_t> pos;                 // [cells]
+    std::vector<std::vector<uint8_t>> k, v;   // per layer: [cells, n_head_kv * head_dim] f32 or f16
+  };
+  SeqCache& seq_cache(int32_t seq);
+  void append_kv(SeqCache& c, int layer, const float* k, const float* v);
+
+  std::shared_ptr<const LlamaModel> model_;
+  SessionOptions opts_;
+  ThreadPool pool_;
+  std::map<int32_t, SeqCache> seqs_;
+};
+
+}  // namespace lro

@@ -1,0 +1,61 @@
+// Forward pass against the llama.cpp goldens, without Node (runs on the device image too).
+// Usage: test_forward [shared_dir]   (default ../shared or $LRO_SHARED)
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "golden.h"
+#include "llama_model.h"
+#include "session.h"
+
+namespace {
+int failures = 0;
+void check(bool ok, const std::string& what) {
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+  if (!ok) ++failures;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string shared = argc > 1 ? argv[1] : golden::shared_dir();
+  auto model = lro::LlamaModel::load(shared + "/golden/gguf/tiny-l3.f32.gguf");
+  const auto& hp = model->hparams();
+  for (const char* p : {"p12", "p40", "p75"}) {
+    golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32." + p + ".safetensors");
+    auto toks64 = g.at("tokens").ints();
+    std::vector<int32_t> toks(toks64.begin(), toks64.end()), pos(toks.size()), seq(toks.size(), 0);
+    for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
+    lro::SessionOptions so;
+    so.threads = 2;
+    lro::Session s(model, so);
+    lro::Batch b;
+    b.n = static_cast<int64_t>(toks.size());
+    b.tokens = toks.data();
+    b.pos = pos.data();
+    b.seq = seq.data();
+    for (int64_t i = 0; i < b.n; ++i) b.output_rows.push_back(i);
+    b.want_final_norm = true;
+    std::vector<std::vector<float>> resid(static_cast<size_t>(hp.n_layer));
+    b.hook = [&](lro::HookPoint pt, int layer, float* x, int64_t n, int64_t d) {
+      if (pt == lro::HookPoint::RESID_POST) resid[layer].assign(x, x + n * d);
+    };
+    auto r = s.eval(b);
+    auto gl = g.at("logits").f32(), gf = g.at("final_norm").f32();
+    float dl = golden::max_abs_diff(r.logits.data(), gl.data(), gl.size());
+    float df = golden::max_abs_diff(r.final_norm.data(), gf.data(), gf.size());
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "f32 %s logits max|diff| %.3g (atol 1e-3)", p, dl);
+    check(dl <= 1e-3f, buf);
+    std::snprintf(buf, sizeof buf, "f32 %s final_norm max|diff| %.3g (atol 1e-4)", p, df);
+    check(df <= 1e-4f, buf);
+    for (int64_t l = 0; l < hp.n_layer; ++l) {
+      auto gr = g.at("resid_post." + std::to_string(l)).f32();
+      float dr = golden::max_abs_diff(resid[l].data(), gr.data(), gr.size());
+      std::snprintf(buf, sizeof buf, "f32 %s resid_post.%lld max|diff| %.3g (atol 1e-3)", p, static_cast<long long>(l), dr);
+      check(dr <= 1e-3f, buf);
+    }
+  }
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  return failures ? 1 : 0;
+}
