@@ -68,13 +68,14 @@ export interface NativeSessionOptions {
   threads: number; // 0: physical cores
 }
 
-/** A vector added to (or written over) one batch row of the residual stream at a hook point. */
-export interface NativeEdit {
-  point: string; // e.g. "resid_post.3", "embed"
-  row: number;
-  replace: boolean;
-  vector: Float32Array; // [nEmbd]
-}
+/**
+ * An edit of one batch row at a hook point, applied before anything reads it:
+ * add: x += scale * vector; replace: x = vector; noise: x += scale * ||x|| * g / ||g|| (g ~ N(0, I), seeded).
+ */
+export type NativeEdit =
+  | { point: string; row: number; mode: 'add'; vector: Float32Array; /** default 1 */ scale?: number }
+  | { point: string; row: number; mode: 'replace'; vector: Float32Array }
+  | { point: string; row: number; mode: 'noise'; scale: number; seed: number };
 
 export interface NativeEvalRequest {
   tokens?: Int32Array; // [n]
@@ -104,7 +105,20 @@ export interface NativeSession {
   seqRemove(seq: number, p0: number, p1: number): void;
   seqPosMax(seq: number): number;
   threads(): number;
+  /** LoRA adapters applied unmerged on later evals: y = W x + scale * (alpha / r) * B (A x). */
+  setAdapters(adapters: { adapter: NativeAdapter; scale: number }[]): void;
   dispose(): void;
+}
+
+export interface NativeAdapterInfo {
+  path: string;
+  alpha: number;
+  rank: number;
+  weights: string[]; // base weight names the adapter touches
+}
+
+export interface NativeAdapter {
+  info(): NativeAdapterInfo;
 }
 
 export interface GgufMetadataEntry {
@@ -121,6 +135,39 @@ export interface GgufTensorEntry {
   data: Uint8Array; // already in `type`
 }
 
+export interface NativeLatentSettings {
+  path: string;
+  mode: 'codi' | 'coconut';
+  steps: number;
+  botId: number;
+  eotId: number;
+  padId: number;
+  promptFormat: string; // "codi-answer-only" | "codi" | "plain"
+  layerNormEps: number;
+  hidden: number;
+  excludeIds: Int32Array;
+}
+
+export interface NativeLatentHead {
+  settings(): NativeLatentSettings;
+  /** e = head(z), row by row: [n * nEmbd] -> [n * nEmbd] */
+  project(z: Float32Array): Float32Array;
+}
+
+export interface NativeLogitStats {
+  topIds: Int32Array;
+  topLogits: Float32Array;
+  topProbs: Float32Array; // softmax over ids [0, vocabLimit)
+  logsumexp: number;
+  entropy: number; // nats
+}
+
+export interface NativeVectorStats {
+  norm: number;
+  sparsity: number; // fraction of |x| < 1e-2 * max|x|
+  cosineToPrev: number | null;
+}
+
 export interface SampleOptions {
   temperature: number;
   topK: number; // 0: all
@@ -130,8 +177,27 @@ export interface SampleOptions {
   exclude?: Int32Array;
 }
 
+export interface RandomLlamaSpec {
+  nEmbd?: number;
+  nLayer?: number;
+  nHead?: number;
+  nHeadKv?: number;
+  nFf?: number;
+  /** 0: the byte-level tokenizer's 262 ids */
+  nVocab?: number;
+  type?: TensorTypeName;
+  seed?: number;
+  /** 0: 1/sqrt(n_in) */
+  weightStd?: number;
+  name?: string;
+  latentPath?: string;
+  latentSteps?: number;
+}
+
 export interface NativeAddon {
   loadModel(path: string, vocabOnly: boolean): Promise<NativeModel>;
+  /** A llama.cpp-format GGUF LoRA adapter, checked against the model's shapes. */
+  loadAdapter(model: NativeModel, path: string): NativeAdapter;
   NativeSession: new (model: NativeModel, options: NativeSessionOptions) => NativeSession;
   /** rowLength defaults to data.length; each row is quantised on its own. */
   quantize(type: TensorTypeName, data: Float32Array, rowLength?: number): Uint8Array;
@@ -139,6 +205,15 @@ export interface NativeAddon {
   writeGguf(path: string, metadata: GgufMetadataEntry[], tensors: GgufTensorEntry[]): void;
   /** Greedy (lowest id on ties) when temperature <= 0; otherwise a draw that depends only on (seed, step). */
   sampleToken(logits: Float32Array, row: number, nVocab: number, options: SampleOptions): number;
+  /** Sidecar file, or the model file itself when path is null (resolves null when it has no head). */
+  loadLatentHead(model: NativeModel, path: string | null): NativeLatentHead | null;
+  logitStats(logits: Float32Array, row: number, nVocab: number, vocabLimit: number, topK: number): NativeLogitStats;
+  vectorStats(v: Float32Array, prev: Float32Array | null): NativeVectorStats;
+  /** v + scale * ||v|| * g / ||g||, g ~ N(0, I) seeded */
+  addScaledNoise(v: Float32Array, scale: number, seed: number): Float32Array;
+  meanRows(x: Float32Array, width: number): Float32Array;
+  /** A deterministic random Llama GGUF (byte-level tokenizer), plus a CODI latent head sidecar when latentPath is set. */
+  writeRandomLlama(path: string, spec: RandomLlamaSpec): Promise<void>;
   cpuFeatures(): string;
   physicalCores(): number;
 }

@@ -14,7 +14,11 @@
 
 #include "gguf.h"
 #include "llama_model.h"
+#include "analysis_ops.h"
+#include "latent_head.h"
+#include "lora_adapter.h"
 #include "quants.h"
+#include "random_model.h"
 #include "session.h"
 
 namespace {
@@ -250,6 +254,194 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// ------------------------------------------------------------------ LoRA adapter
+
+class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
+ public:
+  static Napi::FunctionReference* ctor;
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(env, "NativeAdapter", {InstanceMethod("info", &AdapterWrap::Info)});
+    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    exports.Set("NativeAdapter", f);
+    return exports;
+  }
+  explicit AdapterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdapterWrap>(info) {}
+  std::shared_ptr<const lro::LoraAdapter> adapter;
+
+ private:
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto o = Napi::Object::New(env);
+    o.Set("path", adapter->path());
+    o.Set("alpha", adapter->alpha());
+    auto names = Napi::Array::New(env);
+    uint32_t i = 0;
+    int64_t rank = 0;
+    for (const auto& kv : adapter->pairs()) {
+      names.Set(i++, kv.first);
+      rank = kv.second.rank;
+    }
+    o.Set("weights", names);
+    o.Set("rank", static_cast<double>(rank));
+    return o;
+  }
+};
+Napi::FunctionReference* AdapterWrap::ctor = nullptr;
+
+// loadAdapter(model, path): checked against the model's shapes.
+Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+  std::shared_ptr<lro::LoraAdapter> ad;
+  try {
+    ad = lro::LoraAdapter::load(info[1].As<Napi::String>().Utf8Value(), *mw->model);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  Napi::Object obj = AdapterWrap::ctor->New({});
+  AdapterWrap::Unwrap(obj)->adapter = ad;
+  return obj;
+}
+
+// ------------------------------------------------------------------ latent head
+
+class LatentHeadWrap : public Napi::ObjectWrap<LatentHeadWrap> {
+ public:
+  static Napi::FunctionReference* ctor;
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(env, "NativeLatentHead",
+                                   {InstanceMethod("settings", &LatentHeadWrap::Settings),
+                                    InstanceMethod("project", &LatentHeadWrap::Project)});
+    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    exports.Set("NativeLatentHead", f);
+    return exports;
+  }
+  explicit LatentHeadWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LatentHeadWrap>(info) {}
+  std::shared_ptr<const lro::LatentHead> head;
+  int64_t n_embd = 0;
+  std::unique_ptr<lro::ThreadPool> pool;
+
+ private:
+  Napi::Value Settings(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& s = head->settings();
+    auto o = Napi::Object::New(env);
+    o.Set("path", head->path());
+    o.Set("mode", s.mode);
+    o.Set("steps", static_cast<double>(s.steps));
+    o.Set("botId", s.bot_id);
+    o.Set("eotId", s.eot_id);
+    o.Set("padId", s.pad_id);
+    o.Set("promptFormat", s.prompt_format);
+    o.Set("layerNormEps", s.ln_eps);
+    o.Set("hidden", static_cast<double>(head->hidden()));
+    auto ex = Napi::Int32Array::New(env, s.exclude_ids.size());
+    for (size_t i = 0; i < s.exclude_ids.size(); ++i) ex[i] = s.exclude_ids[i];
+    o.Set("excludeIds", ex);
+    return o;
+  }
+  // project(z: Float32Array [n * nEmbd]) -> Float32Array [n * nEmbd]
+  Napi::Value Project(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto z = info[0].As<Napi::Float32Array>();
+    if (z.ElementLength() == 0 || z.ElementLength() % static_cast<size_t>(n_embd) != 0)
+      throw Napi::RangeError::New(env, "project: input length must be a positive multiple of the model width " + std::to_string(n_embd));
+    int64_t n = static_cast<int64_t>(z.ElementLength()) / n_embd;
+    auto out = Napi::Float32Array::New(env, z.ElementLength());
+    head->project(z.Data(), out.Data(), n, *pool);
+    return out;
+  }
+};
+Napi::FunctionReference* LatentHeadWrap::ctor = nullptr;
+
+// loadLatentHead(model, path | null): null path = the model file itself; resolves null when it has none.
+Napi::Value LoadLatentHead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+  int64_t d = mw->model->hparams().n_embd;
+  std::shared_ptr<lro::LatentHead> h;
+  try {
+    if (info.Length() > 1 && info[1].IsString()) h = lro::LatentHead::load(info[1].As<Napi::String>().Utf8Value(), d);
+    else h = lro::LatentHead::from_file(mw->model->shared_file(), d);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  if (!h) return env.Null();
+  Napi::Object obj = LatentHeadWrap::ctor->New({});
+  auto* w = LatentHeadWrap::Unwrap(obj);
+  w->head = h;
+  w->n_embd = d;
+  w->pool = std::make_unique<lro::ThreadPool>(1);
+  return obj;
+}
+
+// logitStats(logits, row, nVocab, vocabLimit, topK)
+Napi::Value LogitStatsFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = info[0].As<Napi::Float32Array>();
+  int64_t row = info[1].As<Napi::Number>().Int64Value(), nv = info[2].As<Napi::Number>().Int64Value();
+  int64_t limit = info[3].As<Napi::Number>().Int64Value(), k = info[4].As<Napi::Number>().Int64Value();
+  if (nv <= 0 || row < 0 || static_cast<size_t>((row + 1) * nv) > logits.ElementLength())
+    throw Napi::RangeError::New(env, "logitStats: row outside the logits");
+  auto s = lro::logit_stats(logits.Data() + row * nv, nv, limit, std::max<int64_t>(k, 0));
+  auto o = Napi::Object::New(env);
+  auto ids = Napi::Int32Array::New(env, s.top_ids.size());
+  auto lg = Napi::Float32Array::New(env, s.top_ids.size());
+  auto pr = Napi::Float32Array::New(env, s.top_ids.size());
+  for (size_t i = 0; i < s.top_ids.size(); ++i) {
+    ids[i] = s.top_ids[i];
+    lg[i] = s.top_logits[i];
+    pr[i] = s.top_probs[i];
+  }
+  o.Set("topIds", ids);
+  o.Set("topLogits", lg);
+  o.Set("topProbs", pr);
+  o.Set("logsumexp", s.logsumexp);
+  o.Set("entropy", s.entropy);
+  return o;
+}
+
+// vectorStats(v, prev | null)
+Napi::Value VectorStatsFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto v = info[0].As<Napi::Float32Array>();
+  const float* prev = nullptr;
+  if (info.Length() > 1 && info[1].IsTypedArray()) {
+    auto p = info[1].As<Napi::Float32Array>();
+    if (p.ElementLength() != v.ElementLength()) throw Napi::RangeError::New(env, "vectorStats: vectors differ in length");
+    prev = p.Data();
+  }
+  auto s = lro::vector_stats(v.Data(), prev, static_cast<int64_t>(v.ElementLength()));
+  auto o = Napi::Object::New(env);
+  o.Set("norm", s.norm);
+  o.Set("sparsity", s.sparsity);
+  o.Set("cosineToPrev", prev ? Napi::Value(Napi::Number::New(env, s.cosine_to_prev)) : env.Null());
+  return o;
+}
+
+// addScaledNoise(v, scale, seed) -> v + scale * ||v|| * g / ||g||
+Napi::Value AddScaledNoise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto v = info[0].As<Napi::Float32Array>();
+  auto out = Napi::Float32Array::New(env, v.ElementLength());
+  lro::add_scaled_noise(out.Data(), v.Data(), static_cast<int64_t>(v.ElementLength()), info[1].As<Napi::Number>().DoubleValue(),
+                        static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()));
+  return out;
+}
+
+// meanRows(x, width) -> mean row
+Napi::Value MeanRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = info[0].As<Napi::Float32Array>();
+  int64_t d = info[1].As<Napi::Number>().Int64Value();
+  if (d <= 0 || x.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, "meanRows: length not a multiple of width");
+  auto out = Napi::Float32Array::New(env, static_cast<size_t>(d));
+  lro::mean_rows(out.Data(), x.Data(), static_cast<int64_t>(x.ElementLength()) / d, d);
+  return out;
+}
+
 // ------------------------------------------------------------------ Session
 
 struct CaptureSpec {
@@ -283,11 +475,13 @@ CaptureSpec parse_capture(const std::string& name, int64_t n_layer) {
 
 // A vector added to (or written over) the residual stream at a point, for steering and patching.
 struct EditSpec {
+  enum Mode { ADD, REPLACE, NOISE } mode;
   lro::HookPoint point;
   int layer;
   int64_t row;
-  bool replace;
-  std::vector<float> vec;
+  std::vector<float> vec;  // ADD: added (already scaled); REPLACE: written over
+  double scale = 1;        // NOISE: x + scale * ||x|| * g / ||g||
+  uint64_t seed = 0;
 };
 
 class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
@@ -313,6 +507,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   Napi::Value SeqRemove(const Napi::CallbackInfo& info);
   Napi::Value SeqPosMax(const Napi::CallbackInfo& info);
   Napi::Value Threads(const Napi::CallbackInfo& info);
+  Napi::Value SetAdapters(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 };
 Napi::FunctionReference* SessionWrap::ctor = nullptr;
@@ -323,6 +518,7 @@ Napi::Object SessionWrap::Init(Napi::Env env, Napi::Object exports) {
       {InstanceMethod("eval", &SessionWrap::Eval), InstanceMethod("cancel", &SessionWrap::Cancel),
        InstanceMethod("seqCopy", &SessionWrap::SeqCopy), InstanceMethod("seqRemove", &SessionWrap::SeqRemove),
        InstanceMethod("seqPosMax", &SessionWrap::SeqPosMax), InstanceMethod("threads", &SessionWrap::Threads),
+       InstanceMethod("setAdapters", &SessionWrap::SetAdapters),
        InstanceMethod("dispose", &SessionWrap::Dispose)});
   ctor = new Napi::FunctionReference(Napi::Persistent(f));
   exports.Set("NativeSession", f);
@@ -377,7 +573,10 @@ class EvalWorker : public Napi::AsyncWorker {
           for (const auto& e : edits) {
             if (e.point != p || e.layer != layer) continue;
             float* r = x + e.row * d;
-            for (int64_t i = 0; i < d; ++i) r[i] = e.replace ? e.vec[i] : r[i] + e.vec[i];
+            if (e.mode == EditSpec::NOISE) lro::add_scaled_noise(r, r, d, e.scale, e.seed);
+            else
+              for (int64_t i = 0; i < d; ++i)
+                r[i] = e.mode == EditSpec::REPLACE ? e.vec[i] : r[i] + static_cast<float>(e.scale) * e.vec[i];
           }
           for (size_t c = 0; c < captures.size(); ++c) {
             if (captures[c].point != p || captures[c].layer != layer) continue;
@@ -440,7 +639,7 @@ std::vector<T> copy_typed(const Napi::Value& v, const char* field) {
 
 // eval({tokens?: Int32Array, embeddings?: Float32Array, pos: Int32Array, seq: Int32Array,
 //       outputRows: Int32Array, logits: boolean, finalNorm: boolean, capture: string[],
-//       edits: {point, layer, row, replace, vector: Float32Array}[]})
+//       edits: {point, row, mode: add|replace|noise, vector?, scale?, seed?}[]})
 Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& s = get(env);
@@ -479,11 +678,25 @@ Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
         std::string name = eo.Get("point").As<Napi::String>().Utf8Value();
         CaptureSpec sp = parse_capture(name, hp.n_layer);
         if (sp.point == lro::HookPoint::FINAL_NORM) throw std::invalid_argument("eval: edits at final_norm are not supported");
-        EditSpec e{sp.point, sp.layer, eo.Get("row").As<Napi::Number>().Int64Value(), eo.Get("replace").ToBoolean(),
-                   copy_typed<float, Napi::Float32Array>(eo.Get("vector"), "edits.vector")};
+        EditSpec e;
+        std::string mode = eo.Get("mode").As<Napi::String>().Utf8Value();
+        if (mode == "add") e.mode = EditSpec::ADD;
+        else if (mode == "replace") e.mode = EditSpec::REPLACE;
+        else if (mode == "noise") e.mode = EditSpec::NOISE;
+        else throw std::invalid_argument("eval: edit mode '" + mode + "' (expected add, replace, noise)");
+        e.point = sp.point;
+        e.layer = sp.layer;
+        e.row = eo.Get("row").As<Napi::Number>().Int64Value();
+        Napi::Value sc = eo.Get("scale");
+        if (sc.IsNumber()) e.scale = sc.As<Napi::Number>().DoubleValue();
+        if (e.mode == EditSpec::NOISE) {
+          e.seed = static_cast<uint64_t>(eo.Get("seed").As<Napi::Number>().Int64Value());
+        } else {
+          e.vec = copy_typed<float, Napi::Float32Array>(eo.Get("vector"), "edits.vector");
+          if (static_cast<int64_t>(e.vec.size()) != hp.n_embd)
+            throw std::invalid_argument("eval: edit vector must have the model width " + std::to_string(hp.n_embd));
+        }
         if (e.row < 0 || e.row >= static_cast<int64_t>(n)) throw std::invalid_argument("eval: edit row outside the batch");
-        if (static_cast<int64_t>(e.vec.size()) != hp.n_embd)
-          throw std::invalid_argument("eval: edit vector must have the model width " + std::to_string(hp.n_embd));
         w->edits.push_back(std::move(e));
       }
     }
@@ -529,6 +742,20 @@ Napi::Value SessionWrap::SeqPosMax(const Napi::CallbackInfo& info) {
 Napi::Value SessionWrap::Threads(const Napi::CallbackInfo& info) {
   if (!session) throw Napi::Error::New(info.Env(), "session has been disposed");
   return Napi::Number::New(info.Env(), session->threads());
+}
+
+// setAdapters([{adapter, scale}])
+Napi::Value SessionWrap::SetAdapters(const Napi::CallbackInfo& info) {
+  auto& s = get(info.Env());
+  std::vector<std::pair<std::shared_ptr<const lro::LoraAdapter>, float>> list;
+  auto a = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    auto o = a.Get(i).As<Napi::Object>();
+    auto* aw = AdapterWrap::Unwrap(o.Get("adapter").As<Napi::Object>());
+    list.push_back({aw->adapter, o.Get("scale").As<Napi::Number>().FloatValue()});
+  }
+  s.set_adapters(std::move(list));
+  return info.Env().Undefined();
 }
 
 Napi::Value SessionWrap::Dispose(const Napi::CallbackInfo& info) {
@@ -705,17 +932,79 @@ Napi::Value SampleToken(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, cand[p.size() - 1].second);
 }
 
+class RandomModelWorker : public Napi::AsyncWorker {
+ public:
+  RandomModelWorker(Napi::Env env, std::string path, lro::RandomLlamaSpec spec)
+      : Napi::AsyncWorker(env), path_(std::move(path)), spec_(std::move(spec)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      lro::write_random_llama(path_, spec_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  std::string path_;
+  lro::RandomLlamaSpec spec_;
+  Napi::Promise::Deferred deferred_;
+};
+
+// writeRandomLlama(path, {nEmbd, nLayer, nHead, nHeadKv, nFf, nVocab, type, seed, weightStd, name, latentPath, latentSteps})
+Napi::Value WriteRandomLlama(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto o = info[1].As<Napi::Object>();
+  lro::RandomLlamaSpec sp;
+  auto num = [&](const char* k, int64_t& dst) {
+    if (o.Get(k).IsNumber()) dst = o.Get(k).As<Napi::Number>().Int64Value();
+  };
+  num("nEmbd", sp.n_embd);
+  num("nLayer", sp.n_layer);
+  num("nHead", sp.n_head);
+  num("nHeadKv", sp.n_head_kv);
+  num("nFf", sp.n_ff);
+  num("nVocab", sp.n_vocab);
+  num("latentSteps", sp.latent_steps);
+  int64_t seed = 1;
+  num("seed", seed);
+  sp.seed = static_cast<uint64_t>(seed);
+  if (o.Get("weightStd").IsNumber()) sp.weight_std = o.Get("weightStd").As<Napi::Number>().FloatValue();
+  if (o.Get("name").IsString()) sp.name = o.Get("name").As<Napi::String>().Utf8Value();
+  if (o.Get("latentPath").IsString()) sp.latent_path = o.Get("latentPath").As<Napi::String>().Utf8Value();
+  try {
+    if (o.Get("type").IsString()) sp.type = parse_type(o.Get("type").As<Napi::String>().Utf8Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  auto* w = new RandomModelWorker(env, info[0].As<Napi::String>().Utf8Value(), sp);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Value CpuFeatures(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), lro::cpu_features()); }
 Napi::Value PhysicalCores(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), lro::ThreadPool::physical_cores()); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ModelWrap::Init(env, exports);
   SessionWrap::Init(env, exports);
+  AdapterWrap::Init(env, exports);
+  LatentHeadWrap::Init(env, exports);
+  exports.Set("loadLatentHead", Napi::Function::New(env, LoadLatentHead));
+  exports.Set("logitStats", Napi::Function::New(env, LogitStatsFn));
+  exports.Set("vectorStats", Napi::Function::New(env, VectorStatsFn));
+  exports.Set("addScaledNoise", Napi::Function::New(env, AddScaledNoise));
+  exports.Set("meanRows", Napi::Function::New(env, MeanRows));
+  exports.Set("loadAdapter", Napi::Function::New(env, LoadAdapter));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
   exports.Set("writeGguf", Napi::Function::New(env, WriteGguf));
   exports.Set("sampleToken", Napi::Function::New(env, SampleToken));
+  exports.Set("writeRandomLlama", Napi::Function::New(env, WriteRandomLlama));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures));
   exports.Set("physicalCores", Napi::Function::New(env, PhysicalCores));
   return exports;

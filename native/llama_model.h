@@ -39,6 +39,7 @@ class LlamaModel {
   static std::shared_ptr<LlamaModel> load(const std::string& path, bool vocab_only = false);
 
   const GgufFile& file() const { return *file_; }
+  std::shared_ptr<GgufFile> shared_file() const { return file_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   bool vocab_only() const { return vocab_only_; }
   const LlamaHparams& hparams() const { return hp_; }
@@ -56,7 +57,7 @@ class LlamaModel {
   Weight matrix(const std::string& name, int64_t n_in, int64_t n_out) const;
   std::vector<float> vector_f32(const std::string& name, int64_t n) const;
 
-  std::unique_ptr<GgufFile> file_;
+  std::shared_ptr<GgufFile> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
   bool vocab_only_ = false;
   LlamaHparams hp_;

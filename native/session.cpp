@@ -117,9 +117,7 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
     auto hook = [&](HookPoint p, int layer, float* data, int64_t rows) {
       if (b.hook) b.hook(p, layer, data, rows, d);
     };
-    auto mm = [&](const Weight& w, const float* in, float* out) {
-      matmul(w.type, w.data, w.n_out, w.n_in, in, n, out, w.n_out, pool_);
-    };
+    auto mm = [&](const Weight& w, const float* in, float* out) { linear(w, in, n, out); };
 
     for (auto& kv : new_cells) {
       SeqCache& c = seq_cache(kv.first);
@@ -180,9 +178,8 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
       rmsnorm_forward(fn.data(), sel.data(), model_->output_norm().data(), n_out, d, hp.rms_eps, pool_);
       hook(HookPoint::FINAL_NORM, -1, fn.data(), n_out);
       if (b.want_logits) {
-        const Weight& w = model_->output();
         res.logits.resize(static_cast<size_t>(n_out * hp.n_vocab));
-        matmul(w.type, w.data, w.n_out, w.n_in, fn.data(), n_out, res.logits.data(), w.n_out, pool_);
+        linear(model_->output(), fn.data(), n_out, res.logits.data());
       }
       if (b.want_final_norm) res.final_norm = std::move(fn);
     }
@@ -190,6 +187,24 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
   } catch (...) {
     rollback();
     throw;
+  }
+}
+
+void Session::set_adapters(std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>> adapters) {
+  adapters_ = std::move(adapters);
+}
+
+void Session::linear(const Weight& w, const float* x, int64_t n, float* out) {
+  matmul(w.type, w.data, w.n_out, w.n_in, x, n, out, w.n_out, pool_);
+  for (const auto& ad : adapters_) {
+    const LoraPair* p = ad.first->find(w.name);
+    if (!p) continue;
+    // llama.cpp's convention: alpha 0 means no alpha/r factor.
+    float s = ad.first->alpha() != 0 ? ad.second * ad.first->alpha() / static_cast<float>(p->rank) : ad.second;
+    lora_tmp_.resize(static_cast<size_t>(n * p->rank));
+    matmul(p->a.type, p->a.data, p->rank, w.n_in, x, n, lora_tmp_.data(), p->rank, pool_);
+    for (float& v : lora_tmp_) v *= s;
+    matmul(p->b.type, p->b.data, w.n_out, p->rank, lora_tmp_.data(), n, out, w.n_out, pool_, true);
   }
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "llama_model.h"
+#include "lora_adapter.h"
 #include "thread_pool.h"
 
 namespace lro {
@@ -72,6 +73,10 @@ class Session {
   std::vector<int32_t> seq_ids() const;
   void clear() { seqs_.clear(); }
 
+  // LoRA adapters applied unmerged on every later eval: y = W x + scale * (alpha / r) * B (A x).
+  // Changing adapters does not touch the cache: clear it if earlier cells must see them too.
+  void set_adapters(std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>> adapters);
+
  private:
   struct SeqCache {
     std::vector<int32_t> pos;                 // [cells]
@@ -79,11 +84,15 @@ class Session {
   };
   SeqCache& seq_cache(int32_t seq);
   void append_kv(SeqCache& c, int layer, const float* k, const float* v);
+  // out[n, w.n_out] = w x (+ the adapters' low-rank terms)
+  void linear(const Weight& w, const float* x, int64_t n, float* out);
 
   std::shared_ptr<const LlamaModel> model_;
   SessionOptions opts_;
   ThreadPool pool_;
   std::map<int32_t, SeqCache> seqs_;
+  std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>> adapters_;
+  std::vector<float> lora_tmp_;
 };
 
 }  // namespace lro

@@ -7,6 +7,7 @@
 
 #include "golden.h"
 #include "llama_model.h"
+#include "lora_adapter.h"
 #include "session.h"
 
 namespace {
@@ -55,6 +56,30 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf, "f32 %s resid_post.%lld max|diff| %.3g (atol 1e-3)", p, static_cast<long long>(l), dr);
       check(dr <= 1e-3f, buf);
     }
+  }
+  {  // LoRA adapter applied unmerged at scale 1 (llama.cpp: W x + 2 * B (A x) for alpha 16, r 8)
+    golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32.lora-r8.p40.safetensors");
+    auto ad = lro::LoraAdapter::load(shared + "/golden/gguf/tiny-l3.lora-r8.f32.gguf", *model);
+    auto toks64 = g.at("tokens").ints();
+    std::vector<int32_t> toks(toks64.begin(), toks64.end()), pos(toks.size()), seq(toks.size(), 0);
+    for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
+    lro::SessionOptions so;
+    so.threads = 2;
+    lro::Session s(model, so);
+    s.set_adapters({{ad, 1.0f}});
+    lro::Batch b;
+    b.n = static_cast<int64_t>(toks.size());
+    b.tokens = toks.data();
+    b.pos = pos.data();
+    b.seq = seq.data();
+    for (int64_t i = 0; i < b.n; ++i) b.output_rows.push_back(i);
+    b.want_final_norm = true;
+    auto r = s.eval(b);
+    auto gl = g.at("logits").f32();
+    float dl = golden::max_abs_diff(r.logits.data(), gl.data(), gl.size());
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "f32 + lora-r8 p40 logits max|diff| %.3g (atol 1e-3)", dl);
+    check(dl <= 1e-3f, buf);
   }
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
