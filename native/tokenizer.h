@@ -24,8 +24,14 @@ class Tokenizer {
   // when add_eos_token says so (llama.cpp's add_special). parse_special: text spelling a
   // CONTROL / USER_DEFINED token becomes that token; otherwise it is tokenized as plain text.
   virtual std::vector<int32_t> encode(const std::string& text, bool add_bos, bool parse_special) const = 0;
-  // Text of the ids concatenated. render_special: include the text of CONTROL tokens.
+  // Text of the ids concatenated, as llama_detokenize gives it minus its space clean-up pass
+  // (so BPE text round-trips exactly); SentencePiece's dummy-prefix space on the first piece is
+  // dropped. render_special: include the text of CONTROL / UNKNOWN tokens.
   virtual std::string decode(const std::vector<int32_t>& ids, bool render_special) const = 0;
+  // Bytes of one token (llama.cpp's token_to_piece): may be a partial UTF-8 sequence, so
+  // streaming callers should buffer until the bytes form whole characters. CONTROL /
+  // UNKNOWN tokens give "" unless render_special. Throws std::out_of_range for a bad id.
+  virtual std::string token_to_piece(int32_t id, bool render_special) const = 0;
 
   const std::string& model() const { return model_; }   // "gpt2" | "llama"
   const std::string& pre() const { return pre_; }       // "llama-bpe" | "default" | ...
