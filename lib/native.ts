@@ -194,6 +194,76 @@ export interface RandomLlamaSpec {
   latentSteps?: number;
 }
 
+/** Progress of a conversion: stage "read" | "tensor" | "latent" (done of total units). */
+export interface NativeConvertProgress {
+  stage: string;
+  done: number;
+  total: number;
+  item: string;
+}
+
+export interface NativeConvertHfOptions {
+  type?: 'f32' | 'f16' | 'bf16' | 'q8_0';
+  /** "" / absent: codi when the checkpoint holds the CODI projection prj.*; "none" writes no sidecar */
+  latent?: 'codi' | 'coconut' | 'none';
+  loraAlpha?: number;
+  latentOut?: string;
+  latentSteps?: number;
+  /** a weights file in (or outside) the folder, or a *.index.json */
+  weights?: string;
+  tokenizerDir?: string;
+  name?: string;
+  padNames?: 'auto' | 'codi' | 'llama';
+  /** tokenizer.ggml.pre override */
+  pre?: string;
+  threads?: number;
+  onProgress?: (p: NativeConvertProgress) => void;
+}
+
+export interface NativeConvertHfSummary {
+  out: string;
+  latentOut: string | null;
+  type: string;
+  sourceFormat: 'safetensors' | 'pytorch';
+  sourceFiles: string[];
+  configFile: string;
+  tensors: number;
+  params: number;
+  bytes: number;
+  nVocab: number;
+  tokenizerSize: number;
+  nLayer: number;
+  nEmbd: number;
+  tied: boolean;
+  codi: boolean;
+  pre: string;
+  lora: { merged: number; rank: number; alpha: number; alphaSource: string | null; rslora: boolean };
+  latent: { mode: 'codi' | 'coconut'; botId: number; eotId: number; padId: number; steps: number } | null;
+  warnings: string[];
+}
+
+export interface NativeConvertAdapterOptions {
+  /** base model config.json, its folder, or the model GGUF (head counts for the Q/K permutation) */
+  baseConfig?: string;
+  type?: 'f32' | 'f16' | 'bf16' | 'q8_0';
+  name?: string;
+  onProgress?: (p: NativeConvertProgress) => void;
+}
+
+export interface NativeConvertAdapterSummary {
+  direction: 'peft->gguf' | 'gguf->peft';
+  out: string;
+  rank: number;
+  alpha: number;
+  ggufAlpha: number;
+  rslora: boolean;
+  pairs: number;
+  permuted: number;
+  targets: string[];
+  baseConfig: string | null;
+  warnings: string[];
+}
+
 export interface NativeAddon {
   loadModel(path: string, vocabOnly: boolean): Promise<NativeModel>;
   /** A llama.cpp-format GGUF LoRA adapter, checked against the model's shapes. */
@@ -216,6 +286,10 @@ export interface NativeAddon {
   writeRandomLlama(path: string, spec: RandomLlamaSpec): Promise<void>;
   cpuFeatures(): string;
   physicalCores(): number;
+  /** Hugging Face Llama folder (safetensors or torch zip; CODI checkpoints merged) -> GGUF, as llama.cpp's converter lays it out. */
+  convertHf(dir: string, out: string, options: NativeConvertHfOptions): Promise<NativeConvertHfSummary>;
+  /** PEFT LoRA folder <-> llama.cpp GGUF LoRA adapter; the direction follows the input. */
+  convertAdapter(input: string, out: string, options: NativeConvertAdapterOptions): Promise<NativeConvertAdapterSummary>;
 }
 
 let addon: NativeAddon | undefined;
@@ -224,6 +298,11 @@ let addon: NativeAddon | undefined;
 export function native(): NativeAddon {
   if (addon) return addon;
   const require = createRequire(import.meta.url);
+  // An explicit binary (a debug or sanitizer build) wins over the packaged one.
+  if (process.env.LRO_NATIVE_BINARY) {
+    addon = require(process.env.LRO_NATIVE_BINARY) as NativeAddon;
+    return addon;
+  }
   const load = require('node-gyp-build') as (dir: string) => NativeAddon;
   // dist/lib/native.js -> the package root is two levels up; lib/native.ts (vitest) -> one level.
   const here = dirname(fileURLToPath(import.meta.url));
