@@ -153,7 +153,7 @@ export class Reasoner {
     for (const p of capture) if (!HOOK_POINTS.test(p)) throw new TypeError(`unknown capture point '${p}'`);
     if (hs.eotId < 0) throw new Error(`latent head ${hs.path} has no eot id; cannot end the latent phase`);
 
-    const promptTokens = 'tokens' in (question as object) ? (question as { tokens: number[] }).tokens : buildPrompt(model, hs, question as string, format);
+    const promptTokens = typeof question === 'string' ? buildPrompt(model, hs, question, format) : question.tokens;
     const n = promptTokens.length;
     if (n === 0) throw new TypeError('the prompt is empty');
     const hasBot = hs.botId >= 0 && promptTokens[n - 1] === hs.botId;
