@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -71,11 +72,23 @@ Napi::Value gguf_value_to_js(Napi::Env env, const lro::GgufValue& v, const std::
   }
 }
 
+// Class constructors per Node environment (not process-wide statics), so the addon also works
+// when loaded in several worker threads.
+struct AddonData {
+  std::map<std::string, Napi::FunctionReference> classes;
+};
+
+void register_class(Napi::Env env, Napi::Function f) {
+  auto* data = env.GetInstanceData<AddonData>();
+  data->classes[f.Get("name").As<Napi::String>().Utf8Value()] = Napi::Persistent(f);
+}
+
+Napi::Object new_instance(Napi::Env env, const char* name) { return env.GetInstanceData<AddonData>()->classes.at(name).New({}); }
+
 // ------------------------------------------------------------------ Model
 
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
-  static Napi::FunctionReference* ctor;
   static Napi::Object Init(Napi::Env env, Napi::Object exports);
   explicit ModelWrap(const Napi::CallbackInfo& info);
   std::shared_ptr<lro::LlamaModel> model;
@@ -93,7 +106,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value IsEog(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 };
-Napi::FunctionReference* ModelWrap::ctor = nullptr;
 
 Napi::Object ModelWrap::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function f = DefineClass(env, "NativeModel",
@@ -102,7 +114,7 @@ Napi::Object ModelWrap::Init(Napi::Env env, Napi::Object exports) {
                                   InstanceMethod("detokenize", &ModelWrap::Detokenize),
                                   InstanceMethod("tokenText", &ModelWrap::TokenText),
                                   InstanceMethod("isEog", &ModelWrap::IsEog), InstanceMethod("dispose", &ModelWrap::Dispose)});
-  ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  register_class(env, f);
   exports.Set("NativeModel", f);
   return exports;
 }
@@ -236,7 +248,7 @@ class LoadWorker : public Napi::AsyncWorker {
     }
   }
   void OnOK() override {
-    Napi::Object obj = ModelWrap::ctor->New({});
+    Napi::Object obj = new_instance(Env(), "NativeModel");
     ModelWrap::Unwrap(obj)->model = model_;
     deferred_.Resolve(obj);
   }
@@ -262,10 +274,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 
 class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
  public:
-  static Napi::FunctionReference* ctor;
   static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(env, "NativeAdapter", {InstanceMethod("info", &AdapterWrap::Info)});
-    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    register_class(env, f);
     exports.Set("NativeAdapter", f);
     return exports;
   }
@@ -290,7 +301,6 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
     return o;
   }
 };
-Napi::FunctionReference* AdapterWrap::ctor = nullptr;
 
 // loadAdapter(model, path): checked against the model's shapes.
 Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
@@ -303,7 +313,7 @@ Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
-  Napi::Object obj = AdapterWrap::ctor->New({});
+  Napi::Object obj = new_instance(env, "NativeAdapter");
   AdapterWrap::Unwrap(obj)->adapter = ad;
   return obj;
 }
@@ -312,12 +322,11 @@ Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
 
 class LatentHeadWrap : public Napi::ObjectWrap<LatentHeadWrap> {
  public:
-  static Napi::FunctionReference* ctor;
   static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(env, "NativeLatentHead",
                                    {InstanceMethod("settings", &LatentHeadWrap::Settings),
                                     InstanceMethod("project", &LatentHeadWrap::Project)});
-    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    register_class(env, f);
     exports.Set("NativeLatentHead", f);
     return exports;
   }
@@ -357,7 +366,6 @@ class LatentHeadWrap : public Napi::ObjectWrap<LatentHeadWrap> {
     return out;
   }
 };
-Napi::FunctionReference* LatentHeadWrap::ctor = nullptr;
 
 // loadLatentHead(model, path | null): null path = the model file itself; resolves null when it has none.
 Napi::Value LoadLatentHead(const Napi::CallbackInfo& info) {
@@ -373,7 +381,7 @@ Napi::Value LoadLatentHead(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, e.what());
   }
   if (!h) return env.Null();
-  Napi::Object obj = LatentHeadWrap::ctor->New({});
+  Napi::Object obj = new_instance(env, "NativeLatentHead");
   auto* w = LatentHeadWrap::Unwrap(obj);
   w->head = h;
   w->n_embd = d;
@@ -490,7 +498,6 @@ struct EditSpec {
 
 class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
  public:
-  static Napi::FunctionReference* ctor;
   static Napi::Object Init(Napi::Env env, Napi::Object exports);
   explicit SessionWrap(const Napi::CallbackInfo& info);
   std::unique_ptr<lro::Session> session;
@@ -514,7 +521,6 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   Napi::Value SetAdapters(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 };
-Napi::FunctionReference* SessionWrap::ctor = nullptr;
 
 Napi::Object SessionWrap::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function f = DefineClass(
@@ -524,7 +530,7 @@ Napi::Object SessionWrap::Init(Napi::Env env, Napi::Object exports) {
        InstanceMethod("seqPosMax", &SessionWrap::SeqPosMax), InstanceMethod("threads", &SessionWrap::Threads),
        InstanceMethod("setAdapters", &SessionWrap::SetAdapters),
        InstanceMethod("dispose", &SessionWrap::Dispose)});
-  ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  register_class(env, f);
   exports.Set("NativeSession", f);
   return exports;
 }
@@ -1185,6 +1191,7 @@ Napi::Value ConvertAdapter(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData());
   ModelWrap::Init(env, exports);
   SessionWrap::Init(env, exports);
   AdapterWrap::Init(env, exports);

@@ -31,7 +31,13 @@ bool can_quantize(GgmlType type);
 void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tok,
             float* y, int64_t ldy, ThreadPool& pool, bool accumulate = false);
 
-// The instruction set the kernels use on this CPU: "avx512" (+ "vnni", "bf16" flags), "avx2" or "scalar".
+// The instruction set the kernels use on this CPU: "avx512 vnni", "avx512", "avx2" or "scalar".
 std::string cpu_features();
+
+// Forces the kernel path for this process: "scalar", "avx2", "avx512" (best AVX-512 variant),
+// "avx512-novnni", or "auto" (the best the CPU has). Returns false, changing nothing, if the name is
+// unknown or the CPU lacks it. Applies to matmul calls that start after it returns (tests, benchmarks).
+// The environment variable LRO_SIMD (same names) sets the initial path, never above the CPU's best.
+bool set_simd_path(const std::string& name);
 
 }  // namespace lro

@@ -1,0 +1,74 @@
+// Internal interface between the matmul driver (quants.cpp) and the per-ISA kernel translation
+// units (quants_avx2.cpp, quants_avx512.cpp, quants_avx512_vnni.cpp). Not part of the public API.
+//
+// Kept to plain structs and function pointers on purpose: the SIMD translation units are compiled
+// with -mavx2 / -mavx512*, and any inline function or template they instantiate from a shared header
+// could be emitted there with wide instructions and then picked by the linker for the whole program
+// (an ODR trap that crashes AVX2-only CPUs). So they include nothing but this header, the block
+// layouts and <immintrin.h>, and everything they define lives in their own namespace.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+// The x86 SIMD kernels are built on x86-64 unless LRO_NO_SIMD is defined (which leaves the portable
+// scalar path, as on other CPUs; useful to check that build).
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(LRO_NO_SIMD)
+#define LRO_X86_SIMD 1
+#endif
+
+namespace lro {
+namespace qk {
+
+// Activations for the integer kernels, quantised once per matmul call (identically on every path,
+// so that all paths compute the same integer dot products).
+//   Q8_0 / Q4_0 weights ("a32"): per token, blocks of 32: qs int8 [n_in], d float [n_in/32],
+//     s int16 [n_in/32] (sum of the block's qs).
+//   Q4_K / Q6_K weights ("a256"): per token, blocks of 256: qs int8 [n_in], d float [n_in/256],
+//     s int16 [n_in/16] (sums over 16).
+// Token t's data starts at qs + t*n_in, d + t*(n_in/bs), s + t*(n_in/16 or n_in/32).
+struct MatmulArgs {
+  const uint8_t* w;     // weight rows
+  size_t w_stride;      // bytes per weight row
+  int64_t n_in;
+  int64_t n_tok;
+  const float* x;       // [n_tok, n_in] f32 (float weight types)
+  const int8_t* aq;     // quantised activations (integer weight types)
+  const float* ad;
+  const int16_t* as;
+  const float* amin;    // Q4_K only: [n_tok][n_in/32], d_x * (sum of the 32 quantised activations of
+                        // each sub-block), for the mins term dmin*m_j*sum(x) of the panel kernels
+  float* y;
+  int64_t ldy;
+  bool accumulate;
+};
+
+// Computes rows [r0, r1) of y for all n_tok tokens.
+typedef void (*MatmulFn)(const MatmulArgs& a, int64_t r0, int64_t r1);
+// Quantises one token's n floats (n a multiple of the block size) into qs/d/s as described above.
+typedef void (*QuantActFn)(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s);
+
+struct KernelTable {
+  const char* name;  // what cpu_features() reports
+  MatmulFn f32, f16, bf16, q8_0, q4_0, q4_K, q6_K;
+  QuantActFn act32, act256;
+};
+
+// Token chunk so that one chunk of quantised activations (n_in bytes a token) stays in L2 while every
+// weight row of a thread's range streams past it. Shared by all paths (static: internal linkage
+// in each translation unit, see above).
+static inline int64_t token_chunk(int64_t n_in, int64_t n_tok, int64_t mult) {
+  int64_t tc = (int64_t(256) * 1024) / (n_in > 0 ? n_in : 1);
+  tc = tc / mult * mult;
+  if (tc < mult) tc = mult;
+  return tc < n_tok ? tc : n_tok;
+}
+
+extern const KernelTable kScalarKernels;
+#if defined(LRO_X86_SIMD)
+extern const KernelTable kAvx2Kernels;
+extern const KernelTable kAvx512Kernels;
+extern const KernelTable kAvx512VnniKernels;
+#endif
+
+}  // namespace qk
+}  // namespace lro

@@ -1,0 +1,154 @@
+// KV-cache behaviour: batched sequences, forks, cancellation.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { loadModel, type Model } from '../lib/index.js';
+import { fmt, maxAbsDiff } from './helpers/compare.js';
+import { golden, modelPath } from './helpers/paths.js';
+import { i32, readSt } from './helpers/safetensors.js';
+
+const V = 2003;
+// Same arithmetic in a different batch layout; f32 rounding may differ in the last bits only.
+const ATOL = 1e-3;
+
+let model: Model;
+let p12: number[];
+let p40: number[];
+let p75: number[];
+const measured: string[] = [];
+
+beforeAll(async () => {
+  model = await loadModel(modelPath('f32'));
+  p12 = i32(readSt(golden('llamacpp', 'tiny-l3.f32.p12.safetensors')), 'tokens');
+  p40 = i32(readSt(golden('llamacpp', 'tiny-l3.f32.p40.safetensors')), 'tokens');
+  p75 = i32(readSt(golden('llamacpp', 'tiny-l3.f32.p75.safetensors')), 'tokens');
+});
+afterAll(() => {
+  model?.dispose();
+  if (measured.length) console.log(['kv-cache max |diff| of logits', ...measured].join('\n'));
+});
+
+async function alone(tokens: number[]): Promise<Float32Array> {
+  const s = model.createSession({ nCtx: 256 });
+  try {
+    return (await s.eval({ tokens, outputRows: 'all' })).logits!;
+  } finally {
+    s.dispose();
+  }
+}
+
+const rows = (a: Float32Array, from: number, to: number) => a.subarray(from * V, to * V);
+
+describe('KV cache', () => {
+  test('a batch of two sequences equals each run alone', async () => {
+    const a = p12;
+    const b = p40.slice(0, 20);
+    const s = model.createSession({ nCtx: 256 });
+    try {
+      const out = await s.eval({ tokens: [...a, ...b], seqIds: [...a.map(() => 0), ...b.map(() => 1)], outputRows: 'all' });
+      expect(s.posMax(0)).toBe(a.length - 1);
+      expect(s.posMax(1)).toBe(b.length - 1);
+      const da = maxAbsDiff(rows(out.logits!, 0, a.length), await alone(a));
+      const db = maxAbsDiff(rows(out.logits!, a.length, a.length + b.length), await alone(b));
+      measured.push(`two sequences in one batch vs alone: ${fmt(da)}, ${fmt(db)}`);
+      expect(da).toBeLessThanOrEqual(ATOL);
+      expect(db).toBeLessThanOrEqual(ATOL);
+    } finally {
+      s.dispose();
+    }
+  });
+
+  test('interleaved rows of two sequences equal each run alone', async () => {
+    const a = p12.slice(0, 10);
+    const b = p75.slice(0, 10);
+    const tokens: number[] = [];
+    const seqIds: number[] = [];
+    for (let i = 0; i < 10; i++) tokens.push(a[i], b[i]), seqIds.push(0, 1);
+    const s = model.createSession({ nCtx: 256 });
+    try {
+      const out = await s.eval({ tokens, seqIds, outputRows: 'all' });
+      const ga = new Float32Array(10 * V);
+      const gb = new Float32Array(10 * V);
+      for (let i = 0; i < 10; i++) {
+        ga.set(rows(out.logits!, 2 * i, 2 * i + 1), i * V);
+        gb.set(rows(out.logits!, 2 * i + 1, 2 * i + 2), i * V);
+      }
+      const da = maxAbsDiff(ga, await alone(a));
+      const db = maxAbsDiff(gb, await alone(b));
+      measured.push(`interleaved batch vs alone: ${fmt(da)}, ${fmt(db)}`);
+      expect(da).toBeLessThanOrEqual(ATOL);
+      expect(db).toBeLessThanOrEqual(ATOL);
+    } finally {
+      s.dispose();
+    }
+  });
+
+  test('fork of a prefix, then continuing, equals a fresh run; the source is unaffected', async () => {
+    const s = model.createSession({ nCtx: 256 });
+    try {
+      await s.eval({ tokens: p40.slice(0, 20) });
+      s.fork(0, 1);
+      expect(s.posMax(1)).toBe(19);
+      // seq 1 continues with the rest of p40; seq 0 with other tokens.
+      const c1 = await s.eval({ tokens: p40.slice(20), seqIds: p40.slice(20).map(() => 1), outputRows: 'all' });
+      const c0 = await s.eval({ tokens: p12.slice(1), outputRows: 'all' });
+      const fresh1 = rows(await alone(p40), 20, 40);
+      const fresh0 = rows(await alone([...p40.slice(0, 20), ...p12.slice(1)]), 20, 20 + p12.length - 1);
+      const d1 = maxAbsDiff(c1.logits!, fresh1);
+      const d0 = maxAbsDiff(c0.logits!, fresh0);
+
+      // Partial fork: positions [0, 10) only, then re-decode 10..19 differently.
+      s.fork(0, 2, 0, 10);
+      expect(s.posMax(2)).toBe(9);
+      const c2 = await s.eval({ tokens: p75.slice(10, 20), seqIds: new Array(10).fill(2), outputRows: 'all' });
+      const fresh2 = rows(await alone([...p40.slice(0, 10), ...p75.slice(10, 20)]), 10, 20);
+      const d2 = maxAbsDiff(c2.logits!, fresh2);
+      measured.push(`fork then continue vs fresh: ${fmt(d1)} (fork), ${fmt(d0)} (source), ${fmt(d2)} (partial fork)`);
+      expect(d1).toBeLessThanOrEqual(ATOL);
+      expect(d0).toBeLessThanOrEqual(ATOL);
+      expect(d2).toBeLessThanOrEqual(ATOL);
+
+      // Removing a tail and re-decoding it gives the same logits again.
+      s.remove(1, 30);
+      expect(s.posMax(1)).toBe(29);
+      const again = await s.eval({ tokens: p40.slice(30), seqIds: new Array(10).fill(1), outputRows: 'all' });
+      expect(maxAbsDiff(again.logits!, rows(c1.logits!, 10, 20))).toBeLessThanOrEqual(ATOL);
+    } finally {
+      s.dispose();
+    }
+  });
+
+  test('cancel via AbortSignal rejects with AbortError; the session still works', async () => {
+    const s = model.createSession({ nCtx: 4096 });
+    try {
+      const before = (await s.eval({ tokens: p12, outputRows: 'all' })).logits!;
+      s.remove(0);
+      const long = Array.from({ length: 2048 }, (_, i) => p75[i % p75.length]);
+      const ac = new AbortController();
+      const pending = s.eval({ tokens: long, outputRows: 'all', signal: ac.signal });
+      ac.abort();
+      await expect(pending).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
+      // The cancelled batch left nothing in the cache.
+      expect(s.posMax(0)).toBe(-1);
+
+      // An already-aborted signal rejects before any work.
+      await expect(s.eval({ tokens: p12, signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+
+      const after = (await s.eval({ tokens: p12, outputRows: 'all' })).logits!;
+      expect(maxAbsDiff(after, before)).toBe(0);
+    } finally {
+      s.dispose();
+    }
+  });
+
+  test('bad batches are refused without changing the cache', async () => {
+    const s = model.createSession({ nCtx: 16 });
+    try {
+      await s.eval({ tokens: p12.slice(0, 5) });
+      await expect(s.eval({ tokens: [1, 2], positions: [3, 4] })).rejects.toThrow(/position/);
+      await expect(s.eval({ tokens: [V + 5] })).rejects.toThrow(/vocabulary/);
+      await expect(s.eval({ tokens: p75.slice(0, 20) })).rejects.toThrow(/n_ctx|context/);
+      expect(s.posMax(0)).toBe(4);
+    } finally {
+      s.dispose();
+    }
+  });
+});
