@@ -1,5 +1,9 @@
 #include "ops.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -66,53 +70,109 @@ void residual_forward(float* x, const float* y, int64_t n, int64_t d) {
   for (int64_t i = 0; i < total; ++i) x[i] += y[i];
 }
 
+namespace {
+
+// Dot products and axpy over head_dim-long rows dominate attention; the baseline x86-64 target
+// cannot vectorise a float reduction without reassociation, so an AVX2/FMA version is picked at
+// run time, with a portable fallback.
+float dot_scalar(const float* a, const float* b, int64_t n) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+void axpy_scalar(float* y, float a, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+#if defined(__x86_64__) && !defined(LRO_NO_SIMD)
+__attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  float s = _mm_cvtss_f32(lo);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+__attribute__((target("avx2,fma"))) void axpy_avx2(float* y, float a, const float* x, int64_t n) {
+  __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+bool use_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+inline float dot(const float* a, const float* b, int64_t n) {
+#if defined(__x86_64__) && !defined(LRO_NO_SIMD)
+  if (use_avx2()) return dot_avx2(a, b, n);
+#endif
+  return dot_scalar(a, b, n);
+}
+inline void axpy(float* y, float a, const float* x, int64_t n) {
+#if defined(__x86_64__) && !defined(LRO_NO_SIMD)
+  if (use_avx2()) return axpy_avx2(y, a, x, n);
+#endif
+  axpy_scalar(y, a, x, n);
+}
+
+}  // namespace
+
 void attention_forward(float* out, const float* q, const AttentionRows& kv, bool kv_f16, int64_t n, int64_t n_head,
                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool) {
   const int64_t group = n_head / n_head_kv;
   const int64_t kv_width = n_head_kv * hd;
   pool.parallel_for(n * n_head, 1, [&](int, int64_t r0, int64_t r1) {
-    std::vector<float> scores, krow(static_cast<size_t>(hd)), acc(static_cast<size_t>(hd));
+    std::vector<float> scores, row(static_cast<size_t>(hd)), acc(static_cast<size_t>(hd));
     for (int64_t r = r0; r < r1; ++r) {
       int64_t t = r / n_head, h = r % n_head, kh = h / group;
       const float* qv = q + t * n_head * hd + h * hd;
-      int64_t nc = kv.n_cells[t];
+      // Cells are sorted by position, so the causal bound is a prefix.
       const int32_t* cpos = kv.cell_pos[t];
-      scores.assign(static_cast<size_t>(nc), -INFINITY);
+      int64_t nc = kv.n_cells[t];
+      while (nc > 0 && cpos[nc - 1] > kv.qpos[t]) --nc;
+      scores.resize(static_cast<size_t>(nc));
       float mx = -INFINITY;
       for (int64_t c = 0; c < nc; ++c) {
-        if (cpos[c] > kv.qpos[t]) continue;
         const float* kr;
         if (kv_f16) {
           const uint16_t* k16 = static_cast<const uint16_t*>(kv.k_cells[t]) + c * kv_width + kh * hd;
-          for (int64_t i = 0; i < hd; ++i) krow[i] = fp16_to_fp32(k16[i]);
-          kr = krow.data();
+          for (int64_t i = 0; i < hd; ++i) row[i] = fp16_to_fp32(k16[i]);
+          kr = row.data();
         } else {
           kr = static_cast<const float*>(kv.k_cells[t]) + c * kv_width + kh * hd;
         }
-        float s = 0;
-        for (int64_t i = 0; i < hd; ++i) s += qv[i] * kr[i];
-        s *= scale;
+        float s = dot(qv, kr, hd) * scale;
         scores[c] = s;
         mx = std::max(mx, s);
       }
       double sum = 0;
       for (int64_t c = 0; c < nc; ++c) {
-        float e = scores[c] == -INFINITY ? 0.0f : std::exp(scores[c] - mx);
+        float e = std::exp(scores[c] - mx);
         scores[c] = e;
         sum += e;
       }
       float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t c = 0; c < nc; ++c) {
-        float p = scores[c];
-        if (p == 0.0f) continue;
+        const float* vr;
         if (kv_f16) {
           const uint16_t* v16 = static_cast<const uint16_t*>(kv.v_cells[t]) + c * kv_width + kh * hd;
-          for (int64_t i = 0; i < hd; ++i) acc[i] += p * fp16_to_fp32(v16[i]);
+          for (int64_t i = 0; i < hd; ++i) row[i] = fp16_to_fp32(v16[i]);
+          vr = row.data();
         } else {
-          const float* vr = static_cast<const float*>(kv.v_cells[t]) + c * kv_width + kh * hd;
-          for (int64_t i = 0; i < hd; ++i) acc[i] += p * vr[i];
+          vr = static_cast<const float*>(kv.v_cells[t]) + c * kv_width + kh * hd;
         }
+        axpy(acc.data(), scores[c], vr, hd);
       }
       float* o = out + t * n_head * hd + h * hd;
       for (int64_t i = 0; i < hd; ++i) o[i] = acc[i] * inv;
