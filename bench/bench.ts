@@ -84,8 +84,22 @@ async function ours(path: string): Promise<Record<string, number>> {
   return out;
 }
 
+// Older llama-bench builds lack some flags; ask its --help which ones it has.
+function llamaBenchFlags(bin: string): string[] {
+  let help = '';
+  try {
+    help = execFileSync(bin, ['--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    help = String((e as { stdout?: string }).stdout ?? '');
+  }
+  const flags: string[] = [];
+  // Weight repacking crashes on some AVX-512 CPUs with GCC 12 builds (AMX path); keep the plain layout.
+  if (/--no-repack|-nr,/.test(help)) flags.push('-nr', '1');
+  return flags;
+}
+
 function llamaBench(bin: string, path: string): Record<string, number> {
-  const raw = execFileSync(bin, ['-m', path, '-t', String(threads), '-p', '64,512', '-n', '32', '-r', String(reps), '-o', 'json', '--no-warmup', '-nr', '1'], {
+  const raw = execFileSync(bin, ['-m', path, '-t', String(threads), '-p', '64,512', '-n', '32', '-r', String(reps), '-o', 'json', ...llamaBenchFlags(bin)], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
   });

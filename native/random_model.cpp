@@ -93,7 +93,18 @@ void write_random_llama(const std::string& path, const RandomLlamaSpec& sp) {
   GgufWriter w;
   w.set_string("general.architecture", "llama");
   w.set_string("general.name", sp.name);
-  w.set_u32("general.file_type", sp.type == GgmlType::F32 ? 0 : sp.type == GgmlType::F16 ? 1 : 7);
+  // llama.cpp's llama_ftype numbering (MOSTLY_*); K-quants name their _M mixture.
+  uint32_t ftype = 0;
+  switch (sp.type) {
+    case GgmlType::F16: ftype = 1; break;
+    case GgmlType::Q4_0: ftype = 2; break;
+    case GgmlType::Q8_0: ftype = 7; break;
+    case GgmlType::Q4_K: ftype = 15; break;
+    case GgmlType::Q6_K: ftype = 18; break;
+    case GgmlType::BF16: ftype = 32; break;
+    default: ftype = 0;
+  }
+  w.set_u32("general.file_type", ftype);
   w.set_u32("llama.block_count", static_cast<uint32_t>(sp.n_layer));
   w.set_u32("llama.context_length", 8192);
   w.set_u32("llama.embedding_length", static_cast<uint32_t>(d));
