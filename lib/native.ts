@@ -264,11 +264,118 @@ export interface NativeConvertAdapterSummary {
   warnings: string[];
 }
 
+/** LoRA layout: y = W x + scale * B (A dropout(x)), scale = alpha / rank (alpha / sqrt(rank) with rsLoRA). */
+export interface NativeLoraConfig {
+  /** default 8 */
+  rank?: number;
+  /** default 16 */
+  alpha?: number;
+  rslora?: boolean;
+  /** on the LoRA input, as PEFT; default 0 */
+  dropout?: number;
+  /** q k v o gate up down (PEFT names q_proj ... also accepted); default all seven */
+  targets?: string[];
+  /** fresh init: A ~ U(-1/sqrt(in), 1/sqrt(in)), B = 0 */
+  initSeed?: number;
+  /** start from a llama.cpp GGUF adapter, or a PEFT folder (converted on the way); its rank, alpha, targets win */
+  initAdapter?: string;
+}
+
+/** AdamW (torch.optim.AdamW: decoupled decay), clip_grad_norm_, HF-style LR schedules. */
+export interface NativeOptimConfig {
+  /** default 1e-4 */
+  lr?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** > 0: clip the global gradient norm to this; default 0 (off) */
+  maxGradNorm?: number;
+  schedule?: 'constant' | 'linear' | 'cosine';
+  /** fraction of totalSteps, rounded up */
+  warmupFraction?: number;
+  /** needed by linear / cosine and warmup */
+  totalSteps?: number;
+}
+
+export interface NativeTrainOptions {
+  /** inject at the output of this block (0-based); -1: at the input embeddings. Default 1. */
+  injectLayer?: number;
+  /** h_p += coef * ||h_p|| * v / ||v|| (the term is a constant for backward); default 1 */
+  injectCoef?: number;
+  /** 'replace': h_p = the term instead of adding it */
+  injectMode?: 'add' | 'replace';
+  /** recompute each block in backward instead of storing its activations */
+  recompute?: boolean;
+  /** examples of a micro-batch share one pass up to this many tokens (0: one example per pass); default 4096 */
+  packTokens?: number;
+  /** rows per output-head chunk (0: auto) */
+  ceChunkRows?: number;
+  /** 0: physical cores */
+  threads?: number;
+  /** dropout stream */
+  seed?: number;
+}
+
+/** One sequence, positions 0..n-1. Give labels (HF convention: labels[t] is the target of the logits at t-1, -100 = none) or lossMask (1: token t is a target). */
+export interface NativeTrainExample {
+  tokens: Int32Array;
+  labels?: Int32Array;
+  lossMask?: Uint8Array;
+  /** rows that receive the injected vectors */
+  injectPositions?: Int32Array;
+  /** [injectPositions.length * nEmbd], not normalised */
+  vectors?: Float32Array;
+}
+
+export interface NativeStepResult {
+  /** sum over micro-batches of their pooled token-mean CE, divided by the number of micro-batches */
+  loss: number;
+  microLosses: number[];
+  /** global L2 norm of the LoRA gradients before clipping */
+  gradNorm: number;
+  clipCoef: number;
+  lr: number;
+  tokens: number;
+  lossTokens: number;
+  /** optimizer steps done, this one included */
+  step: number;
+}
+
+export interface NativeTrainerInfo {
+  step: number;
+  dataPosition: number;
+  threads: number;
+  rank: number;
+  alpha: number;
+  rslora: boolean;
+  targets: string[];
+  pairs: number;
+  trainableParams: number;
+}
+
+export interface NativeTrainer {
+  /** One optimizer step. microBatches: example indices per micro-batch (gradient accumulation); default one micro-batch of all. */
+  step(examples: NativeTrainExample[], microBatches?: number[][]): Promise<NativeStepResult>;
+  /** Pooled token-mean CE without gradients (injection applied, no dropout). */
+  evalLoss(examples: NativeTrainExample[]): Promise<number>;
+  /** llama.cpp GGUF LoRA adapter (q/k lora_b rows in the GGUF model's order). */
+  saveAdapter(path: string, name?: string): void;
+  /** A/B, AdamW moments, step, data position, dropout stream; atomic. Resuming from it is bit-identical. */
+  saveCheckpoint(path: string): void;
+  loadCheckpoint(path: string): void;
+  setDataPosition(position: number): void;
+  info(): NativeTrainerInfo;
+  dispose(): void;
+}
+
 export interface NativeAddon {
   loadModel(path: string, vocabOnly: boolean): Promise<NativeModel>;
   /** A llama.cpp-format GGUF LoRA adapter, checked against the model's shapes. */
   loadAdapter(model: NativeModel, path: string): NativeAdapter;
   NativeSession: new (model: NativeModel, options: NativeSessionOptions) => NativeSession;
+  /** LoRA training on the frozen model (any weight type). */
+  NativeTrainer: new (model: NativeModel, lora?: NativeLoraConfig, optim?: NativeOptimConfig, options?: NativeTrainOptions) => NativeTrainer;
   /** rowLength defaults to data.length; each row is quantised on its own. */
   quantize(type: TensorTypeName, data: Float32Array, rowLength?: number): Uint8Array;
   dequantize(type: TensorTypeName, data: Uint8Array, n: number): Float32Array;

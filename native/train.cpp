@@ -1,0 +1,782 @@
+#include "train.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include <unistd.h>
+
+#include "convert/lora_convert.h"
+#include "gguf.h"
+#include "lora_adapter.h"
+#include "ops.h"
+#include "quants.h"
+
+namespace lro {
+
+namespace {
+
+const char* const kTargetNames[kLoraTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
+const char* const kPeftNames[kLoraTargets] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+const char* const kGgufNames[kLoraTargets] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+enum { T_Q, T_K, T_V, T_O, T_GATE, T_UP, T_DOWN };
+
+constexpr const char* kCheckpointType = "lro-train-checkpoint";
+constexpr uint32_t kCheckpointVersion = 1;
+
+const Weight& base_weight(const LlamaLayer& L, int target) {
+  switch (target) {
+    case T_Q: return L.wq;
+    case T_K: return L.wk;
+    case T_V: return L.wv;
+    case T_O: return L.wo;
+    case T_GATE: return L.w_gate;
+    case T_UP: return L.w_up;
+    default: return L.w_down;
+  }
+}
+
+// splitmix64's finaliser: a stateless hash, so a dropout mask is a pure function of (seed, pass,
+// layer, target, row, column) and backward or a recomputed forward regenerate it exactly.
+inline uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// GGUF has no u64-safe signed reading for values >= 2^63: store 64-bit state as an I64 bit pattern.
+GgufValue i64_bits(uint64_t v) {
+  GgufValue g;
+  g.type = GgufValueType::I64;
+  g.num.i64 = static_cast<int64_t>(v);
+  return g;
+}
+
+std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
+  std::vector<uint8_t> b(v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+}  // namespace
+
+const char* lora_target_name(int t) { return t >= 0 && t < kLoraTargets ? kTargetNames[t] : "?"; }
+const char* lora_target_peft_name(int t) { return t >= 0 && t < kLoraTargets ? kPeftNames[t] : "?"; }
+int lora_target_from_name(const std::string& s) {
+  for (int t = 0; t < kLoraTargets; ++t)
+    if (s == kTargetNames[t] || s == kPeftNames[t] || s == kGgufNames[t]) return t;
+  return -1;
+}
+
+const char* lr_schedule_name(LrSchedule s) {
+  switch (s) {
+    case LrSchedule::LINEAR: return "linear";
+    case LrSchedule::COSINE: return "cosine";
+    default: return "constant";
+  }
+}
+LrSchedule lr_schedule_from_name(const std::string& s) {
+  if (s == "constant") return LrSchedule::CONSTANT;
+  if (s == "linear") return LrSchedule::LINEAR;
+  if (s == "cosine") return LrSchedule::COSINE;
+  throw std::invalid_argument("unknown LR schedule '" + s + "' (expected constant, linear or cosine)");
+}
+
+// The rows of one packed pass: examples laid end to end, each with positions 0..n_b-1.
+struct Trainer::Pass {
+  int64_t n = 0;
+  bool train = false;      // dropout on
+  uint64_t rng = 0;        // dropout stream position of this pass
+  std::vector<int32_t> tokens, pos, targets;  // targets[t]: label of row t+1 of the same example, or -1
+  std::vector<int64_t> seq_start;
+  std::vector<int64_t> inj_rows, inj_example, inj_index;  // packed row, example, index in the example
+  std::vector<float> inj_vecs;                            // [K, d]
+  std::vector<float> scratch;                             // dropout output [n, n_in]
+  std::vector<const void*> kp, vp;
+  std::vector<const int32_t*> cp;
+  std::vector<int64_t> nc;
+};
+
+// What a block's backward needs from its forward. q and k are kept after rope (attention reads
+// them so); u[target] = scale * A x_dropped, the LoRA bottleneck, is what B's gradient needs.
+struct Trainer::LayerActs {
+  std::vector<float> xn1, q, k, v, att, x_mid, xn2, gate, up, h;
+  std::vector<float> u[kLoraTargets];
+};
+
+Trainer::Trainer(std::shared_ptr<const LlamaModel> model, const LoraConfig& lora, const OptimConfig& optim,
+                 const TrainOptions& opts)
+    : model_(std::move(model)), lora_(lora), optim_(optim), opts_(opts), pool_(opts.threads) {
+  if (model_->vocab_only()) throw std::invalid_argument("cannot train a vocab-only model");
+  const auto& hp = model_->hparams();
+  if (opts_.inject_layer < -1 || opts_.inject_layer >= hp.n_layer)
+    throw std::invalid_argument("inject_layer " + std::to_string(opts_.inject_layer) + " is outside [-1, " +
+                                std::to_string(hp.n_layer) + ")");
+  if (lora_.dropout < 0 || lora_.dropout >= 1) throw std::invalid_argument("LoRA dropout must be in [0, 1)");
+  if (optim_.lr < 0) throw std::invalid_argument("learning rate must be >= 0");
+  if (optim_.warmup_fraction < 0 || optim_.warmup_fraction > 1) throw std::invalid_argument("warmup fraction must be in [0, 1]");
+  if ((optim_.schedule != LrSchedule::CONSTANT || optim_.warmup_fraction > 0) && optim_.total_steps <= 0)
+    throw std::invalid_argument("a decaying LR schedule or warmup needs total_steps > 0");
+  if (lora_.init_adapter.empty())
+    init_fresh();
+  else
+    init_from_adapter(lora_.init_adapter);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::build_params() {
+  const auto& hp = model_->hparams();
+  slot_.assign(static_cast<size_t>(hp.n_layer * kLoraTargets), nullptr);
+  for (auto& p : params_) {
+    p.ga.assign(p.a.size(), 0.0f);
+    p.gb.assign(p.b.size(), 0.0f);
+    p.ma.assign(p.a.size(), 0.0f);
+    p.va.assign(p.a.size(), 0.0f);
+    p.mb.assign(p.b.size(), 0.0f);
+    p.vb.assign(p.b.size(), 0.0f);
+  }
+  for (auto& p : params_) slot_[static_cast<size_t>(p.layer * kLoraTargets + p.target)] = &p;
+}
+
+void Trainer::init_fresh() {
+  const auto& hp = model_->hparams();
+  if (lora_.rank <= 0) throw std::invalid_argument("LoRA rank must be positive");
+  std::vector<bool> on(kLoraTargets, false);
+  for (const auto& t : lora_.targets) {
+    int i = lora_target_from_name(t);
+    if (i < 0) throw std::invalid_argument("unknown LoRA target '" + t + "' (expected q, k, v, o, gate, up, down)");
+    on[static_cast<size_t>(i)] = true;
+  }
+  const float scale = lora_.rslora ? lora_.alpha / std::sqrt(static_cast<float>(lora_.rank))
+                                   : lora_.alpha / static_cast<float>(lora_.rank);
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    for (int t = 0; t < kLoraTargets; ++t) {
+      if (!on[static_cast<size_t>(t)]) continue;
+      const Weight& w = base_weight(model_->layers()[static_cast<size_t>(l)], t);
+      LoraParam p;
+      p.weight = w.name;
+      p.layer = static_cast<int>(l);
+      p.target = t;
+      p.base = &w;
+      p.rank = lora_.rank;
+      p.n_in = w.n_in;
+      p.n_out = w.n_out;
+      p.scale = scale;
+      p.a.resize(static_cast<size_t>(p.rank * p.n_in));
+      p.b.assign(static_cast<size_t>(p.n_out * p.rank), 0.0f);
+      // One stream per matrix, so adding or removing a target leaves the others' init unchanged.
+      const double bound = 1.0 / std::sqrt(static_cast<double>(p.n_in));
+      const uint64_t s = mix64(lora_.init_seed ^ mix64(static_cast<uint64_t>(l * kLoraTargets + t) + 1));
+      for (size_t i = 0; i < p.a.size(); ++i) {
+        double u01 = static_cast<double>(mix64(s + i) >> 11) * (1.0 / 9007199254740992.0);
+        p.a[i] = static_cast<float>((2.0 * u01 - 1.0) * bound);
+      }
+      params_.push_back(std::move(p));
+    }
+  }
+  if (params_.empty()) throw std::invalid_argument("no LoRA targets");
+  build_params();
+}
+
+void Trainer::init_from_adapter(const std::string& path_in) {
+  const auto& hp = model_->hparams();
+  std::string path = path_in;
+  // A PEFT folder or adapter_model.safetensors goes through the converter first (q/k lora_B rows
+  // permuted to the GGUF model's order, rsLoRA folded into alpha), into a temporary GGUF.
+  struct TempFile {
+    std::string path;
+    ~TempFile() {
+      if (!path.empty()) std::remove(path.c_str());
+    }
+  } temp;
+  const bool is_gguf = path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+  if (!is_gguf) {
+    const char* tmpdir = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/lro-train-init-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    int fd = mkstemp(buf.data());
+    if (fd < 0) throw std::runtime_error("cannot create a temporary file for the PEFT adapter conversion");
+    close(fd);
+    temp.path = std::string(buf.data());
+    convert::AdapterConvertOptions co;
+    co.base_config = model_->file().path();  // the head counts for the q/k permutation
+    co.type = "f32";
+    convert::convert_adapter(path, temp.path, co);
+    path = temp.path;
+  }
+  auto ad = LoraAdapter::load(path, *model_);
+  auto f = GgufFile::open(path);
+  const bool rslora = f->find("lro.adapter.use_rslora") && f->get("lro.adapter.use_rslora").as_bool("lro.adapter.use_rslora");
+  lora_.targets.clear();
+  lora_.rank = 0;
+  lora_.alpha = ad->alpha();
+  lora_.rslora = rslora;
+  if (rslora && f->find("lro.adapter.peft_alpha")) lora_.alpha = static_cast<float>(f->get_float("lro.adapter.peft_alpha", 0));
+  std::vector<bool> seen(kLoraTargets, false);
+  for (const auto& kv : ad->pairs()) {
+    int layer = -1, target = -1;
+    for (int64_t l = 0; l < hp.n_layer && target < 0; ++l)
+      for (int t = 0; t < kLoraTargets; ++t)
+        if (base_weight(model_->layers()[static_cast<size_t>(l)], t).name == kv.first) {
+          layer = static_cast<int>(l);
+          target = t;
+          break;
+        }
+    if (target < 0) throw std::invalid_argument(path_in + ": LoRA on '" + kv.first + "' cannot be trained (only the block matrices q k v o gate up down)");
+    const LoraPair& pr = kv.second;
+    const Weight& w = base_weight(model_->layers()[static_cast<size_t>(layer)], target);
+    LoraParam p;
+    p.weight = w.name;
+    p.layer = layer;
+    p.target = target;
+    p.base = &w;
+    p.rank = pr.rank;
+    p.n_in = w.n_in;
+    p.n_out = w.n_out;
+    // llama.cpp's convention: alpha 0 means no alpha / r factor.
+    p.scale = ad->alpha() != 0 ? ad->alpha() / static_cast<float>(pr.rank) : 1.0f;
+    p.a.resize(static_cast<size_t>(p.rank * p.n_in));
+    p.b.resize(static_cast<size_t>(p.n_out * p.rank));
+    for (int64_t r = 0; r < p.rank; ++r)
+      dequantize_row(pr.a.type, pr.a.data + row_size(pr.a.type, p.n_in) * static_cast<size_t>(r), p.a.data() + r * p.n_in, p.n_in);
+    for (int64_t o = 0; o < p.n_out; ++o)
+      dequantize_row(pr.b.type, pr.b.data + row_size(pr.b.type, p.rank) * static_cast<size_t>(o), p.b.data() + o * p.rank, p.rank);
+    lora_.rank = std::max(lora_.rank, p.rank);
+    seen[static_cast<size_t>(target)] = true;
+    params_.push_back(std::move(p));
+  }
+  if (params_.empty()) throw std::invalid_argument(path_in + ": the adapter has no LoRA pairs");
+  for (int t = 0; t < kLoraTargets; ++t)
+    if (seen[static_cast<size_t>(t)]) lora_.targets.push_back(kTargetNames[t]);
+  std::sort(params_.begin(), params_.end(), [](const LoraParam& x, const LoraParam& y) {
+    return x.layer != y.layer ? x.layer < y.layer : x.target < y.target;
+  });
+  build_params();
+}
+
+LoraParam* Trainer::find(const std::string& weight) {
+  for (auto& p : params_)
+    if (p.weight == weight) return &p;
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward / backward of one block
+
+void Trainer::dropout_input(const Pass& p, int layer, int target, const float* x, int64_t n, int64_t n_in,
+                            float* out) {
+  const double pd = lora_.dropout;
+  const uint64_t threshold = static_cast<uint64_t>(pd * 16777216.0);  // keep iff a 24-bit draw >= p * 2^24
+  const float keep_scale = static_cast<float>(1.0 / (1.0 - pd));
+  const uint64_t base = mix64(opts_.seed ^ mix64(p.rng ^ mix64(static_cast<uint64_t>(layer * kLoraTargets + target))));
+  pool_.parallel_for(n, 1, [&](int, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t i = 0; i < n_in; ++i) {
+        const uint64_t e = static_cast<uint64_t>(t * n_in + i);
+        out[t * n_in + i] = (mix64(base + e) >> 40) >= threshold ? x[t * n_in + i] * keep_scale : 0.0f;
+      }
+  });
+}
+
+// y[n, n_out] = W x + scale * B (A dropout(x)); u[n, r] keeps scale * A dropout(x).
+void Trainer::linear_forward(Pass& p, int layer, int target, const Weight& w, const float* x, float* y,
+                             std::vector<float>* u) {
+  const int64_t n = p.n;
+  matmul(w.type, w.data, w.n_out, w.n_in, x, n, y, w.n_out, pool_);
+  LoraParam* lp = param_for(layer, target);
+  if (!lp) return;
+  const float* xin = x;
+  if (p.train && lora_.dropout > 0) {
+    p.scratch.resize(static_cast<size_t>(n * w.n_in));
+    dropout_input(p, layer, target, x, n, w.n_in, p.scratch.data());
+    xin = p.scratch.data();
+  }
+  u->resize(static_cast<size_t>(n * lp->rank));
+  matmul(GgmlType::F32, lp->a.data(), lp->rank, w.n_in, xin, n, u->data(), lp->rank, pool_);  // [n, r]
+  for (float& e : *u) e *= lp->scale;
+  matmul(GgmlType::F32, lp->b.data(), w.n_out, lp->rank, u->data(), n, y, w.n_out, pool_, true);  // [n, n_out] +=
+}
+
+// Given dy[n, n_out]: dB += dy^T u, du = scale * dy B, dA += du^T dropout(x), dx += W^T-product + dropout(du A).
+void Trainer::linear_backward(Pass& p, int layer, int target, const Weight& w, const float* x, const std::vector<float>* u,
+                              const float* dy, float* dx) {
+  const int64_t n = p.n;
+  if (dx) matmul_backward(dx, dy, w.type, w.data, w.n_out, w.n_in, n, pool_);  // [n, n_in] += dy W
+  LoraParam* lp = param_for(layer, target);
+  if (!lp) return;
+  const int64_t r = lp->rank;
+  matmul_backward_weight(lp->gb.data(), dy, u->data(), n, w.n_out, r, pool_);  // [n_out, r]
+  std::vector<float> du(static_cast<size_t>(n * r), 0.0f);
+  matmul_backward(du.data(), dy, GgmlType::F32, lp->b.data(), w.n_out, r, n, pool_);  // [n, r] = dy B
+  for (float& e : du) e *= lp->scale;
+  const bool drop = p.train && lora_.dropout > 0;
+  const float* xin = x;
+  if (drop) {
+    p.scratch.resize(static_cast<size_t>(n * w.n_in));
+    dropout_input(p, layer, target, x, n, w.n_in, p.scratch.data());
+    xin = p.scratch.data();
+  }
+  matmul_backward_weight(lp->ga.data(), du.data(), xin, n, r, w.n_in, pool_);  // [r, n_in]
+  if (!dx) return;
+  if (!drop) {
+    matmul_backward(dx, du.data(), GgmlType::F32, lp->a.data(), r, w.n_in, n, pool_);  // [n, n_in] += du A
+    return;
+  }
+  std::vector<float> t(static_cast<size_t>(n * w.n_in), 0.0f);
+  matmul_backward(t.data(), du.data(), GgmlType::F32, lp->a.data(), r, w.n_in, n, pool_);
+  // The mask is linear and elementwise: applying it to the gradient is its own transpose.
+  dropout_input(p, layer, target, t.data(), n, w.n_in, p.scratch.data());
+  for (size_t i = 0; i < t.size(); ++i) dx[i] += p.scratch[i];
+}
+
+void Trainer::layer_forward(Pass& p, int layer, const float* x_in, float* x_out, LayerActs& a) {
+  const auto& hp = model_->hparams();
+  const LlamaLayer& L = model_->layers()[static_cast<size_t>(layer)];
+  const int64_t n = p.n, d = hp.n_embd, hd = hp.head_dim, q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
+  auto sz = [](int64_t e) { return static_cast<size_t>(e); };
+  a.xn1.resize(sz(n * d));
+  a.q.resize(sz(n * q_w));
+  a.k.resize(sz(n * kv_w));
+  a.v.resize(sz(n * kv_w));
+  a.att.resize(sz(n * q_w));
+  a.x_mid.resize(sz(n * d));
+  a.xn2.resize(sz(n * d));
+  a.gate.resize(sz(n * hp.n_ff));
+  a.up.resize(sz(n * hp.n_ff));
+  a.h.resize(sz(n * hp.n_ff));
+  const float* freqs = model_->rope_freqs().empty() ? nullptr : model_->rope_freqs().data();
+
+  rmsnorm_forward(a.xn1.data(), x_in, L.attn_norm.data(), n, d, hp.rms_eps, pool_);            // [n, d]
+  linear_forward(p, layer, T_Q, L.wq, a.xn1.data(), a.q.data(), &a.u[T_Q]);                    // [n, q_w]
+  linear_forward(p, layer, T_K, L.wk, a.xn1.data(), a.k.data(), &a.u[T_K]);                    // [n, kv_w]
+  linear_forward(p, layer, T_V, L.wv, a.xn1.data(), a.v.data(), &a.u[T_V]);                    // [n, kv_w]
+  rope_forward(a.q.data(), p.pos.data(), n, hp.n_head, hd, hp.n_rot, hp.rope_base, freqs);
+  rope_forward(a.k.data(), p.pos.data(), n, hp.n_head_kv, hd, hp.n_rot, hp.rope_base, freqs);
+  // Each row's "cache" is its own sequence's rows up to itself (the packed layout).
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t s0 = p.seq_start[static_cast<size_t>(t)];
+    p.kp[static_cast<size_t>(t)] = a.k.data() + s0 * kv_w;
+    p.vp[static_cast<size_t>(t)] = a.v.data() + s0 * kv_w;
+    p.cp[static_cast<size_t>(t)] = p.pos.data() + s0;
+    p.nc[static_cast<size_t>(t)] = t - s0 + 1;
+  }
+  AttentionRows rows{p.kp.data(), p.vp.data(), p.cp.data(), p.nc.data(), p.pos.data()};
+  attention_forward(a.att.data(), a.q.data(), rows, false, n, hp.n_head, hp.n_head_kv, hd,
+                    1.0f / std::sqrt(static_cast<float>(hd)), pool_);                              // [n, q_w]
+  linear_forward(p, layer, T_O, L.wo, a.att.data(), a.x_mid.data(), &a.u[T_O]);                // [n, d]
+  residual_forward(a.x_mid.data(), x_in, n, d);                                                  // x_mid = x_in + o
+  rmsnorm_forward(a.xn2.data(), a.x_mid.data(), L.ffn_norm.data(), n, d, hp.rms_eps, pool_);
+  linear_forward(p, layer, T_GATE, L.w_gate, a.xn2.data(), a.gate.data(), &a.u[T_GATE]);       // [n, ff]
+  linear_forward(p, layer, T_UP, L.w_up, a.xn2.data(), a.up.data(), &a.u[T_UP]);               // [n, ff]
+  swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), n, hp.n_ff);                          // [n, ff]
+  linear_forward(p, layer, T_DOWN, L.w_down, a.h.data(), x_out, &a.u[T_DOWN]);                 // [n, d]
+  residual_forward(x_out, a.x_mid.data(), n, d);
+}
+
+// dx[n, d] holds dL/d(block output) on entry and dL/d(block input) on return (if need_dx_in).
+void Trainer::layer_backward(Pass& p, int layer, const float* x_in, LayerActs& a, float* dx, bool need_dx_in) {
+  const auto& hp = model_->hparams();
+  const LlamaLayer& L = model_->layers()[static_cast<size_t>(layer)];
+  const int64_t n = p.n, d = hp.n_embd, hd = hp.head_dim, q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
+  const float* freqs = model_->rope_freqs().empty() ? nullptr : model_->rope_freqs().data();
+  auto zeros = [](int64_t e) { return std::vector<float>(static_cast<size_t>(e), 0.0f); };
+
+  // MLP: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))); dx is also dL/dx_mid's residual part.
+  std::vector<float> dh = zeros(n * hp.n_ff);
+  linear_backward(p, layer, T_DOWN, L.w_down, a.h.data(), &a.u[T_DOWN], dx, dh.data());          // [n, ff]
+  std::vector<float> dgate = zeros(n * hp.n_ff), dup = zeros(n * hp.n_ff);
+  swiglu_backward(dgate.data(), dup.data(), dh.data(), a.gate.data(), a.up.data(), n, hp.n_ff);
+  dh = std::vector<float>();
+  std::vector<float> dxn = zeros(n * d);
+  linear_backward(p, layer, T_GATE, L.w_gate, a.xn2.data(), &a.u[T_GATE], dgate.data(), dxn.data());
+  linear_backward(p, layer, T_UP, L.w_up, a.xn2.data(), &a.u[T_UP], dup.data(), dxn.data());
+  dgate = std::vector<float>();
+  dup = std::vector<float>();
+  rmsnorm_backward(dx, nullptr, dxn.data(), a.x_mid.data(), L.ffn_norm.data(), n, d, hp.rms_eps, pool_);  // dx = dL/dx_mid
+
+  // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))).
+  std::vector<float> datt = zeros(n * q_w);
+  linear_backward(p, layer, T_O, L.wo, a.att.data(), &a.u[T_O], dx, datt.data());               // [n, q_w]
+  std::vector<float> dq = zeros(n * q_w), dk = zeros(n * kv_w), dv = zeros(n * kv_w);
+  attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), a.q.data(), a.k.data(), a.v.data(),
+                     p.seq_start.data(), p.pos.data(), n, hp.n_head, hp.n_head_kv, hd,
+                     1.0f / std::sqrt(static_cast<float>(hd)), pool_);
+  datt = std::vector<float>();
+  rope_backward(dq.data(), p.pos.data(), n, hp.n_head, hd, hp.n_rot, hp.rope_base, freqs);
+  rope_backward(dk.data(), p.pos.data(), n, hp.n_head_kv, hd, hp.n_rot, hp.rope_base, freqs);
+  float* dxn1 = nullptr;
+  if (need_dx_in) {
+    std::fill(dxn.begin(), dxn.end(), 0.0f);
+    dxn1 = dxn.data();
+  }
+  linear_backward(p, layer, T_Q, L.wq, a.xn1.data(), &a.u[T_Q], dq.data(), dxn1);
+  linear_backward(p, layer, T_K, L.wk, a.xn1.data(), &a.u[T_K], dk.data(), dxn1);
+  linear_backward(p, layer, T_V, L.wv, a.xn1.data(), &a.u[T_V], dv.data(), dxn1);
+  if (need_dx_in) rmsnorm_backward(dx, nullptr, dxn1, x_in, L.attn_norm.data(), n, d, hp.rms_eps, pool_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// passes
+
+double Trainer::run_pass(const std::vector<TrainExample>& mb, size_t e0, size_t e1, double grad_scale, bool backward,
+                         bool train) {
+  const auto& hp = model_->hparams();
+  const int64_t d = hp.n_embd, n_layer = hp.n_layer;
+  Pass p;
+  p.train = train;
+  p.rng = rng_counter_;
+  for (size_t e = e0; e < e1; ++e) {
+    const TrainExample& ex = mb[e];
+    const int64_t off = static_cast<int64_t>(p.tokens.size()), nb = static_cast<int64_t>(ex.tokens.size());
+    for (int64_t t = 0; t < nb; ++t) {
+      p.tokens.push_back(ex.tokens[static_cast<size_t>(t)]);
+      p.pos.push_back(static_cast<int32_t>(t));
+      p.seq_start.push_back(off);
+      const int32_t next = t + 1 < nb ? ex.labels[static_cast<size_t>(t + 1)] : -1;
+      p.targets.push_back(next >= 0 ? next : -1);
+    }
+    for (size_t k = 0; k < ex.inject_positions.size(); ++k) {
+      p.inj_rows.push_back(off + ex.inject_positions[k]);
+      p.inj_example.push_back(static_cast<int64_t>(e));
+      p.inj_index.push_back(static_cast<int64_t>(k));
+    }
+    p.inj_vecs.insert(p.inj_vecs.end(), ex.vectors.begin(), ex.vectors.end());
+  }
+  const int64_t n = p.n = static_cast<int64_t>(p.tokens.size());
+  p.kp.resize(static_cast<size_t>(n));
+  p.vp.resize(static_cast<size_t>(n));
+  p.cp.resize(static_cast<size_t>(n));
+  p.nc.resize(static_cast<size_t>(n));
+  const int64_t K = static_cast<int64_t>(p.inj_rows.size());
+  std::vector<float> terms(static_cast<size_t>(K * d));
+  auto inject = [&](float* x) {
+    inject_forward(x, d, p.inj_rows.data(), p.inj_vecs.data(), K, opts_.inject_coef, opts_.inject_eps,
+                   opts_.inject_replace, terms.data());
+    for (int64_t k = 0; k < K; ++k) {
+      auto& dst = terms_[static_cast<size_t>(p.inj_example[static_cast<size_t>(k)])];
+      std::memcpy(dst.data() + p.inj_index[static_cast<size_t>(k)] * d, terms.data() + k * d,
+                  static_cast<size_t>(d) * sizeof(float));
+    }
+  };
+
+  // Residual stream: every block input when training (plus the final output), else two buffers.
+  const size_t n_x = backward ? static_cast<size_t>(n_layer + 1) : 2;
+  std::vector<std::vector<float>> xs(n_x, std::vector<float>(static_cast<size_t>(n * d)));
+  auto X = [&](int64_t l) -> float* { return xs[backward ? static_cast<size_t>(l) : static_cast<size_t>(l % 2)].data(); };
+  const bool keep_all = backward && !opts_.recompute;
+  std::vector<LayerActs> acts(keep_all ? static_cast<size_t>(n_layer) : 1);
+  auto A = [&](int64_t l) -> LayerActs& { return acts[keep_all ? static_cast<size_t>(l) : 0]; };
+
+  embedding_forward(X(0), p.tokens.data(), n, model_->tok_embd().type, model_->tok_embd().data, d);  // [n, d]
+  if (opts_.inject_layer == -1) inject(X(0));
+  for (int64_t l = 0; l < n_layer; ++l) {
+    layer_forward(p, static_cast<int>(l), X(l), X(l + 1), A(l));
+    if (l == opts_.inject_layer) inject(X(l + 1));
+  }
+
+  // Only rows with a target reach the head: the final norm and logits of the others are unused.
+  std::vector<int64_t> lrows;
+  std::vector<int32_t> ltgt;
+  for (int64_t t = 0; t < n; ++t)
+    if (p.targets[static_cast<size_t>(t)] >= 0) {
+      lrows.push_back(t);
+      ltgt.push_back(p.targets[static_cast<size_t>(t)]);
+    }
+  const int64_t nl = static_cast<int64_t>(lrows.size());
+  std::vector<float> xf(static_cast<size_t>(nl * d)), xn(xf.size());
+  const float* xL = X(n_layer);
+  for (int64_t i = 0; i < nl; ++i) std::memcpy(xf.data() + i * d, xL + lrows[i] * d, static_cast<size_t>(d) * sizeof(float));
+  rmsnorm_forward(xn.data(), xf.data(), model_->output_norm().data(), nl, d, hp.rms_eps, pool_);  // [nl, d]
+  const Weight& head = model_->output();
+  // Only passes that draw dropout masks move the stream, so evaluating between steps changes nothing.
+  if (train) ++rng_counter_;
+  if (!backward) {
+    return head_crossentropy_forward(xn.data(), ltgt.data(), nl, d, head.type, head.data, hp.n_vocab,
+                                     opts_.ce_chunk_rows, pool_);
+  }
+  std::vector<float> dxn(xf.size(), 0.0f), dxf(xf.size(), 0.0f);
+  if (nl == 0) return 0;  // nothing to differentiate in this pass
+  const double loss_sum = head_crossentropy_backward(dxn.data(), xn.data(), ltgt.data(), nl, d, head.type, head.data,
+                                                     hp.n_vocab, static_cast<float>(grad_scale), opts_.ce_chunk_rows, pool_);
+  rmsnorm_backward(dxf.data(), nullptr, dxn.data(), xf.data(), model_->output_norm().data(), nl, d, hp.rms_eps, pool_);
+  std::vector<float> dx(static_cast<size_t>(n * d), 0.0f);
+  for (int64_t i = 0; i < nl; ++i) std::memcpy(dx.data() + lrows[i] * d, dxf.data() + i * d, static_cast<size_t>(d) * sizeof(float));
+
+  // Blocks below the lowest adapted one need no backward at all.
+  int lowest = static_cast<int>(n_layer);
+  for (const auto& pr : params_) lowest = std::min(lowest, pr.layer);
+  std::vector<float> scratch_out;
+  for (int64_t l = n_layer - 1; l >= lowest; --l) {
+    if (l == opts_.inject_layer) inject_backward(dx.data(), d, p.inj_rows.data(), K, opts_.inject_replace);
+    if (opts_.recompute && l != n_layer - 1) {  // the last block's activations are still there
+      // Same inputs, same dropout stream position: the recomputed activations equal the first ones.
+      scratch_out.resize(static_cast<size_t>(n * d));
+      layer_forward(p, static_cast<int>(l), X(l), scratch_out.data(), A(l));
+    }
+    layer_backward(p, static_cast<int>(l), X(l), A(l), dx.data(), l > lowest);
+  }
+  return loss_sum;
+}
+
+double Trainer::accumulate(const std::vector<TrainExample>& mb, double weight, int64_t* tokens, int64_t* loss_tokens) {
+  return accumulate_impl(mb, weight, weight != 0, tokens, loss_tokens);
+}
+
+double Trainer::eval_loss(const std::vector<TrainExample>& examples, bool dropout) {
+  return accumulate_impl(examples, 0.0, dropout, nullptr, nullptr);
+}
+
+double Trainer::accumulate_impl(const std::vector<TrainExample>& mb, double weight, bool train, int64_t* tokens,
+                                int64_t* loss_tokens) {
+  const auto& hp = model_->hparams();
+  int64_t n_loss = 0, n_tok = 0;
+  for (size_t e = 0; e < mb.size(); ++e) {
+    const TrainExample& ex = mb[e];
+    const std::string where = "example " + std::to_string(e);
+    const int64_t nb = static_cast<int64_t>(ex.tokens.size());
+    if (nb == 0) throw std::invalid_argument(where + " has no tokens");
+    if (ex.labels.size() != ex.tokens.size())
+      throw std::invalid_argument(where + ": labels has " + std::to_string(ex.labels.size()) + " entries, tokens " + std::to_string(nb));
+    for (int64_t t = 0; t < nb; ++t) {
+      const int32_t id = ex.tokens[static_cast<size_t>(t)], lb = ex.labels[static_cast<size_t>(t)];
+      if (id < 0 || id >= hp.n_vocab) throw std::invalid_argument(where + ": token " + std::to_string(id) + " at " + std::to_string(t) + " is outside the vocabulary");
+      if (lb >= hp.n_vocab) throw std::invalid_argument(where + ": label " + std::to_string(lb) + " at " + std::to_string(t) + " is outside the vocabulary");
+      if (t > 0 && lb >= 0) ++n_loss;
+    }
+    for (int32_t q : ex.inject_positions)
+      if (q < 0 || q >= nb) throw std::invalid_argument(where + ": injection position " + std::to_string(q) + " is outside [0, " + std::to_string(nb) + ")");
+    if (ex.vectors.size() != ex.inject_positions.size() * static_cast<size_t>(hp.n_embd))
+      throw std::invalid_argument(where + ": vectors has " + std::to_string(ex.vectors.size()) + " values, expected " +
+                                  std::to_string(ex.inject_positions.size()) + " x " + std::to_string(hp.n_embd));
+    n_tok += nb;
+  }
+  terms_.assign(mb.size(), {});
+  for (size_t e = 0; e < mb.size(); ++e) terms_[e].assign(mb[e].vectors.size(), 0.0f);
+  if (tokens) *tokens += n_tok;
+  if (loss_tokens) *loss_tokens += n_loss;
+  if (n_loss == 0) return 0;
+  const double grad_scale = weight / static_cast<double>(n_loss);
+  double total = 0;
+  for (size_t e0 = 0; e0 < mb.size();) {
+    size_t e1 = e0 + 1;
+    int64_t len = static_cast<int64_t>(mb[e0].tokens.size());
+    while (opts_.pack_tokens > 0 && e1 < mb.size() && len + static_cast<int64_t>(mb[e1].tokens.size()) <= opts_.pack_tokens)
+      len += static_cast<int64_t>(mb[e1++].tokens.size());
+    total += run_pass(mb, e0, e1, grad_scale, weight != 0, train);
+    e0 = e1;
+  }
+  return total / static_cast<double>(n_loss);
+}
+
+void Trainer::zero_grad() {
+  for (auto& p : params_) {
+    std::fill(p.ga.begin(), p.ga.end(), 0.0f);
+    std::fill(p.gb.begin(), p.gb.end(), 0.0f);
+  }
+}
+
+double Trainer::grad_norm() const {
+  double s = 0;
+  for (const auto& p : params_) {
+    for (float g : p.ga) s += static_cast<double>(g) * g;
+    for (float g : p.gb) s += static_cast<double>(g) * g;
+  }
+  return std::sqrt(s);
+}
+
+double Trainer::clip_gradients(double max_norm) {
+  // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1.
+  const double coef = std::min(1.0, max_norm / (grad_norm() + 1e-6));
+  if (coef < 1.0) {
+    const float c = static_cast<float>(coef);
+    for (auto& p : params_) {
+      for (float& g : p.ga) g *= c;
+      for (float& g : p.gb) g *= c;
+    }
+  }
+  return coef;
+}
+
+double Trainer::lr_at(int64_t s) const {
+  const double base = optim_.lr;
+  const int64_t total = optim_.total_steps;
+  const int64_t warm = static_cast<int64_t>(std::ceil(optim_.warmup_fraction * static_cast<double>(total)));
+  // HF transformers' schedules (get_{constant,linear,cosine}_schedule_with_warmup), step counted from 0.
+  if (s < warm) return base * static_cast<double>(s) / static_cast<double>(std::max<int64_t>(1, warm));
+  if (optim_.schedule == LrSchedule::CONSTANT) return base;
+  const double span = static_cast<double>(std::max<int64_t>(1, total - warm));
+  if (optim_.schedule == LrSchedule::LINEAR) return base * std::max(0.0, static_cast<double>(total - s) / span);
+  const double progress = static_cast<double>(s - warm) / span;
+  return base * std::max(0.0, 0.5 * (1.0 + std::cos(3.14159265358979323846 * progress)));
+}
+
+void Trainer::adamw_update(double lr) {
+  ++step_;
+  const double b1 = optim_.beta1, b2 = optim_.beta2;
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
+  const double bc2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(step_)));
+  // Float element ops in torch's order (decay, lerp, addcmul, sqrt/bc2 + eps, addcdiv).
+  const float decay = static_cast<float>(1.0 - lr * optim_.weight_decay);
+  const float w1 = static_cast<float>(1.0 - b1), fb2 = static_cast<float>(b2), w2 = static_cast<float>(1.0 - b2);
+  const float fbc2 = static_cast<float>(bc2_sqrt), feps = static_cast<float>(optim_.eps);
+  const float step_size = static_cast<float>(lr / bc1);
+  auto upd = [&](std::vector<float>& w, const std::vector<float>& g, std::vector<float>& m, std::vector<float>& v) {
+    pool_.parallel_for(static_cast<int64_t>(w.size()), 1024, [&](int, int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        w[i] *= decay;
+        m[i] += w1 * (g[i] - m[i]);
+        v[i] = v[i] * fb2 + w2 * (g[i] * g[i]);
+        const float denom = std::sqrt(v[i]) / fbc2 + feps;
+        w[i] += -step_size * (m[i] / denom);
+      }
+    });
+  };
+  for (auto& p : params_) {
+    upd(p.a, p.ga, p.ma, p.va);
+    upd(p.b, p.gb, p.mb, p.vb);
+  }
+}
+
+StepResult Trainer::step(const std::vector<std::vector<TrainExample>>& micro_batches) {
+  if (micro_batches.empty()) throw std::invalid_argument("step: no micro-batches");
+  StepResult r;
+  zero_grad();
+  const double w = 1.0 / static_cast<double>(micro_batches.size());
+  int64_t n_examples = 0;
+  for (const auto& mb : micro_batches) {
+    const double l = accumulate(mb, w, &r.tokens, &r.loss_tokens);
+    r.micro_losses.push_back(l);
+    r.loss += l * w;
+    n_examples += static_cast<int64_t>(mb.size());
+  }
+  r.grad_norm = grad_norm();
+  if (optim_.max_grad_norm > 0) r.clip_coef = clip_gradients(optim_.max_grad_norm);
+  r.lr = lr_at(step_);
+  adamw_update(r.lr);
+  data_pos_ += n_examples;
+  r.step = step_;
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// files
+
+void Trainer::save_adapter(const std::string& path, const std::string& name) const {
+  const auto& hp = model_->hparams();
+  // One alpha for the whole file (llama.cpp): every pair's scale must be that alpha over its rank.
+  const double alpha_gguf = static_cast<double>(params_.front().scale) * static_cast<double>(params_.front().rank);
+  for (const auto& p : params_)
+    if (std::fabs(static_cast<double>(p.scale) * static_cast<double>(p.rank) - alpha_gguf) > 1e-5 * std::fabs(alpha_gguf))
+      throw std::runtime_error("save_adapter: pairs have different alpha (scale x rank), which one GGUF adapter cannot express");
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  w.set_string("general.type", "adapter");
+  if (!name.empty()) w.set_string("general.name", name);
+  w.set_string("adapter.type", "lora");
+  w.set_f32("adapter.lora.alpha", static_cast<float>(alpha_gguf));
+  // For the PEFT converter's way back (q/k un-permutation, rsLoRA's alpha).
+  w.set_u32("lro.adapter.head_count", static_cast<uint32_t>(hp.n_head));
+  w.set_u32("lro.adapter.head_count_kv", static_cast<uint32_t>(hp.n_head_kv));
+  if (lora_.rslora) {
+    w.set_bool("lro.adapter.use_rslora", true);
+    w.set_f32("lro.adapter.peft_alpha", lora_.alpha);
+  }
+  for (const auto& p : params_) {
+    w.add_tensor(p.weight + ".lora_a", GgmlType::F32, {p.n_in, p.rank}, f32_bytes(p.a));
+    w.add_tensor(p.weight + ".lora_b", GgmlType::F32, {p.rank, p.n_out}, f32_bytes(p.b));
+  }
+  w.write(path);
+}
+
+void Trainer::save_checkpoint(const std::string& path) const {
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  w.set_string("general.type", kCheckpointType);
+  w.set_u32("lro.train.version", kCheckpointVersion);
+  w.set_value("lro.train.step", i64_bits(static_cast<uint64_t>(step_)));
+  w.set_value("lro.train.data_position", i64_bits(static_cast<uint64_t>(data_pos_)));
+  w.set_value("lro.train.rng_counter", i64_bits(rng_counter_));
+  w.set_value("lro.train.seed", i64_bits(opts_.seed));
+  w.set_u32("lro.train.lora.rank", static_cast<uint32_t>(lora_.rank));
+  w.set_f32("lro.train.lora.alpha", lora_.alpha);
+  w.set_bool("lro.train.lora.rslora", lora_.rslora);
+  w.set_f32("lro.train.lora.dropout", lora_.dropout);
+  w.set_string_array("lro.train.lora.targets", lora_.targets);
+  std::vector<std::string> names;
+  std::vector<float> scales;
+  for (const auto& p : params_) {
+    names.push_back(p.weight);
+    scales.push_back(p.scale);
+  }
+  w.set_string_array("lro.train.weights", names);
+  w.set_f32_array("lro.train.scales", scales);
+  // Informational: resume takes the optimizer settings from the new trainer, so they can change.
+  w.set_f32("lro.train.optim.lr", static_cast<float>(optim_.lr));
+  w.set_f32("lro.train.optim.weight_decay", static_cast<float>(optim_.weight_decay));
+  w.set_string("lro.train.optim.schedule", lr_schedule_name(optim_.schedule));
+  for (const auto& p : params_) {
+    const std::vector<int64_t> ne_a = {p.n_in, p.rank}, ne_b = {p.rank, p.n_out};
+    w.add_tensor(p.weight + ".lora_a", GgmlType::F32, ne_a, f32_bytes(p.a));
+    w.add_tensor(p.weight + ".lora_b", GgmlType::F32, ne_b, f32_bytes(p.b));
+    w.add_tensor(p.weight + ".lora_a.adam_m", GgmlType::F32, ne_a, f32_bytes(p.ma));
+    w.add_tensor(p.weight + ".lora_a.adam_v", GgmlType::F32, ne_a, f32_bytes(p.va));
+    w.add_tensor(p.weight + ".lora_b.adam_m", GgmlType::F32, ne_b, f32_bytes(p.mb));
+    w.add_tensor(p.weight + ".lora_b.adam_v", GgmlType::F32, ne_b, f32_bytes(p.vb));
+  }
+  w.write(path);
+}
+
+void Trainer::load_checkpoint(const std::string& path) {
+  auto f = GgufFile::open(path);
+  if (f->get_string("general.type", "") != kCheckpointType)
+    throw GgufError(path + ": not an lro training checkpoint (general.type '" + f->get_string("general.type", "") + "')");
+  if (f->get_int("lro.train.version", 0) != kCheckpointVersion)
+    throw GgufError(path + ": checkpoint version " + std::to_string(f->get_int("lro.train.version", 0)) + " is not " +
+                    std::to_string(kCheckpointVersion));
+  const auto& names = f->get("lro.train.weights").as_array("lro.train.weights");
+  const auto& scales = f->get("lro.train.scales").as_array("lro.train.scales");
+  if (names.size() != params_.size() || scales.size() != params_.size())
+    throw GgufError(path + ": the checkpoint has " + std::to_string(names.size()) + " LoRA pairs, this trainer " +
+                    std::to_string(params_.size()));
+  // Validate everything before changing anything.
+  auto tensor = [&](const std::string& name, int64_t ne0, int64_t ne1) {
+    const GgufTensorInfo* t = f->find_tensor(name);
+    if (!t) throw GgufError(path + ": tensor '" + name + "' is missing");
+    if (t->type != GgmlType::F32 || t->n_dims != 2 || t->ne[0] != ne0 || t->ne[1] != ne1)
+      throw GgufError(path + ": tensor '" + name + "' is not f32 [" + std::to_string(ne0) + ", " + std::to_string(ne1) + "]");
+    return reinterpret_cast<const float*>(t->data);
+  };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const LoraParam& p = params_[i];
+    if (names[i].as_string("lro.train.weights") != p.weight)
+      throw GgufError(path + ": LoRA pair " + std::to_string(i) + " is '" + names[i].as_string("lro.train.weights") +
+                      "', this trainer has '" + p.weight + "'");
+    for (const char* s : {".lora_a", ".lora_a.adam_m", ".lora_a.adam_v"}) tensor(p.weight + s, p.n_in, p.rank);
+    for (const char* s : {".lora_b", ".lora_b.adam_m", ".lora_b.adam_v"}) tensor(p.weight + s, p.rank, p.n_out);
+  }
+  auto copy = [](std::vector<float>& dst, const float* src) { std::memcpy(dst.data(), src, dst.size() * sizeof(float)); };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    LoraParam& p = params_[i];
+    copy(p.a, tensor(p.weight + ".lora_a", p.n_in, p.rank));
+    copy(p.ma, tensor(p.weight + ".lora_a.adam_m", p.n_in, p.rank));
+    copy(p.va, tensor(p.weight + ".lora_a.adam_v", p.n_in, p.rank));
+    copy(p.b, tensor(p.weight + ".lora_b", p.rank, p.n_out));
+    copy(p.mb, tensor(p.weight + ".lora_b.adam_m", p.rank, p.n_out));
+    copy(p.vb, tensor(p.weight + ".lora_b.adam_v", p.rank, p.n_out));
+    p.scale = static_cast<float>(scales[i].as_float("lro.train.scales"));
+    std::fill(p.ga.begin(), p.ga.end(), 0.0f);
+    std::fill(p.gb.begin(), p.gb.end(), 0.0f);
+  }
+  step_ = f->get("lro.train.step").as_int("lro.train.step");
+  data_pos_ = f->get("lro.train.data_position").as_int("lro.train.data_position");
+  rng_counter_ = static_cast<uint64_t>(f->get("lro.train.rng_counter").as_int("lro.train.rng_counter"));
+  opts_.seed = static_cast<uint64_t>(f->get("lro.train.seed").as_int("lro.train.seed"));
+  lora_.alpha = static_cast<float>(f->get_float("lro.train.lora.alpha", lora_.alpha));
+  lora_.rslora = f->find("lro.train.lora.rslora") ? f->get("lro.train.lora.rslora").as_bool("lro.train.lora.rslora") : lora_.rslora;
+}
+
+}  // namespace lro
