@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds and runs the C++ test binaries (no Node needed: they also run on a device image).
+# Usage: tools/native-tests.sh [shared-dir]   (default: $LRO_SHARED or ../shared)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+shared="${1:-${LRO_SHARED:-$(cd .. && pwd)/shared}}"
+build="${LRO_NATIVE_TEST_BUILD:-build-tests}"
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DLRO_NATIVE_TESTS=ON >/dev/null
+cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)"
+fail=0
+run() {
+  echo "== $*"
+  if ! "$@"; then
+    echo "FAILED: $*" >&2
+    fail=1
+  fi
+}
+run "$build/test_forward" "$shared"
+run "$build/test_tokenizer" "$shared/golden"
+run "$build/test_quants" --quick --golden "$shared/golden"
+run "$build/test_convert" "$shared"
+run "$build/test_train" "$shared"
+exit "$fail"
