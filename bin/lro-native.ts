@@ -1,14 +1,32 @@
 #!/usr/bin/env node
-// lro-native command line: info, tokenize, generate, capture.
-import { Command, InvalidArgumentError, Option } from 'commander';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+// lro-native command line: info, tokenize, generate, capture, trace, eval, run, convert.
+import { Command, Option } from 'commander';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import {
+  floatArg,
+  intArg,
+  interruptSignal,
+  isAbort,
+  layersArg,
+  openModel,
+  openModelOrDemo,
+  pointsArg,
+  positionsArg,
+  progressLine,
+  requireFile,
+  tokenListArg,
+  type PositionSelector,
+} from './cli-util.js';
 import { registerConvertCommands } from './commands/convert.js';
+import { registerReasoningCommands } from './commands/reasoning.js';
 import { capture, expandCapturePoints, type CaptureProgress, type CaptureRecord } from '../lib/capture.js';
 import { InputError } from '../lib/errors.js';
 import { countJsonlRecords, readPromptJsonl } from '../lib/jsonl.js';
+import { findLatentHead, requireLatentHead } from '../lib/reason.js';
+import type { LatentHead } from '../lib/latent-head.js';
 import { loadModel, type Model } from '../lib/model.js';
-import type { GgufMetadataValue } from '../lib/native.js';
+import { native, type GgufInspection, type GgufMetadataValue } from '../lib/native.js';
 
 function packageVersion(): string {
   // dist/bin/lro-native.js and bin/lro-native.ts sit at different depths below package.json.
@@ -17,82 +35,6 @@ function packageVersion(): string {
     if (existsSync(p)) return (JSON.parse(readFileSync(p, 'utf8')) as { version: string }).version;
   }
   return '0.0.0';
-}
-
-// ------------------------------------------------------------------ argument parsers
-
-function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max)
-      throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected an integer >= ${min}` : `expected an integer in [${min}, ${max}]`);
-    return n;
-  };
-}
-
-function floatArg(min: number, max: number, minExclusive = false) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n > max || (minExclusive ? n <= min : n < min))
-      throw new InvalidArgumentError(`expected a number ${minExclusive ? '>' : '>='} ${min}${Number.isFinite(max) ? ` and <= ${max}` : ''}`);
-    return n;
-  };
-}
-
-function tokenListArg(value: string): number[] {
-  const parts = value.trim().replace(/^\[|\]$/g, '').split(/[\s,]+/).filter(Boolean);
-  if (parts.length === 0) throw new InvalidArgumentError('expected comma-separated token ids, e.g. 1997,32,613');
-  return parts.map((p) => {
-    if (!/^\d+$/.test(p)) throw new InvalidArgumentError(`expected comma-separated token ids, got "${p}"`);
-    return Number(p);
-  });
-}
-
-function layersArg(value: string): 'all' | number[] {
-  if (value.trim() === 'all') return 'all';
-  const parts = value.split(',').map((s) => s.trim());
-  if (parts.some((p) => !/^\d+$/.test(p))) throw new InvalidArgumentError('expected "all" or comma-separated layer numbers, e.g. 0,2,3');
-  return parts.map(Number);
-}
-
-function pointsArg(value: string): string[] {
-  const parts = value.split(',').map((s) => s.trim());
-  if (parts.some((p) => p === '')) throw new InvalidArgumentError('expected comma-separated point names, e.g. logits,final_norm,resid_post');
-  return parts;
-}
-
-// ------------------------------------------------------------------ helpers
-
-function requireFile(path: string, what: string): void {
-  let st;
-  try {
-    st = statSync(path);
-  } catch {
-    throw new InputError(`${what} not found: ${path}`);
-  }
-  if (!st.isFile()) throw new InputError(`${what} is not a file: ${path}`);
-}
-
-async function openModel(path: string, vocabOnly = false): Promise<Model> {
-  requireFile(path, 'model file');
-  return loadModel(path, { vocabOnly });
-}
-
-function isAbort(e: unknown): boolean {
-  return e instanceof Error && e.name === 'AbortError';
-}
-
-/** An AbortSignal that fires on the first Ctrl-C; a second one exits at once. */
-function interruptSignal(onFirst: () => void): AbortSignal {
-  const ac = new AbortController();
-  let count = 0;
-  process.on('SIGINT', () => {
-    if (++count > 1) process.exit(130);
-    onFirst();
-    ac.abort();
-  });
-  process.on('SIGTERM', () => ac.abort());
-  return ac.signal;
 }
 
 function formatBytes(n: number): string {
@@ -147,7 +89,15 @@ async function infoCommand(path: string, opts: InfoOptions): Promise<void> {
     try {
       model = await loadModel(path, { vocabOnly: true });
     } catch {
-      throw e;
+      // Not a model at all (a LoRA adapter, a latent-head sidecar): describe the file itself.
+      let inspection;
+      try {
+        inspection = native().inspectGguf(path, opts.maxArray);
+      } catch {
+        throw e;
+      }
+      printInspection(inspection, opts);
+      return;
     }
     weightsError = (e as Error).message;
   }
@@ -206,6 +156,22 @@ async function infoCommand(path: string, opts: InfoOptions): Promise<void> {
   } finally {
     model.dispose();
   }
+}
+
+function printInspection(f: GgufInspection, opts: InfoOptions): void {
+  if (opts.json) {
+    process.stdout.write(JSON.stringify(f, jsonReplacer, 2) + '\n');
+    return;
+  }
+  const kind = String(f.metadata['general.type'] ?? 'no tokenizer, not a model');
+  let out = `file      ${f.path} (${formatBytes(f.fileSize)}, GGUF v${f.ggufVersion})\nkind      ${kind}\n`;
+  out += `tensors   ${f.tensors.length}\n`;
+  for (const t of f.tensors.slice(0, 64)) out += `  ${t.name} ${t.type} [${t.shape.join(', ')}]\n`;
+  if (f.tensors.length > 64) out += `  ... ${f.tensors.length - 64} more\n`;
+  const keys = Object.keys(f.metadata).sort();
+  out += `metadata (${keys.length} keys)\n`;
+  for (const k of keys) out += `  ${k} = ${formatMetadataValue(f.metadata[k])}\n`;
+  process.stdout.write(out);
 }
 
 interface TokenizeCliOptions {
@@ -277,13 +243,18 @@ async function generateCommand(opts: GenerateCliOptions): Promise<void> {
 }
 
 interface CaptureCliOptions {
-  model: string;
+  model?: string;
+  latentHead?: string;
+  plain?: boolean;
   prompt?: string;
   tokens?: number[];
   data?: string;
   field?: string;
   points: string[];
   layers: 'all' | number[];
+  positions?: PositionSelector[];
+  latentSteps?: number;
+  maxAnswerTokens: number;
   out: string;
   dtype: 'f32' | 'f16' | 'bf16';
   limit?: number;
@@ -297,48 +268,28 @@ interface CaptureCliOptions {
   quiet?: boolean;
 }
 
-function progressPrinter(enabled: boolean): { update: (p: CaptureProgress) => void; end: () => void } {
-  const tty = process.stderr.isTTY === true;
-  let lastPrint = 0;
-  let shownLast: CaptureProgress | undefined;
-  const line = (p: CaptureProgress) => {
-    const secs = p.elapsedMs / 1000;
-    const rate = secs > 0 ? p.captured / secs : 0;
-    const of = p.total !== undefined ? `/${p.total}` : '';
-    const left = p.total !== undefined ? p.total - p.captured - p.skipped : 0;
-    const eta = rate > 0 && left > 0 ? `, ~${Math.ceil(left / rate)}s left` : '';
-    const skipped = p.skipped ? ` (${p.skipped} skipped)` : '';
-    return `capture: ${p.captured + p.skipped}${of} records${skipped}, ${p.tokens} tokens, ${rate.toFixed(1)} records/s, ${p.shards} shards written${eta}`;
-  };
-  return {
-    update(p) {
-      if (!enabled) return;
-      const now = Date.now();
-      // A terminal gets a live line; a log file a line now and then.
-      if (tty) {
-        if (now - lastPrint < 100) return;
-        process.stderr.write(`\r\x1b[K${line(p)}`);
-      } else {
-        if (lastPrint !== 0 && now - lastPrint < 5000) return;
-        process.stderr.write(line(p) + '\n');
-      }
-      lastPrint = now;
-      shownLast = p;
-    },
-    end() {
-      // The summary line follows; a terminal's live line only needs ending.
-      if (enabled && tty && shownLast) process.stderr.write('\n');
-    },
-  };
+function captureProgressText(p: CaptureProgress): string {
+  const secs = p.elapsedMs / 1000;
+  const rate = secs > 0 ? p.captured / secs : 0;
+  const of = p.total !== undefined ? `/${p.total}` : '';
+  const left = p.total !== undefined ? p.total - p.captured - p.skipped : 0;
+  const eta = rate > 0 && left > 0 ? `, ~${Math.ceil(left / rate)}s left` : '';
+  const skipped = p.skipped ? ` (${p.skipped} skipped)` : '';
+  return `capture: ${p.captured + p.skipped}${of} records${skipped}, ${p.tokens} tokens, ${rate.toFixed(1)} records/s, ${p.shards} shards written${eta}`;
 }
 
 async function captureCommand(opts: CaptureCliOptions): Promise<void> {
   const sources = [opts.prompt !== undefined, opts.tokens !== undefined, opts.data !== undefined].filter(Boolean).length;
   if (sources !== 1) throw new InputError('capture: give exactly one of --prompt, --tokens or --data');
   if (opts.data !== undefined) requireFile(opts.data, 'data file');
-  const model = await openModel(opts.model);
+  if (opts.plain && opts.latentHead !== undefined) throw new InputError('capture: --plain and --latent-head contradict each other (--plain runs no latent loop)');
+  const opened = await openModelOrDemo(opts.model, opts.latentHead, opts.quiet ?? false);
+  const model = opened.model;
   try {
-    const points = expandCapturePoints(opts.points, opts.layers, model.info.nLayer);
+    // With a latent head the capture runs the reasoning loop; --plain feeds the tokens as they are.
+    let head: LatentHead | null = null;
+    if (!opts.plain) head = opened.latentHead !== undefined ? requireLatentHead(model, opened.latentHead) : findLatentHead(model);
+    const points = expandCapturePoints(opts.points, opts.layers, model.info.nLayer, head !== null);
     let records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>;
     let total: number | undefined;
     if (opts.data !== undefined) {
@@ -350,7 +301,7 @@ async function captureCommand(opts: CaptureCliOptions): Promise<void> {
     } else {
       records = [{ id: 'tokens', tokens: opts.tokens! }];
     }
-    const progress = progressPrinter(opts.data !== undefined && !opts.quiet);
+    const progress = progressLine(opts.data !== undefined && !opts.quiet, captureProgressText);
     const signal = interruptSignal(() => process.stderr.write('\ncapture: interrupted; writing the records already captured (Ctrl-C again to quit now)\n'));
     const started = Date.now();
     let result;
@@ -367,6 +318,11 @@ async function captureCommand(opts: CaptureCliOptions): Promise<void> {
         batchSize: opts.batchSize,
         threads: opts.threads,
         total,
+        positions: opts.positions,
+        mode: head ? 'reasoning' : 'plain',
+        latentHead: head ?? undefined,
+        latentSteps: opts.latentSteps,
+        maxAnswerTokens: opts.maxAnswerTokens,
         signal,
         onProgress: progress.update,
       });
@@ -380,8 +336,9 @@ async function captureCommand(opts: CaptureCliOptions): Promise<void> {
     progress.end();
     const secs = ((Date.now() - started) / 1000).toFixed(1);
     const skipped = result.skipped ? `; ${result.skipped} already captured (skipped)` : '';
+    const how = head ? ` (reasoning loop, ${result.manifest.settings.reasoning!.latentSteps} latent steps)` : '';
     process.stderr.write(
-      `capture: ${result.captured} records (${result.tokens} tokens) written to ${opts.out} in ${secs}s; ` +
+      `capture: ${result.captured} records (${result.tokens} tokens) written to ${opts.out} in ${secs}s${how}; ` +
         `${result.manifest.records.length} records in ${result.manifest.shards.length} shard${result.manifest.shards.length === 1 ? '' : 's'}${skipped}\n`,
     );
   } finally {
@@ -395,7 +352,7 @@ function buildProgram(): Command {
   const program = new Command();
   program
     .name('lro-native')
-    .description('GGUF Llama inference, tokenization and activation capture on the CPU')
+    .description('GGUF Llama inference, latent reasoning traces and activation capture on the CPU')
     .version(packageVersion())
     .configureOutput({ outputError: (str, write) => write(`lro-native: ${str.replace(/^error: /, '')}`) });
 
@@ -434,18 +391,23 @@ function buildProgram(): Command {
 
   program
     .command('capture')
-    .description('write hook-point activations of prompts to safetensors shards + manifest.json')
-    .requiredOption('-m, --model <path>', 'GGUF model')
+    .description('write hook-point activations to safetensors shards + manifest.json (through the latent loop when the model has a latent head)')
+    .option('-m, --model <path>', 'GGUF model, or "demo": the built-in random demo model (the default)')
+    .option('--latent-head <file>', 'latent-head sidecar (default: <model>.latent.gguf beside the model, or one inside it)')
+    .option('--plain', 'feed the text as it is, without the latent loop, even when the model has a latent head')
     .option('-p, --prompt <text>', 'one prompt (record id "prompt")')
-    .addOption(new Option('--tokens <ids>', 'token ids, e.g. 1997,32,613 (record id "tokens")').argParser(tokenListArg))
+    .addOption(new Option('--tokens <ids>', 'token ids, e.g. 1997,32,613 (record id "tokens"; with a latent head: the prompt ids)').argParser(tokenListArg))
     .option('--data <file.jsonl>', 'JSONL, one record a line, text in "question" or "prompt" (GSM8K works as is)')
     .option('--field <name>', 'JSONL field holding the text (instead of question/prompt)')
     .addOption(
-      new Option('--points <list>', 'logits, final_norm, embed, resid_pre, resid_mid, resid_post, attn_out, mlp_out (NAME.L for one layer)')
+      new Option('--points <list>', 'logits, final_norm, embed, latent_proj, resid_pre, resid_mid, resid_post, attn_out, mlp_out (NAME.L for one layer)')
         .argParser(pointsArg)
         .default(['logits', 'final_norm', 'resid_post'], 'logits,final_norm,resid_post'),
     )
-    .addOption(new Option('--layers <list>', 'layers of the layer points: all, or e.g. 0,2,3').argParser(layersArg).default('all'))
+    .addOption(new Option('--layers <list>', 'layers of the layer points: all, or e.g. 0,2,3 or 0-3').argParser(layersArg).default('all'))
+    .addOption(new Option('--positions <list>', 'positions to keep: all, kinds (prompt,bot,latent,eot,answer) and/or indices, e.g. latent or 0-9').argParser(positionsArg))
+    .addOption(new Option('--latent-steps <n>', "latent steps (default: the head's)").argParser(intArg(0, 4096)))
+    .addOption(new Option('--max-answer-tokens <n>', 'answer tokens decoded after the latent steps').argParser(intArg(0)).default(32))
     .requiredOption('-o, --out <dir>', 'output folder')
     .addOption(new Option('--dtype <type>', 'stored dtype').choices(['f32', 'f16', 'bf16']).default('f32'))
     .addOption(new Option('--limit <n>', 'only the first N records').argParser(intArg(1)))
@@ -459,6 +421,7 @@ function buildProgram(): Command {
     .option('-q, --quiet', 'no progress output')
     .action((opts: CaptureCliOptions) => captureCommand(opts));
 
+  registerReasoningCommands(program);
   registerConvertCommands(program);
   return program;
 }

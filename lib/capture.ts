@@ -1,36 +1,38 @@
 // Activation capture: runs records through the model and streams hook-point tensors to
 // safetensors shards plus a manifest, so a crash or Ctrl-C loses at most the unwritten shard.
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+// A model with a latent head is captured through the reasoning loop (prompt, latent steps, eot,
+// answer); any other model by feeding each record's tokens.
 import { join } from 'node:path';
 import { z } from 'zod';
-import {
-  CAPTURE_FORMAT,
-  CAPTURE_VERSION,
-  MANIFEST_FILE,
-  readCaptureManifest,
-  writeCaptureManifest,
-  type CaptureManifest,
-  type CaptureRecordEntry,
-  type CaptureTensor,
-} from './capture-manifest.js';
+import { goldAnswer } from './answers.js';
+import { PositionSelectorSchema, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
+import { CaptureSink, type SinkTensor } from './capture-sink.js';
 import { InputError } from './errors.js';
+import { LatentHead } from './latent-head.js';
 import type { Model } from './model.js';
 import { native } from './native.js';
 import { parseOptions } from './options.js';
-import { readSafetensorsTensor, type SafetensorsDtype } from './safetensors.js';
+import { findLatentHead, reasoningContext, requireLatentHead } from './reason.js';
+import { Reasoner, type PositionKind, type ReasonResult } from './reasoner.js';
+import { readSafetensorsTensor } from './safetensors.js';
 import { abortError, type Session } from './session.js';
-import { SHARD_FILE_PATTERN, ShardWriter, type WrittenShard } from './shard-writer.js';
 
 /** Points that exist once per layer; named POINT.LAYER (e.g. resid_post.3). */
 export const LAYER_POINTS = ['resid_pre', 'attn_out', 'resid_mid', 'mlp_out', 'resid_post'] as const;
 /** Points without a layer. embed is the layer-0 input (equal to resid_pre.0). */
 export const MODEL_POINTS = ['embed', 'final_norm', 'logits'] as const;
+/** Points of the reasoning loop only: latent_proj is e_k = head(h_k), the vector fed at latent position k. */
+export const REASONING_POINTS = ['latent_proj'] as const;
 
-const POINT_LIST = [...MODEL_POINTS, ...LAYER_POINTS].join(', ');
+const POINT_LIST = [...MODEL_POINTS, ...LAYER_POINTS, ...REASONING_POINTS].join(', ');
 
-/** Checks one concrete point name (with its layer where it needs one). */
-export function checkPointName(name: string, nLayer: number): void {
+/** Checks one concrete point name (with its layer where it needs one); latent_proj only when reasoning. */
+export function checkPointName(name: string, nLayer: number, reasoning = false): void {
   if ((MODEL_POINTS as readonly string[]).includes(name)) return;
+  if ((REASONING_POINTS as readonly string[]).includes(name)) {
+    if (reasoning) return;
+    throw new InputError(`capture point "${name}" exists only in the reasoning loop (a model with a latent head, or --latent-head)`);
+  }
   const m = /^([a-z_]+)\.(\d+)$/.exec(name);
   if (!m || !(LAYER_POINTS as readonly string[]).includes(m[1])) {
     if ((LAYER_POINTS as readonly string[]).includes(name))
@@ -45,7 +47,7 @@ export function checkPointName(name: string, nLayer: number): void {
  * Expands point names: a layer point without a layer (resid_post) becomes one name per selected
  * layer; explicit names (resid_post.2) and model points stay. Order is kept, duplicates dropped.
  */
-export function expandCapturePoints(points: readonly string[], layers: 'all' | readonly number[], nLayer: number): string[] {
+export function expandCapturePoints(points: readonly string[], layers: 'all' | readonly number[], nLayer: number, reasoning = false): string[] {
   if (points.length === 0) throw new InputError('no capture points given');
   if (layers !== 'all') {
     if (layers.length === 0) throw new InputError('the layer list is empty');
@@ -58,7 +60,7 @@ export function expandCapturePoints(points: readonly string[], layers: 'all' | r
   for (const p of points) {
     const names = (LAYER_POINTS as readonly string[]).includes(p) ? sel.map((l) => `${p}.${l}`) : [p];
     for (const n of names) {
-      checkPointName(n, nLayer);
+      checkPointName(n, nLayer, reasoning);
       if (!out.includes(n)) out.push(n);
     }
   }
@@ -71,6 +73,8 @@ export interface CaptureRecord {
   text?: string;
   /** Token ids; when absent, text is tokenized with the capture's addBos / parseSpecial. */
   tokens?: readonly number[];
+  /** Reference answer (GSM8K: the worked solution ending in "#### X"); kept as the gold answer. */
+  answer?: string;
 }
 
 export interface CaptureProgress {
@@ -109,6 +113,19 @@ export const CaptureOptionsSchema = z
     kvType: z.enum(['f32', 'f16']).default('f32'),
     /** Number of records expected (for progress only). */
     total: z.number().int().min(0).optional(),
+    /** Positions to keep: kinds (prompt, bot, latent, eot, answer) and/or 0-based indices; default all. */
+    positions: z.array(PositionSelectorSchema).min(1).optional(),
+    /** auto: the reasoning loop when the model has a latent head (or latentHead is given), else plain. */
+    mode: z.enum(['auto', 'reasoning', 'plain']).default('auto'),
+    /** Latent-head sidecar path or loaded head (default: found beside or inside the model). */
+    latentHead: z.union([z.string().min(1), z.custom<LatentHead>((v) => v instanceof LatentHead, { message: 'expected a file path or a LatentHead' })]).optional(),
+    /** Latent steps (default: the head's). */
+    latentSteps: z.number().int().min(0).max(4096).optional(),
+    /** Prompt format (default: the head's). */
+    format: z.enum(['codi-answer-only', 'codi', 'plain']).optional(),
+    maxAnswerTokens: z.number().int().min(0).max(1 << 20).default(32),
+    temperature: z.number().min(0).default(0),
+    seed: z.number().int().min(0).default(0),
   })
   .strict();
 export type CaptureOptions = z.input<typeof CaptureOptionsSchema>;
@@ -120,25 +137,21 @@ export interface CaptureResult {
   tokens: number;
 }
 
-const SAFETENSORS_DTYPE = { f32: 'F32', f16: 'F16', bf16: 'BF16' } as const satisfies Record<string, SafetensorsDtype>;
-
-function sameSettings(a: CaptureManifest['settings'], b: CaptureManifest['settings']): string | undefined {
-  for (const k of Object.keys(a) as (keyof CaptureManifest['settings'])[])
-    if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return `${k} is ${JSON.stringify(a[k])} there, ${JSON.stringify(b[k])} now`;
-  return undefined;
-}
-
 async function eachRecord(records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>): Promise<AsyncIterator<CaptureRecord>> {
   if (Symbol.asyncIterator in records) return (records as AsyncIterable<CaptureRecord>)[Symbol.asyncIterator]();
   const it = (records as Iterable<CaptureRecord>)[Symbol.iterator]();
   return { next: async () => it.next() };
 }
 
-/** Runs one record (in pieces of batchSize) and returns each point's [n, width] values. */
+/**
+ * Runs one record (in pieces of batchSize) and returns each point's values at the wanted rows
+ * (all rows when rows is null), [rows, width] in pieces.
+ */
 async function evalRecord(
   session: Session,
   tokens: readonly number[],
   points: readonly string[],
+  rows: readonly number[] | null,
   batchSize: number,
   signal: AbortSignal | undefined,
 ): Promise<Map<string, Float32Array[]>> {
@@ -147,14 +160,18 @@ async function evalRecord(
   const hooks = points.filter((p) => p !== 'logits' && p !== 'final_norm');
   const parts = new Map<string, Float32Array[]>(points.map((p) => [p, []]));
   for (let s = 0; s < tokens.length; s += batchSize) {
+    const piece = tokens.slice(s, s + batchSize);
+    // A piece with no wanted row still goes through: later pieces attend to its cache.
+    const out = rows === null ? 'all' : rows.filter((r) => r >= s && r < s + piece.length).map((r) => r - s);
     const r = await session.eval({
-      tokens: tokens.slice(s, s + batchSize),
-      outputRows: 'all',
+      tokens: piece,
+      outputRows: out,
       logits: wantLogits,
       finalNorm: wantFinal,
       capture: hooks.length ? hooks : undefined,
       signal,
     });
+    if (r.rows.length === 0) continue;
     if (wantLogits) parts.get('logits')!.push(r.logits!);
     if (wantFinal) parts.get('final_norm')!.push(r.finalNorm!);
     for (const h of hooks) {
@@ -166,25 +183,79 @@ async function evalRecord(
   return parts;
 }
 
-/** Bytes of the [n, width] tensor in the output dtype; the f16/bf16 rounding is native. */
-function encodeTensor(parts: Float32Array[], dtype: 'f32' | 'f16' | 'bf16'): Uint8Array[] {
-  return parts.map((p) => (dtype === 'f32' ? new Uint8Array(p.buffer, p.byteOffset, p.byteLength) : native().quantize(dtype, p)));
+/** The manifest entry of a reasoning record: question, the main sequence with -1 at latent steps, kinds, answer. */
+export function reasoningRecordEntry(record: CaptureRecord, result: ReasonResult, eotId: number): Omit<CaptureRecordEntry, 'tensors'> {
+  const tokens = [...result.promptTokens, ...new Array<number>(result.latentSteps).fill(-1), eotId, ...result.answerTokens].slice(
+    0,
+    result.positionKinds.length,
+  );
+  const gold = goldAnswer(record.answer);
+  return {
+    id: record.id,
+    ...(typeof record.text === 'string' ? { question: record.text } : {}),
+    tokens,
+    positionKinds: result.positionKinds,
+    latentSteps: result.latentSteps,
+    answer: result.answer,
+    answerTokens: result.answerTokens,
+    stopToken: result.stopToken,
+    ...(gold !== null ? { gold } : {}),
+  };
 }
 
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.byteLength;
-  }
-  return out;
+/** A reasoning result's captures as sink tensors; positions are listed unless they are all of them. */
+export function reasoningTensors(result: ReasonResult, points: readonly string[]): SinkTensor[] {
+  const n = result.positionKinds.length;
+  return points.map((point) => {
+    const c = result.captures[point];
+    if (!c) throw new Error(`the reasoning loop returned no capture for "${point}"`);
+    const all = c.positions.length === n && c.positions.every((p, i) => p === i);
+    return { point, width: c.width, parts: [c.data], ...(all ? {} : { positions: c.positions }) };
+  });
+}
+
+/** The reasoning block of the manifest settings. */
+export function reasoningSettings(
+  head: LatentHead,
+  o: { latentSteps?: number; format?: string; maxAnswerTokens: number; temperature: number; seed: number },
+): NonNullable<CaptureManifest['settings']['reasoning']> {
+  const hs = head.settings;
+  return {
+    latentHead: hs.path,
+    mode: hs.mode,
+    latentSteps: o.latentSteps ?? hs.steps,
+    format: (o.format ?? hs.promptFormat) as 'codi-answer-only' | 'codi' | 'plain',
+    maxAnswerTokens: o.maxAnswerTokens,
+    temperature: o.temperature,
+    seed: o.seed,
+  };
+}
+
+/** The model block of a manifest. */
+export function manifestModel(model: Model): CaptureManifest['model'] {
+  const info = model.info;
+  return {
+    path: info.path,
+    name: info.name,
+    architecture: info.architecture,
+    fileSize: info.fileSize,
+    nVocab: info.nVocab,
+    nEmbd: info.nEmbd,
+    nLayer: info.nLayer,
+  };
+}
+
+/** Plain captures have no latent steps: only 'prompt' (every token) and indices select. */
+function plainRows(positions: readonly (PositionKind | number)[] | undefined, n: number): number[] | null {
+  if (!positions || positions.includes('prompt')) return null;
+  return [...new Set(positions as number[])].filter((p) => p < n).sort((a, b) => a - b);
 }
 
 /**
- * Captures hook-point activations of each record into options.out (manifest.json + shards).
- * Each record is run from position 0 in its own KV cache; tensors are [positions, width].
+ * Captures hook-point activations of each record into options.out (manifest.json + shards);
+ * tensors are [positions, width]. With a latent head each record is a question run through the
+ * reasoning loop (prompt, latent steps, eot, answer; latent_proj available); otherwise its tokens
+ * are fed from position 0 in a fresh KV cache.
  * Shards and the manifest are replaced atomically; the manifest lists a record only once all of
  * its tensors are on disk, so an interrupted run (signal, crash) keeps every listed record, and a
  * rerun with resume: true skips them. On abort the buffered shard is written before the
@@ -199,98 +270,44 @@ export async function capture(
   const o = parseOptions(CaptureOptionsSchema, rest, 'capture options');
   const info = model.info;
   if (info.vocabOnly) throw new InputError(`${info.path} is a vocab-only GGUF (no weights); capture needs a full model`);
-  for (const p of o.points) checkPointName(p, info.nLayer);
+  let head: LatentHead | null = null;
+  if (o.mode === 'reasoning' || (o.mode === 'auto' && o.latentHead !== undefined)) head = requireLatentHead(model, o.latentHead);
+  else if (o.mode === 'auto') head = findLatentHead(model);
+  for (const p of o.points) checkPointName(p, info.nLayer, head !== null);
   if (new Set(o.points).size !== o.points.length) throw new InputError('capture points contain duplicates');
+  if (!head)
+    for (const p of o.positions ?? [])
+      if (typeof p === 'string' && p !== 'prompt')
+        throw new InputError(`position kind "${p}" exists only in the reasoning loop (a model with a latent head, or --latent-head); a plain capture has prompt positions only`);
 
-  const settings: CaptureManifest['settings'] = {
-    points: o.points,
-    dtype: o.dtype,
-    addBos: o.addBos,
-    parseSpecial: o.parseSpecial,
-    batchSize: o.batchSize,
-    kvType: o.kvType,
-  };
-  const modelEntry: CaptureManifest['model'] = {
-    path: info.path,
-    name: info.name,
-    architecture: info.architecture,
-    fileSize: info.fileSize,
-    nVocab: info.nVocab,
-    nEmbd: info.nEmbd,
-    nLayer: info.nLayer,
-  };
-
-  await mkdir(o.out, { recursive: true });
-  const exists = await stat(join(o.out, MANIFEST_FILE)).then(
-    () => true,
-    () => false,
-  );
-  let manifest: CaptureManifest;
-  if (exists) {
-    if (!o.resume)
-      throw new InputError(`${o.out} already holds a capture (${MANIFEST_FILE}); resume it (--resume) or choose another output folder`);
-    manifest = await readCaptureManifest(o.out);
-    const diff = sameSettings(manifest.settings, settings);
-    if (diff) throw new InputError(`${join(o.out, MANIFEST_FILE)} was made with other settings (${diff}); resume needs the same ones`);
-    for (const k of ['nVocab', 'nEmbd', 'nLayer', 'fileSize'] as const)
-      if (manifest.model[k] !== modelEntry[k])
-        throw new InputError(`${join(o.out, MANIFEST_FILE)} was made with another model (${manifest.model.path}; ${k} differs)`);
-    manifest.complete = false;
-  } else {
-    const now = new Date().toISOString();
-    manifest = {
-      format: CAPTURE_FORMAT,
-      version: CAPTURE_VERSION,
-      createdAt: now,
-      updatedAt: now,
-      complete: false,
-      model: modelEntry,
-      settings,
-      shards: [],
-      records: [],
-    };
-  }
-
-  // Leftovers of a killed run: temp files are garbage, and shard files the manifest does not list
-  // hold only unlisted records; new shards are numbered after every existing file so none is reused.
-  let nextShard = 0;
-  for (const f of await readdir(o.out)) {
-    if (/^(shard-\d+\.safetensors|manifest\.json)\.tmp-/.test(f)) await rm(join(o.out, f), { force: true });
-    const m = SHARD_FILE_PATTERN.exec(f);
-    if (m) nextShard = Math.max(nextShard, Number(m[1]) + 1);
-  }
-  for (const s of manifest.shards) {
-    const m = SHARD_FILE_PATTERN.exec(s.file);
-    if (m) nextShard = Math.max(nextShard, Number(m[1]) + 1);
-  }
-  // Written at the first shard: a run that fails on its first record leaves no manifest behind.
-  let manifestOnDisk = exists;
-
-  const done = new Set(manifest.records.map((r) => r.id));
-  const seen = new Set<string>();
-  const onDisk = new Set(manifest.shards.map((s) => s.file));
-  const waiting: CaptureRecordEntry[] = [];
-  const writer = new ShardWriter(o.out, o.shardBytes, nextShard, { format: CAPTURE_FORMAT, version: String(CAPTURE_VERSION) });
-  const dt = SAFETENSORS_DTYPE[o.dtype];
-
-  // Moves records whose tensors are all on disk into the manifest, then rewrites it.
-  const commit = async (shard: WrittenShard | undefined) => {
-    if (shard) {
-      manifest.shards.push(shard);
-      onDisk.add(shard.file);
-    }
-    while (waiting.length && Object.values(waiting[0].tensors).every((t) => onDisk.has(t.file))) manifest.records.push(waiting.shift()!);
-    manifest.updatedAt = new Date().toISOString();
-    await writeCaptureManifest(o.out, manifest);
-    manifestOnDisk = true;
-  };
+  const sink = await CaptureSink.open({
+    out: o.out,
+    resume: o.resume,
+    shardBytes: o.shardBytes,
+    flushIntervalMs: o.flushIntervalMs,
+    model: manifestModel(model),
+    settings: {
+      points: o.points,
+      dtype: o.dtype,
+      addBos: o.addBos,
+      parseSpecial: o.parseSpecial,
+      batchSize: o.batchSize,
+      kvType: o.kvType,
+      positions: o.positions ?? null,
+      reasoning: head ? reasoningSettings(head, o) : null,
+    },
+  });
 
   const started = Date.now();
   let captured = 0;
   let skipped = 0;
   let tokenCount = 0;
-  const nCtx = Math.min(Math.max(info.nCtxTrain, 1), 1 << 20);
+  const nCtx = reasoningContext(model);
   const session = model.createSession({ nCtx, threads: o.threads, kvType: o.kvType });
+  const reasoner = head ? new Reasoner(model, head, session) : null;
+  const seen = new Set<string>();
+  const progress = (id: string) =>
+    onProgress?.({ captured, skipped, total: o.total, tokens: tokenCount, recordId: id, shards: sink.shardCount, elapsedMs: Date.now() - started });
   let it: AsyncIterator<CaptureRecord> | undefined;
   try {
     it = await eachRecord(records);
@@ -302,62 +319,74 @@ export async function capture(
       if (typeof rec?.id !== 'string' || rec.id.length === 0) throw new InputError('capture: every record needs a non-empty string id');
       if (seen.has(rec.id)) throw new InputError(`capture: record id "${rec.id}" appears twice`);
       seen.add(rec.id);
-      if (done.has(rec.id)) {
+      if (sink.has(rec.id)) {
         skipped++;
-        onProgress?.({ captured, skipped, total: o.total, tokens: tokenCount, recordId: rec.id, shards: manifest.shards.length, elapsedMs: Date.now() - started });
+        progress(rec.id);
         continue;
       }
-      let tokens: number[];
-      if (rec.tokens) tokens = Array.from(rec.tokens);
-      else if (typeof rec.text === 'string') tokens = model.tokenize(rec.text, { addBos: o.addBos, parseSpecial: o.parseSpecial });
-      else throw new InputError(`capture: record "${rec.id}" has neither text nor tokens`);
-      if (tokens.length === 0) throw new InputError(`capture: record "${rec.id}" has no tokens (empty text without BOS?)`);
-      if (tokens.length > nCtx) throw new InputError(`capture: record "${rec.id}" has ${tokens.length} tokens, more than the model's context ${nCtx}`);
-      const bad = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= info.nVocab);
-      if (bad >= 0) throw new InputError(`capture: record "${rec.id}": token ${tokens[bad]} at index ${bad} is outside the vocabulary [0, ${info.nVocab})`);
+      if (rec.tokens === undefined && typeof rec.text !== 'string') throw new InputError(`capture: record "${rec.id}" has neither text nor tokens`);
+      if (rec.tokens) {
+        const bad = rec.tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= info.nVocab);
+        if (bad >= 0) throw new InputError(`capture: record "${rec.id}": token ${rec.tokens[bad]} at index ${bad} is outside the vocabulary [0, ${info.nVocab})`);
+      }
 
-      let parts: Map<string, Float32Array[]>;
-      try {
-        parts = await evalRecord(session, tokens, o.points, o.batchSize, signal);
-      } finally {
-        session.remove(0);
+      let entry: Omit<CaptureRecordEntry, 'tensors'>;
+      let tensors: SinkTensor[];
+      if (reasoner) {
+        let result: ReasonResult;
+        try {
+          result = await reasoner.reason(rec.tokens ? { tokens: Array.from(rec.tokens) } : rec.text!, {
+            latentSteps: o.latentSteps,
+            format: o.format,
+            maxAnswerTokens: o.maxAnswerTokens,
+            temperature: o.temperature,
+            seed: o.seed,
+            lensTopK: 1,
+            capture: o.points,
+            capturePositions: o.positions,
+            signal,
+          });
+        } catch (e) {
+          if (e instanceof Error && e.name !== 'AbortError') e.message = `capture: record "${rec.id}": ${e.message}`;
+          throw e;
+        }
+        entry = reasoningRecordEntry(rec, result, head!.settings.eotId);
+        tensors = reasoningTensors(result, o.points);
+      } else {
+        const tokens = rec.tokens ? Array.from(rec.tokens) : model.tokenize(rec.text!, { addBos: o.addBos, parseSpecial: o.parseSpecial });
+        if (tokens.length === 0) throw new InputError(`capture: record "${rec.id}" has no tokens (empty text without BOS?)`);
+        if (tokens.length > nCtx) throw new InputError(`capture: record "${rec.id}" has ${tokens.length} tokens, more than the model's context ${nCtx}`);
+        const rows = plainRows(o.positions, tokens.length);
+        let parts: Map<string, Float32Array[]>;
+        try {
+          parts = await evalRecord(session, tokens, o.points, rows, o.batchSize, signal);
+        } finally {
+          session.remove(0);
+        }
+        entry = { id: rec.id, ...(rec.text !== undefined ? { text: rec.text } : {}), tokens };
+        tensors = o.points.map((point) => ({
+          point,
+          width: point === 'logits' ? info.nVocab : info.nEmbd,
+          parts: parts.get(point)!,
+          ...(rows ? { positions: rows } : {}),
+        }));
       }
-      const entry: CaptureRecordEntry = { id: rec.id, ...(rec.text !== undefined ? { text: rec.text } : {}), tokens, tensors: {} };
-      for (const point of o.points) {
-        const width = point === 'logits' ? info.nVocab : info.nEmbd;
-        const key = `${rec.id}/${point}`;
-        const bytes = concatBytes(encodeTensor(parts.get(point)!, o.dtype));
-        parts.delete(point);
-        const { file, flushed } = await writer.add(key, dt, [tokens.length, width], bytes);
-        const t: CaptureTensor = { file, key, shape: [tokens.length, width], dtype: dt };
-        entry.tensors[point] = t;
-        if (flushed) await commit(flushed);
-      }
-      waiting.push(entry);
+      await sink.add(entry, tensors);
       captured++;
-      tokenCount += tokens.length;
-      const stale = o.flushIntervalMs > 0 && writer.bufferedSince > 0 && Date.now() - writer.bufferedSince >= o.flushIntervalMs;
-      if (writer.bufferedBytes >= o.shardBytes || stale) await commit(await writer.flush());
-      onProgress?.({ captured, skipped, total: o.total, tokens: tokenCount, recordId: rec.id, shards: manifest.shards.length, elapsedMs: Date.now() - started });
+      tokenCount += entry.tokens.length;
+      progress(rec.id);
     }
-    await commit(await writer.flush());
-    manifest.complete = true;
-    await commit(undefined);
+    const manifest = await sink.finish();
+    return { manifest, captured, skipped, tokens: tokenCount };
   } catch (e) {
     // Keep what finished before the failure or interruption; the original error is what matters.
-    try {
-      const shard = await writer.flush();
-      if (shard || manifestOnDisk) await commit(shard);
-    } catch {
-      /* reported below through e */
-    }
+    await sink.salvage();
     throw e;
   } finally {
     session.dispose();
     // Lets a file-backed record source close its file when the loop stops early.
     await it?.return?.().catch(() => undefined);
   }
-  return { manifest, captured, skipped, tokens: tokenCount };
 }
 
 /** One captured tensor's raw bytes, as stored (F32, F16 or BF16, row-major [positions, width]). */

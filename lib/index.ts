@@ -11,6 +11,7 @@ export {
   readCaptureTensorF32,
   LAYER_POINTS,
   MODEL_POINTS,
+  REASONING_POINTS,
   CaptureOptionsSchema,
   type CaptureOptions,
   type CaptureProgress,
@@ -21,6 +22,7 @@ export {
   readCaptureManifest,
   writeCaptureManifest,
   CaptureManifestSchema,
+  PositionSelectorSchema,
   CAPTURE_FORMAT,
   CAPTURE_VERSION,
   MANIFEST_FILE,
@@ -42,6 +44,46 @@ export {
   type SafetensorsTensorData,
 } from './safetensors.js';
 export { ShardWriter, shardFileName, type WrittenShard } from './shard-writer.js';
+export { CaptureSink, type CaptureSinkInit, type SinkTensor } from './capture-sink.js';
+export {
+  reason,
+  reasonStream,
+  findLatentHead,
+  requireLatentHead,
+  POSITION_KINDS,
+  type ReasonCallOptions,
+  type ReasonStreamOptions,
+  type ReasonProgress,
+  type ReasonItem,
+} from './reason.js';
+export {
+  Reasoner,
+  type ReasonOptions,
+  type ReasonResult,
+  type StepRecord,
+  type LensEntry,
+  type DecodeResult,
+  type AblationResult,
+  type AblationKind,
+  type CapturedTensor,
+  type Intervention,
+  type PositionKind,
+} from './reasoner.js';
+export { LatentHead, buildPrompt, normaliseQuestion, type LatentSettings, type PromptFormat } from './latent-head.js';
+export {
+  trace,
+  traceLine,
+  readTraceFile,
+  TraceOptionsSchema,
+  type TraceOptions,
+  type TraceLine,
+  type TraceStep,
+  type TraceProgress,
+  type TraceSummary,
+} from './trace.js';
+export { evaluate, EvaluateOptionsSchema, type EvaluateOptions, type EvaluateProgress, type EvaluateSummary } from './evaluate.js';
+export { goldAnswer, lastNumber, isCorrect } from './answers.js';
+export { ensureDemoModel, cacheDir, DEMO_MODEL_NAME, type DemoModelPaths } from './demo-model.js';
 export {
   convertHf,
   convertAdapter,

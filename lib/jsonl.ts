@@ -60,7 +60,8 @@ export async function* readPromptJsonl(path: string, options: JsonlPromptOptions
         throw new InputError(`${where}: field "id" must be a non-empty string or a number`);
       id = String(o.id);
     }
-    yield { id, text: o[field] as string };
+    // A string "answer" rides along (GSM8K's worked solution ending in "#### X"): trace and eval grade against it.
+    yield { id, text: o[field] as string, ...(typeof o.answer === 'string' ? { answer: o.answer } : {}) };
     if (++yielded >= limit) return;
   }
 }

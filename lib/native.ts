@@ -70,10 +70,12 @@ export interface NativeSessionOptions {
 
 /**
  * An edit of one batch row at a hook point, applied before anything reads it:
- * add: x += scale * vector; replace: x = vector; noise: x += scale * ||x|| * g / ||g|| (g ~ N(0, I), seeded).
+ * add: x += scale * vector; replace: x = vector; noise: x += scale * ||x|| * g / ||g|| (g ~ N(0, I), seeded);
+ * inject: x += scale * ||x|| * vector / ||vector|| (the trainer's Activation Oracles injection, bit for bit).
  */
 export type NativeEdit =
   | { point: string; row: number; mode: 'add'; vector: Float32Array; /** default 1 */ scale?: number }
+  | { point: string; row: number; mode: 'inject'; vector: Float32Array; /** the injection coefficient; default 1 */ scale?: number }
   | { point: string; row: number; mode: 'replace'; vector: Float32Array }
   | { point: string; row: number; mode: 'noise'; scale: number; seed: number };
 
@@ -369,8 +371,18 @@ export interface NativeTrainer {
   dispose(): void;
 }
 
+export interface GgufInspection {
+  path: string;
+  ggufVersion: number;
+  fileSize: number;
+  metadata: Record<string, GgufMetadataValue>;
+  tensors: NativeTensorInfo[];
+}
+
 export interface NativeAddon {
   loadModel(path: string, vocabOnly: boolean): Promise<NativeModel>;
+  /** Metadata and tensor table of any GGUF file (adapter, latent head, model), validated; no tokenizer needed. */
+  inspectGguf(path: string, maxArray?: number): GgufInspection;
   /** A llama.cpp-format GGUF LoRA adapter, checked against the model's shapes. */
   loadAdapter(model: NativeModel, path: string): NativeAdapter;
   NativeSession: new (model: NativeModel, options: NativeSessionOptions) => NativeSession;

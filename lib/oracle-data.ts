@@ -100,6 +100,11 @@ export function buildOracleInput(model: Model, ex: OracleExample, options: { wit
 
 /** Reads and validates a JSONL file of examples; errors name the file and line. */
 export async function* readOracleExamples(path: string): AsyncGenerator<OracleExample> {
+  for await (const { example } of readOracleLines(path)) yield example;
+}
+
+/** readOracleExamples with each example's 1-based line number, for errors found after parsing. */
+export async function* readOracleLines(path: string): AsyncGenerator<{ example: OracleExample; line: number }> {
   const rl = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
   let line = 0;
   try {
@@ -117,7 +122,7 @@ export async function* readOracleExamples(path: string): AsyncGenerator<OracleEx
         const issue = r.error.issues[0];
         throw new InputError(`${path}:${line}: field '${issue.path.join('.') || '(root)'}': ${issue.message}`);
       }
-      yield r.data;
+      yield { example: r.data, line };
     }
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new InputError(`examples file not found: ${path}`);
@@ -135,6 +140,37 @@ export class VectorStore {
 
   constructor(examplesPath: string) {
     this.baseDir = dirname(examplesPath);
+  }
+
+  /**
+   * Validates an example's vectors from the safetensors header alone (key, dtype, width, rows), so
+   * a bad reference fails before a long run starts rather than when its batch comes up.
+   */
+  async check(ex: OracleExample, width: number): Promise<void> {
+    if (Array.isArray(ex.vectors)) {
+      ex.vectors.forEach((v, i) => {
+        if (v.length !== width) throw new InputError(`example ${ex.id}: vector ${i} has ${v.length} values, the model width is ${width}`);
+      });
+      return;
+    }
+    const ref = ex.vectors;
+    const file = isAbsolute(ref.file) ? ref.file : join(this.baseDir, ref.file);
+    let h = this.headers.get(file);
+    if (!h) {
+      try {
+        h = await readSafetensorsHeader(file);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new InputError(`example ${ex.id}: vectors file not found: ${file}`);
+        throw new InputError(`example ${ex.id}: ${(e as Error).message}`);
+      }
+      this.headers.set(file, h);
+    }
+    const t = h.tensors.get(ref.key);
+    if (!t) throw new InputError(`example ${ex.id}: ${file} has no tensor "${ref.key}"`);
+    if (t.shape.length !== 2) throw new InputError(`${file}: tensor ${ref.key} must be 2-D [rows, width]`);
+    if (!['F32', 'F16', 'BF16'].includes(t.dtype)) throw new InputError(`${file}: tensor ${ref.key} has dtype ${t.dtype}; vectors must be F32, F16 or BF16`);
+    if (t.shape[1] !== width) throw new InputError(`${file}: tensor ${ref.key} has width ${t.shape[1]}, the model width is ${width}`);
+    for (const r of ref.rows) if (r >= t.shape[0]) throw new InputError(`example ${ex.id}: row ${r} is outside ${ref.key} (${t.shape[0]} rows)`);
   }
 
   /** [K * width] f32, rows in the example's order. */

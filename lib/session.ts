@@ -1,5 +1,5 @@
 // An inference session: KV caches of several sequences and the batched forward pass.
-import { native, type NativeEdit, type NativeSession } from './native.js';
+import { native, type NativeAdapter, type NativeEdit, type NativeSession } from './native.js';
 import type { Model } from './model.js';
 import { parseOptions, SessionOptionsSchema, type SessionOptions } from './options.js';
 
@@ -100,6 +100,11 @@ export class Session {
     } finally {
       input.signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /** LoRA adapters (native().loadAdapter) applied unmerged on later evals; [] removes them. */
+  setAdapters(adapters: { adapter: NativeAdapter; scale?: number }[]): void {
+    this.h.setAdapters(adapters.map((a) => ({ adapter: a.adapter, scale: a.scale ?? 1 })));
   }
 
   /** Makes dst a copy of src's cached positions [p0, p1) (the rest of dst is dropped). */

@@ -22,6 +22,7 @@
 #include "convert/lora_convert.h"
 #include "latent_head.h"
 #include "lora_adapter.h"
+#include "ops.h"
 #include "quants.h"
 #include "random_model.h"
 #include "session.h"
@@ -262,6 +263,51 @@ class LoadWorker : public Napi::AsyncWorker {
   std::shared_ptr<lro::LlamaModel> model_;
 };
 
+// inspectGguf(path, maxArray): metadata and tensor table of any GGUF (adapters, latent heads,
+// vocab-only files), validated like a model file but without building a tokenizer.
+Napi::Value InspectGguf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "inspectGguf(path: string, maxArray?: number)");
+  uint32_t max_array = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0xffffffffu;
+  std::unique_ptr<lro::GgufFile> f;
+  try {
+    f = lro::GgufFile::open(info[0].As<Napi::String>().Utf8Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  auto o = Napi::Object::New(env);
+  o.Set("path", f->path());
+  o.Set("ggufVersion", f->version());
+  o.Set("fileSize", static_cast<double>(f->file_size()));
+  auto md = Napi::Object::New(env);
+  for (const auto& kv : f->metadata()) {
+    const auto& v = kv.second;
+    if (v.type == lro::GgufValueType::ARRAY && v.arr.size() > max_array) {
+      auto sm = Napi::Object::New(env);
+      sm.Set("arrayOf", lro::gguf_value_type_name(v.elem_type));
+      sm.Set("length", static_cast<double>(v.arr.size()));
+      md.Set(kv.first, sm);
+    } else {
+      md.Set(kv.first, gguf_value_to_js(env, v, kv.first));
+    }
+  }
+  o.Set("metadata", md);
+  auto tensors = Napi::Array::New(env, f->tensors().size());
+  uint32_t i = 0;
+  for (const auto& t : f->tensors()) {
+    auto to = Napi::Object::New(env);
+    to.Set("name", t.name);
+    to.Set("type", type_name(t.type));
+    auto shape = Napi::Array::New(env, t.n_dims);
+    for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, static_cast<double>(t.ne[d]));
+    to.Set("shape", shape);
+    to.Set("bytes", static_cast<double>(t.nbytes));
+    tensors.Set(i++, to);
+  }
+  o.Set("tensors", tensors);
+  return o;
+}
+
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "loadModel(path: string, vocabOnly: boolean)");
@@ -487,8 +533,10 @@ CaptureSpec parse_capture(const std::string& name, int64_t n_layer) {
 }
 
 // A vector added to (or written over) the residual stream at a point, for steering and patching.
+// INJECT is the Activation Oracles injection, x + scale * ||x|| * v / ||v||, computed by the trainer's
+// own inject_forward so that inference sees the very bits training did.
 struct EditSpec {
-  enum Mode { ADD, REPLACE, NOISE } mode;
+  enum Mode { ADD, REPLACE, NOISE, INJECT } mode;
   lro::HookPoint point;
   int layer;
   int64_t row;
@@ -585,7 +633,10 @@ class EvalWorker : public Napi::AsyncWorker {
             if (e.point != p || e.layer != layer) continue;
             float* r = x + e.row * d;
             if (e.mode == EditSpec::NOISE) lro::add_scaled_noise(r, r, d, e.scale, e.seed);
-            else
+            else if (e.mode == EditSpec::INJECT) {
+              const int64_t row0 = 0;
+              lro::inject_forward(r, d, &row0, e.vec.data(), 1, static_cast<float>(e.scale), 1e-12f, false, nullptr);
+            } else
               for (int64_t i = 0; i < d; ++i)
                 r[i] = e.mode == EditSpec::REPLACE ? e.vec[i] : r[i] + static_cast<float>(e.scale) * e.vec[i];
           }
@@ -650,7 +701,7 @@ std::vector<T> copy_typed(const Napi::Value& v, const char* field) {
 
 // eval({tokens?: Int32Array, embeddings?: Float32Array, pos: Int32Array, seq: Int32Array,
 //       outputRows: Int32Array, logits: boolean, finalNorm: boolean, capture: string[],
-//       edits: {point, row, mode: add|replace|noise, vector?, scale?, seed?}[]})
+//       edits: {point, row, mode: add|replace|noise|inject, vector?, scale?, seed?}[]})
 Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& s = get(env);
@@ -694,7 +745,8 @@ Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
         if (mode == "add") e.mode = EditSpec::ADD;
         else if (mode == "replace") e.mode = EditSpec::REPLACE;
         else if (mode == "noise") e.mode = EditSpec::NOISE;
-        else throw std::invalid_argument("eval: edit mode '" + mode + "' (expected add, replace, noise)");
+        else if (mode == "inject") e.mode = EditSpec::INJECT;
+        else throw std::invalid_argument("eval: edit mode '" + mode + "' (expected add, replace, noise, inject)");
         e.point = sp.point;
         e.layer = sp.layer;
         e.row = eo.Get("row").As<Napi::Number>().Int64Value();
@@ -1524,6 +1576,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("meanRows", Napi::Function::New(env, MeanRows));
   exports.Set("loadAdapter", Napi::Function::New(env, LoadAdapter));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("inspectGguf", Napi::Function::New(env, InspectGguf));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
   exports.Set("writeGguf", Napi::Function::New(env, WriteGguf));

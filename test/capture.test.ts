@@ -76,7 +76,7 @@ describe('capture CLI', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe('');
     const m = await readCaptureManifest(out);
-    expect(m).toMatchObject({ format: 'lro-capture', version: 1, complete: true });
+    expect(m).toMatchObject({ format: 'lro-capture', version: 2, complete: true });
     expect(m.settings.points).toEqual(['logits', 'final_norm', 'resid_post.0', 'resid_post.1', 'resid_post.2', 'resid_post.3']);
     expect(m.records).toHaveLength(1);
     expect(m.records[0].id).toBe('prompt');
@@ -247,7 +247,7 @@ describe('capture library API', () => {
     const m = await readCaptureManifest(join(tmp, 'prompt'));
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir);
-    writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ ...m, version: 2 }));
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ ...m, version: 3 }));
     await expect(readCaptureManifest(dir)).rejects.toThrow(/manifest\.json: version: /);
     writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ ...m, shards: [] }));
     await expect(readCaptureManifest(dir)).rejects.toThrow(/records\.0\.tensors\.logits\.file: .* not a listed shard/);

@@ -9,8 +9,15 @@ export interface CliResult {
   stderr: string;
 }
 
-export function startCli(args: string[], opts: { cwd?: string } = {}): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [cliPath, ...args], { cwd: opts.cwd ?? projectRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+export interface CliOptions {
+  cwd?: string;
+  /** Added to the parent's environment. */
+  env?: Record<string, string>;
+}
+
+export function startCli(args: string[], opts: CliOptions = {}): { child: ChildProcess; done: Promise<CliResult> } {
+  const env = opts.env ? { ...process.env, ...opts.env } : process.env;
+  const child = spawn(process.execPath, [cliPath, ...args], { cwd: opts.cwd ?? projectRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -22,6 +29,6 @@ export function startCli(args: string[], opts: { cwd?: string } = {}): { child: 
   return { child, done };
 }
 
-export function runCli(args: string[], opts: { cwd?: string } = {}): Promise<CliResult> {
+export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
   return startCli(args, opts).done;
 }

@@ -1,0 +1,388 @@
+// `lro-native trace`, `eval` and `run`: latent reasoning over a dataset (JSONL traces, resumable),
+// GSM8K accuracy with and without latents, and one question shown step by step in the terminal.
+import { Command, Option } from 'commander';
+import { basename } from 'node:path';
+import {
+  choiceListArg,
+  floatArg,
+  intArg,
+  interruptSignal,
+  isAbort,
+  layersArg,
+  openModelOrDemo,
+  pointsArg,
+  positionsArg,
+  progressCounts,
+  progressLine,
+  requireFile,
+  DEMO_NOTICE,
+  type PositionSelector,
+} from '../cli-util.js';
+import { expandCapturePoints, type CaptureRecord } from '../../lib/capture.js';
+import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib/evaluate.js';
+import { InputError } from '../../lib/errors.js';
+import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
+import { reason, requireLatentHead } from '../../lib/reason.js';
+import type { AblationKind } from '../../lib/reasoner.js';
+import { trace, traceLine, type TraceLine, type TraceProgress } from '../../lib/trace.js';
+
+const ABLATIONS = ['zero', 'skip', 'noise'] as const;
+
+function pct(n: number, d: number): string {
+  return d ? `${((100 * n) / d).toFixed(1)}%` : 'n/a';
+}
+
+interface DataOptions {
+  data?: string;
+  prompt?: string;
+  field?: string;
+  limit?: number;
+}
+
+/** Records from --data (lazily, with a count for progress) or --prompt. */
+async function recordsFrom(opts: DataOptions, command: string): Promise<{ records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>; total?: number }> {
+  if ((opts.data === undefined) === (opts.prompt === undefined)) throw new InputError(`${command}: give exactly one of --data or --prompt`);
+  if (opts.prompt !== undefined) return { records: [{ id: 'prompt', text: opts.prompt }], total: 1 };
+  requireFile(opts.data!, 'data file');
+  const fields = opts.field ? [opts.field] : undefined;
+  return { records: readPromptJsonl(opts.data!, { fields, limit: opts.limit }), total: await countJsonlRecords(opts.data!, opts.limit) };
+}
+
+// ------------------------------------------------------------------ trace
+
+interface TraceCliOptions extends DataOptions {
+  model?: string;
+  latentHead?: string;
+  out: string;
+  overwrite?: boolean;
+  latentSteps?: number;
+  maxAnswerTokens: number;
+  ablations: AblationKind[];
+  noiseScale: number;
+  earlyDecode?: boolean;
+  reasoning: boolean; // false when --no-reasoning is given
+  topK: number;
+  seed: number;
+  temperature: number;
+  threads: number;
+  capture?: string;
+  points: string[];
+  layers: 'all' | number[];
+  positions?: PositionSelector[];
+  dtype: 'f32' | 'f16' | 'bf16';
+  shardMb: number;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+function traceProgressText(withoutLatents: boolean): (p: TraceProgress) => string {
+  return (p) => {
+    const without = withoutLatents ? `, ${p.noReasoningCorrect}/${p.graded} without` : '';
+    const acc = p.graded ? `; correct ${p.correct}/${p.graded} with latents${without}` : '';
+    return `trace: ${progressCounts(p.written, p.skipped, p.total, p.elapsedMs, 'questions')}${acc}`;
+  };
+}
+
+async function traceCommand(opts: TraceCliOptions): Promise<void> {
+  const { records, total } = await recordsFrom(opts, 'trace');
+  const opened = await openModelOrDemo(opts.model, opts.latentHead, opts.quiet ?? false);
+  const model = opened.model;
+  try {
+    const head = requireLatentHead(model, opened.latentHead);
+    const capture = opts.capture
+      ? {
+          out: opts.capture,
+          points: expandCapturePoints(opts.points, opts.layers, model.info.nLayer, true),
+          positions: opts.positions,
+          dtype: opts.dtype,
+          shardBytes: Math.max(1, Math.round(opts.shardMb * 1024 * 1024)),
+        }
+      : undefined;
+    const progress = progressLine(!opts.quiet, traceProgressText(opts.reasoning === false));
+    const signal = interruptSignal(() => process.stderr.write('\ntrace: interrupted; finished lines are kept (Ctrl-C again to quit now)\n'));
+    let summary;
+    try {
+      summary = await trace(model, records, {
+        out: opts.out,
+        overwrite: opts.overwrite ?? false,
+        latentHead: head,
+        latentSteps: opts.latentSteps,
+        maxAnswerTokens: opts.maxAnswerTokens,
+        temperature: opts.temperature,
+        seed: opts.seed,
+        earlyDecode: opts.earlyDecode ?? false,
+        ablations: opts.ablations,
+        noiseScale: opts.noiseScale,
+        noReasoning: opts.reasoning === false,
+        lensTopK: opts.topK,
+        threads: opts.threads,
+        capture,
+        total,
+        signal,
+        onProgress: progress.update,
+      });
+    } catch (e) {
+      progress.end();
+      if (isAbort(e)) process.stderr.write(`trace: stopped; rerun the same command to continue after the last line of ${opts.out}\n`);
+      throw e;
+    }
+    progress.end();
+    if (opts.json) {
+      process.stdout.write(JSON.stringify({ ...summary, demo: opened.demo }, null, 2) + '\n');
+      return;
+    }
+    if (!opts.quiet) {
+      const parts = [`trace: ${summary.written} questions traced into ${opts.out} in ${(summary.elapsedMs / 1000).toFixed(1)}s`];
+      if (summary.skipped) parts.push(`${summary.skipped} already there`);
+      if (summary.truncatedBytes) parts.push(`a cut-off last line (${summary.truncatedBytes} bytes) was dropped and redone`);
+      if (summary.graded)
+        parts.push(
+          `correct ${summary.correct}/${summary.graded} (${pct(summary.correct, summary.graded)}) with latents` +
+            (opts.reasoning === false ? `, ${summary.noReasoningCorrect}/${summary.graded} (${pct(summary.noReasoningCorrect, summary.graded)}) without` : ''),
+        );
+      if (summary.captureRecords !== null) parts.push(`${summary.captureRecords} records captured in ${opts.capture}`);
+      process.stderr.write(parts.join('; ') + '\n');
+      if (opened.demo) process.stderr.write(`trace: ${DEMO_NOTICE}\n`);
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+// ------------------------------------------------------------------ eval
+
+interface EvalCliOptions extends DataOptions {
+  model?: string;
+  out?: string;
+  overwrite?: boolean;
+  latentHead?: string;
+  latentSteps?: number;
+  maxAnswerTokens: number;
+  threads: number;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+function evalReport(s: EvaluateSummary, source: string, demo: boolean): string {
+  const earlier = s.questions - s.questionsThisRun;
+  const lines = [
+    `eval: ${s.questions} questions from ${source}${s.interrupted ? ' (interrupted)' : ''}, ${s.graded} with a "#### X" answer` +
+      (earlier > 0 ? ` (${earlier} from an earlier run)` : ''),
+    `  model ${s.model}${demo ? ' (built-in demo: random weights)' : ''}`,
+  ];
+  if (s.graded) {
+    const w = String(s.graded).length;
+    const rows: [string, number][] = [
+      [`with ${s.latentSteps} latent steps`, s.withLatents.correct],
+      ['without latent steps', s.withoutLatents.correct],
+    ];
+    const lw = Math.max(...rows.map((r) => r[0].length)) + 2;
+    for (const [label, c] of rows) lines.push(`  ${label.padEnd(lw)}${String(c).padStart(w)}/${s.graded} correct  ${pct(c, s.graded)}`);
+  } else lines.push('  no question had a gold answer ("#### X" in its "answer" field): nothing to grade');
+  lines.push(
+    `  throughput ${s.questionsPerSecond.toFixed(2)} questions/s, ${s.answerTokensPerSecond.toFixed(1)} answer tokens/s (${s.questionsThisRun} questions in ${s.elapsedSeconds.toFixed(1)} s; each runs with and without latents)`,
+  );
+  return lines.join('\n') + '\n';
+}
+
+async function evalCommand(opts: EvalCliOptions): Promise<void> {
+  const { records, total } = await recordsFrom(opts, 'eval');
+  const opened = await openModelOrDemo(opts.model, opts.latentHead, opts.quiet ?? false);
+  const model = opened.model;
+  try {
+    const head = requireLatentHead(model, opened.latentHead);
+    const progress = progressLine(!opts.quiet, (p: EvaluateProgress) => {
+      const acc = p.graded ? `; correct ${p.correct}/${p.graded} with latents, ${p.noReasoningCorrect}/${p.graded} without` : '';
+      return `eval: ${progressCounts(p.done, p.skipped, p.total, p.elapsedMs, 'questions')}${acc}`;
+    });
+    const signal = interruptSignal(() => process.stderr.write('\neval: interrupted; summary of the questions done so far follows\n'));
+    let s: EvaluateSummary;
+    try {
+      s = await evaluate(model, records, {
+        latentHead: head,
+        latentSteps: opts.latentSteps,
+        maxAnswerTokens: opts.maxAnswerTokens,
+        threads: opts.threads,
+        out: opts.out,
+        overwrite: opts.overwrite ?? false,
+        total,
+        signal,
+        onProgress: progress.update,
+      });
+    } finally {
+      progress.end();
+    }
+    if (s.interrupted && opts.out) process.stderr.write(`eval: rerun the same command to continue ${opts.out}\n`);
+    if (opts.json) process.stdout.write(JSON.stringify({ ...s, data: opts.data ?? null, demo: opened.demo }, null, 2) + '\n');
+    else process.stdout.write(evalReport(s, opts.data ? basename(opts.data) : '--prompt', opened.demo));
+    if (s.interrupted) process.exitCode = 130;
+  } finally {
+    model.dispose();
+  }
+}
+
+// ------------------------------------------------------------------ run
+
+interface RunCliOptions {
+  model?: string;
+  latentHead?: string;
+  latentSteps?: number;
+  maxAnswerTokens: number;
+  topK: number;
+  ablations: AblationKind[];
+  earlyDecode: boolean;
+  seed: number;
+  threads: number;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+const SHADES = ['·', '░', '▒', '▓', '█'];
+const BARS = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+// Display only: a probability picks one of five shades, and 1 - cosine one of eight bar heights.
+const shade = (p: number) => SHADES[Math.max(0, Math.min(SHADES.length - 1, Math.floor(p * SHADES.length)))];
+const bar = (drift: number) => BARS[Math.max(0, Math.min(BARS.length - 1, Math.floor(drift * BARS.length)))];
+const num = (x: number, digits = 2) => x.toFixed(digits);
+// JSON quoting escapes C0 controls; C1 controls and the Unicode line separators would still move a terminal's cursor.
+const show = (s: string) => JSON.stringify(s).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
+function runReport(question: string, line: TraceLine, opts: { format: string; headPath: string; demo: boolean; stopText: string | null }): string {
+  const out: string[] = [];
+  const N = line.steps.length - 1;
+  out.push(`question   ${question}`);
+  out.push(`prompt     ${line.prompt_tokens.length} tokens (format ${opts.format}), ${N} latent steps; head ${opts.headPath}`);
+  if (opts.demo) out.push('model      built-in demo (random weights: the tokens below mean nothing)');
+  out.push('');
+  out.push(`step   norm    cos   entropy  logit lens: top ${line.steps[0]?.top_k.length ?? 0} (shade ${SHADES.join('')} = probability 0..1)`);
+  for (const s of line.steps) {
+    const lens = s.top_k.map((t) => `${shade(t.prob)} ${show(t.token)} ${t.prob.toFixed(2).replace(/^0/, '')}`).join('  ');
+    const cos = s.cosine_to_prev === null ? '   — ' : num(s.cosine_to_prev).padStart(5);
+    out.push(`h${String(s.step).padEnd(4)} ${num(s.norm).padStart(6)}  ${cos}  ${num(s.entropy).padStart(6)}   ${lens}`);
+  }
+  if (N > 0) {
+    const drift = line.steps.slice(1).map((s) => bar((1 - (s.cosine_to_prev ?? 1)) / 2)).join('');
+    out.push(`drift  ${drift}   (1 − cos h_k, h_k−1 for k = 1..${N}; taller = the state moved more)`);
+  }
+  if (line.early_decodes.length) {
+    out.push('', 'early decodes (the answer after k latent steps)');
+    for (const e of line.early_decodes) out.push(`  k=${e.latents}${e.latents === N ? ' (answer)' : ''}`.padEnd(16) + show(e.answer));
+  }
+  for (const [kind, list] of Object.entries(line.ablations)) {
+    out.push('', `${kind} ablation (one latent step ablated, later steps recomputed)`);
+    for (const a of list ?? []) out.push(`  step ${a.step}`.padEnd(16) + show(a.answer));
+  }
+  out.push('');
+  const stop = opts.stopText !== null ? `stopped at ${opts.stopText}` : `${line.answer_tokens.length}-token limit`;
+  out.push(`answer         ${show(line.answer)}  (${line.answer_tokens.length} tokens, ${stop})`);
+  if (line.no_reasoning_answer !== null) out.push(`no latents     ${show(line.no_reasoning_answer)}`);
+  return out.join('\n') + '\n';
+}
+
+async function runCommand(question: string, opts: RunCliOptions): Promise<void> {
+  if (question.trim() === '') throw new InputError('run: the question is empty');
+  const opened = await openModelOrDemo(opts.model, opts.latentHead, (opts.quiet ?? false) || (opts.json ?? false));
+  const model = opened.model;
+  try {
+    const head = requireLatentHead(model, opened.latentHead);
+    const signal = interruptSignal(() => undefined);
+    const r = await reason(model, question, {
+      latentHead: head,
+      latentSteps: opts.latentSteps,
+      maxAnswerTokens: opts.maxAnswerTokens,
+      lensTopK: opts.topK,
+      earlyDecode: opts.earlyDecode,
+      ablations: opts.ablations,
+      seed: opts.seed,
+      noReasoning: true,
+      threads: opts.threads,
+      signal,
+    });
+    const line = traceLine({ id: 'question', text: question }, null, r);
+    if (opts.json) {
+      process.stdout.write(JSON.stringify(line, null, 2) + '\n');
+      return;
+    }
+    process.stdout.write(
+      runReport(question, line, {
+        format: head.settings.promptFormat,
+        headPath: head.settings.path,
+        demo: opened.demo,
+        stopText: r.stopToken === null ? null : JSON.stringify(model.tokenText(r.stopToken)),
+      }),
+    );
+  } finally {
+    model.dispose();
+  }
+}
+
+// ------------------------------------------------------------------ registration
+
+function modelOptions(cmd: Command): Command {
+  return cmd
+    .option('-m, --model <path>', 'GGUF model with a latent head, or "demo": the built-in random demo model (the default)')
+    .option('--latent-head <file>', 'latent-head sidecar (default: <model>.latent.gguf beside the model, or one inside it)')
+    .addOption(new Option('--latent-steps <n>', "latent steps (default: the head's)").argParser(intArg(0, 4096)))
+    .addOption(new Option('--max-answer-tokens <n>', 'answer tokens decoded after the latent steps').argParser(intArg(0)).default(32))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0));
+}
+
+function dataOptions(cmd: Command): Command {
+  return cmd
+    .option('--data <file.jsonl>', 'JSONL, one question a line in "question" or "prompt" (GSM8K works as is; "#### X" in "answer" is the gold answer)')
+    .option('-p, --prompt <text>', 'one question instead of --data (record id "prompt")')
+    .option('--field <name>', 'JSONL field holding the question')
+    .addOption(new Option('--limit <n>', 'only the first N questions').argParser(intArg(1)));
+}
+
+export function registerReasoningCommands(program: Command): void {
+  const traceCmd = program
+    .command('trace')
+    .description('run the latent reasoning loop on each question and write one JSON line per question (answer, logit lens per step, early decodes, ablations); reruns continue the file');
+  modelOptions(dataOptions(traceCmd))
+    .requiredOption('-o, --out <traces.jsonl>', 'output JSONL (continued after its last complete line when it exists)')
+    .option('--overwrite', 'start --out afresh instead of continuing it')
+    .addOption(new Option('--ablations <kinds>', 'ablate each latent step in turn: zero, skip, noise (comma list)').argParser(choiceListArg(ABLATIONS)).default([], 'none'))
+    .addOption(new Option('--noise-scale <s>', 'noise ablation: noise norm relative to the vector').argParser(floatArg(0, Infinity)).default(1))
+    .option('--early-decode', 'also decode the answer after 0..N latent steps')
+    .option('--no-reasoning', 'also decode the answer without latent steps (no_reasoning_answer)')
+    .addOption(new Option('--top-k <k>', 'logit-lens tokens per step').argParser(intArg(1, 1000)).default(10))
+    .addOption(new Option('--seed <n>', 'seed of noise ablations and of sampling').argParser(intArg(0)).default(0))
+    .addOption(new Option('--temperature <t>', 'answer sampling; 0: greedy').argParser(floatArg(0, Infinity)).default(0))
+    .option('--capture <dir>', 'also capture activations of the same runs into this folder (continued with the trace)')
+    .addOption(
+      new Option('--points <list>', 'with --capture: hook points (latent_proj, final_norm, resid_post, ...)')
+        .argParser(pointsArg)
+        .default(['resid_post', 'final_norm', 'latent_proj'], 'resid_post,final_norm,latent_proj'),
+    )
+    .addOption(new Option('--layers <list>', 'with --capture: layers of the layer points (all, 0,2,3, 0-3)').argParser(layersArg).default('all'))
+    .addOption(new Option('--positions <list>', 'with --capture: all, or kinds (prompt,bot,latent,eot,answer) and/or indices').argParser(positionsArg))
+    .addOption(new Option('--dtype <type>', 'with --capture: stored dtype').choices(['f32', 'f16', 'bf16']).default('f32'))
+    .addOption(new Option('--shard-mb <mb>', 'with --capture: bound on one shard').argParser(floatArg(0, Infinity, true)).default(256))
+    .option('--json', 'print the summary as JSON on stdout')
+    .option('-q, --quiet', 'no progress or summary on stderr')
+    .action((opts: TraceCliOptions) => traceCommand(opts));
+
+  const evalCmd = program
+    .command('eval')
+    .description('GSM8K accuracy with and without latent steps (last number of the answer vs "#### X"), and throughput');
+  modelOptions(dataOptions(evalCmd))
+    .option('-o, --out <results.jsonl>', 'keep each question\'s result as a trace line; a rerun continues the file (the summary covers all of it)')
+    .option('--overwrite', 'with --out: start the file afresh')
+    .option('--json', 'print the summary as JSON')
+    .option('-q, --quiet', 'no progress on stderr')
+    .action((opts: EvalCliOptions) => evalCommand(opts));
+
+  const runCmd = program
+    .command('run')
+    .description('one question in the terminal: logit lens, norm and drift of every latent step, early decodes, the answer')
+    .argument('<question>', 'the question text');
+  modelOptions(runCmd)
+    .addOption(new Option('--top-k <k>', 'logit-lens tokens per step').argParser(intArg(1, 100)).default(5))
+    .addOption(new Option('--ablations <kinds>', 'also ablate each latent step: zero, skip, noise').argParser(choiceListArg(ABLATIONS)).default([], 'none'))
+    .option('--no-early-decode', 'skip the early decodes')
+    .addOption(new Option('--seed <n>', 'seed of noise ablations').argParser(intArg(0)).default(0))
+    .option('--json', 'print the trace line (as trace writes it) as JSON')
+    .option('-q, --quiet', 'no notice about the demo model')
+    .action((question: string, opts: RunCliOptions) => runCommand(question, opts));
+}
