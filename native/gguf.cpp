@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
 #include <limits>
 
@@ -453,84 +454,127 @@ void GgufWriter::set_f32_array(const std::string& key, const std::vector<float>&
   set_value(key, v);
 }
 
-void GgufWriter::add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& ne,
-                            std::vector<uint8_t> bytes) {
+size_t GgufWriter::add_tensor_info(const std::string& name, GgmlType type, const std::vector<int64_t>& ne) {
   if (ne.empty() || ne.size() > 4) throw GgufError("tensor '" + name + "': 1..4 dimensions required");
   const GgmlTypeTraits* tr = ggml_type_traits(static_cast<uint32_t>(type));
   if (!tr) throw GgufError("tensor '" + name + "': unknown type");
-  int64_t rows = 1;
-  for (size_t i = 1; i < ne.size(); ++i) rows *= ne[i];
   if (ne[0] % tr->block_size != 0)
-    throw GgufError("tensor '" + name + "': ne[0] " + std::to_string(ne[0]) + " is not a multiple of the block size");
-  size_t expect = row_size(type, ne[0]) * static_cast<size_t>(rows);
-  if (bytes.size() != expect)
-    throw GgufError("tensor '" + name + "': got " + std::to_string(bytes.size()) + " bytes, expected " + std::to_string(expect));
+    throw GgufError("tensor '" + name + "': row length " + std::to_string(ne[0]) + " is not a multiple of the " + tr->name +
+                    " block size " + std::to_string(tr->block_size));
   for (const auto& t : tensors_)
     if (t.name == name) throw GgufError("tensor '" + name + "' added twice");
-  tensors_.push_back({name, type, ne, std::move(bytes)});
+  tensors_.push_back({name, type, ne, {}, false});
+  return tensors_.size() - 1;
 }
 
-void GgufWriter::write(const std::string& path, size_t alignment) const {
+void GgufWriter::add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& ne,
+                            std::vector<uint8_t> bytes) {
+  size_t i = add_tensor_info(name, type, ne);
+  if (bytes.size() != tensor_bytes(i)) {
+    tensors_.pop_back();
+    throw GgufError("tensor '" + name + "': got " + std::to_string(bytes.size()) + " bytes, expected " +
+                    std::to_string(tensor_bytes(i)));
+  }
+  tensors_[i].bytes = std::move(bytes);
+  tensors_[i].has_bytes = true;
+}
+
+size_t GgufWriter::tensor_bytes(size_t i) const {
+  const Tensor& t = tensors_[i];
+  int64_t rows = 1;
+  for (size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
+  return row_size(t.type, t.ne[0]) * static_cast<size_t>(rows);
+}
+
+uint64_t GgufWriter::write(const std::string& path, const Producer& produce, const Progress& progress,
+                           size_t alignment) const {
   std::vector<uint8_t> head;
   put<uint32_t>(head, kMagic);
   put<uint32_t>(head, 3);
   put<uint64_t>(head, tensors_.size());
   bool has_alignment = false;
   for (const auto& kv : kv_) has_alignment |= kv.first == "general.alignment";
-  put<uint64_t>(head, kv_.size() + (alignment != 32 && !has_alignment ? 1 : 0));
+  const bool add_alignment = alignment != 32 && !has_alignment;
+  put<uint64_t>(head, kv_.size() + (add_alignment ? 1 : 0));
   for (const auto& kv : kv_) {
     put_string(head, kv.first);
     put<uint32_t>(head, static_cast<uint32_t>(kv.second.type));
     put_value(head, kv.second);
   }
-  if (alignment != 32 && !has_alignment) {
+  if (add_alignment) {
     put_string(head, "general.alignment");
     put<uint32_t>(head, static_cast<uint32_t>(GgufValueType::U32));
     put<uint32_t>(head, static_cast<uint32_t>(alignment));
   }
   uint64_t offset = 0;
-  for (const auto& t : tensors_) {
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const Tensor& t = tensors_[i];
     put_string(head, t.name);
     put<uint32_t>(head, static_cast<uint32_t>(t.ne.size()));
     for (int64_t d : t.ne) put<uint64_t>(head, static_cast<uint64_t>(d));
     put<uint32_t>(head, static_cast<uint32_t>(t.type));
     put<uint64_t>(head, offset);
-    offset += (t.bytes.size() + alignment - 1) / alignment * alignment;
+    offset += (tensor_bytes(i) + alignment - 1) / alignment * alignment;
   }
-  std::string tmp = path + ".tmp";
+
+  const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw GgufError(tmp + ": cannot create: " + std::strerror(errno));
+  uint64_t written = 0;
+  auto abort_write = [&](const std::string& why) {
+    std::fclose(f);
+    std::remove(tmp.c_str());
+    throw GgufError(why);
+  };
   auto write_all = [&](const void* p, size_t n) {
-    if (n && std::fwrite(p, 1, n, f) != n) {
-      std::fclose(f);
-      std::remove(tmp.c_str());
-      throw GgufError(tmp + ": write failed (disk full?)");
-    }
+    if (n && std::fwrite(p, 1, n, f) != n) abort_write(tmp + ": write failed (disk full?)");
+    written += n;
   };
   static const uint8_t zeros[256] = {0};
-  auto pad_to = [&](size_t written) {
-    size_t pad = (alignment - written % alignment) % alignment;
-    while (pad > 0) {
-      size_t n = std::min(pad, sizeof(zeros));
-      write_all(zeros, n);
-      pad -= n;
+  auto pad = [&] {
+    size_t n = (alignment - written % alignment) % alignment;
+    while (n > 0) {
+      size_t k = std::min(n, sizeof(zeros));
+      write_all(zeros, k);
+      n -= k;
     }
   };
   write_all(head.data(), head.size());
-  pad_to(head.size());
-  for (const auto& t : tensors_) {
-    write_all(t.bytes.data(), t.bytes.size());
-    pad_to(t.bytes.size());
+  pad();
+  std::vector<uint8_t> produced;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const Tensor& t = tensors_[i];
+    if (progress) progress(i, tensors_.size(), t.name);
+    const std::vector<uint8_t>* bytes = &t.bytes;
+    if (!t.has_bytes) {
+      if (!produce) abort_write("tensor '" + t.name + "' has no data and no producer was given");
+      produced.clear();
+      try {
+        produce(i, produced);
+      } catch (...) {
+        std::fclose(f);
+        std::remove(tmp.c_str());
+        throw;
+      }
+      bytes = &produced;
+    }
+    if (bytes->size() != tensor_bytes(i))
+      abort_write("tensor '" + t.name + "': produced " + std::to_string(bytes->size()) + " bytes, expected " +
+                  std::to_string(tensor_bytes(i)));
+    write_all(bytes->data(), bytes->size());
+    pad();
   }
+  if (progress) progress(tensors_.size(), tensors_.size(), "");
   if (std::fclose(f) != 0) {
     std::remove(tmp.c_str());
-    throw GgufError(tmp + ": close failed");
+    throw GgufError(tmp + ": close failed (disk full?)");
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;
     std::remove(tmp.c_str());
     throw GgufError(path + ": cannot rename from " + tmp + ": " + std::strerror(e));
   }
+  return written;
 }
 
 }  // namespace lro

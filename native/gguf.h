@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -98,7 +99,9 @@ class GgufFile {
   std::map<std::string, size_t> tensor_index_;
 };
 
-// Writes GGUF v3. Tensor data is given as raw bytes already in the tensor's type.
+// Writes GGUF v3, atomically (path + ".tmp", then rename). Tensor bytes are either given up front
+// (add_tensor with bytes) or produced one tensor at a time while writing (add_tensor_info + a
+// Producer), so converting a multi-GB model holds one tensor in memory.
 class GgufWriter {
  public:
   void set_u32(const std::string& key, uint32_t v);
@@ -111,18 +114,32 @@ class GgufWriter {
   void set_string_array(const std::string& key, const std::vector<std::string>& v);
   void set_i32_array(const std::string& key, const std::vector<int32_t>& v);
   void set_f32_array(const std::string& key, const std::vector<float>& v);
-  // ne in ggml order (ne[0] contiguous). Bytes must equal row_size(type, ne[0]) * rows.
-  void add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& ne,
-                  std::vector<uint8_t> bytes);
-  // Atomic: writes path + ".tmp" then renames.
-  void write(const std::string& path, size_t alignment = 32) const;
+
+  // ne in ggml order (ne[0] contiguous). Returns the tensor's index (its order in the file).
+  size_t add_tensor_info(const std::string& name, GgmlType type, const std::vector<int64_t>& ne);
+  // The same with its bytes (row_size(type, ne[0]) * rows of them).
+  void add_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& ne, std::vector<uint8_t> bytes);
+
+  size_t n_tensors() const { return tensors_.size(); }
+  const std::string& tensor_name(size_t i) const { return tensors_[i].name; }
+  GgmlType tensor_type(size_t i) const { return tensors_[i].type; }
+  const std::vector<int64_t>& tensor_ne(size_t i) const { return tensors_[i].ne; }
+  size_t tensor_bytes(size_t i) const;
+
+  // produce(i, bytes) fills bytes with exactly tensor_bytes(i) bytes of tensor i; progress(i, n, name)
+  // is called before each tensor. Tensors added with their bytes need no producer. Returns the size.
+  using Producer = std::function<void(size_t index, std::vector<uint8_t>& bytes)>;
+  using Progress = std::function<void(size_t index, size_t count, const std::string& name)>;
+  uint64_t write(const std::string& path, const Producer& produce = nullptr, const Progress& progress = nullptr,
+                 size_t alignment = 32) const;
 
  private:
   struct Tensor {
     std::string name;
     GgmlType type;
     std::vector<int64_t> ne;
-    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> bytes;  // empty when produced while writing
+    bool has_bytes = false;
   };
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<Tensor> tensors_;
