@@ -1,8 +1,5 @@
 #include "ops.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -11,6 +8,7 @@
 
 #include "quants.h"
 #include "thread_pool.h"
+#include "vec_ops.h"
 
 namespace lro {
 
@@ -38,13 +36,7 @@ void rope_forward(float* x, const int32_t* pos, int64_t n, int64_t n_heads, int6
                   float base, const float* freq_factors) {
   std::vector<float> cs(static_cast<size_t>(n_rot));  // cos, sin per pair
   for (int64_t t = 0; t < n; ++t) {
-    for (int64_t i = 0; i < n_rot / 2; ++i) {
-      double inv_freq = std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / static_cast<double>(n_rot));
-      double theta = static_cast<double>(pos[t]) * inv_freq;
-      if (freq_factors) theta /= freq_factors[i];
-      cs[2 * i] = static_cast<float>(std::cos(theta));
-      cs[2 * i + 1] = static_cast<float>(std::sin(theta));
-    }
+    rope_cos_sin(cs.data(), pos[t], n_rot, base, freq_factors);
     for (int64_t h = 0; h < n_heads; ++h) {
       float* v = x + (t * n_heads + h) * head_dim;
       for (int64_t i = 0; i < n_rot / 2; ++i) {
@@ -70,62 +62,6 @@ void residual_forward(float* x, const float* y, int64_t n, int64_t d) {
   for (int64_t i = 0; i < total; ++i) x[i] += y[i];
 }
 
-namespace {
-
-// Dot products and axpy over head_dim-long rows dominate attention; the baseline x86-64 target
-// cannot vectorise a float reduction without reassociation, so an AVX2/FMA version is picked at
-// run time, with a portable fallback.
-float dot_scalar(const float* a, const float* b, int64_t n) {
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-void axpy_scalar(float* y, float a, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-#if defined(__x86_64__) && !defined(LRO_NO_SIMD)
-__attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b, int64_t n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  float s = _mm_cvtss_f32(lo);
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-__attribute__((target("avx2,fma"))) void axpy_avx2(float* y, float a, const float* x, int64_t n) {
-  __m256 va = _mm256_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#endif
-
-inline float dot(const float* a, const float* b, int64_t n) {
-#if defined(__x86_64__) && !defined(LRO_NO_SIMD)
-  if (use_avx2()) return dot_avx2(a, b, n);
-#endif
-  return dot_scalar(a, b, n);
-}
-inline void axpy(float* y, float a, const float* x, int64_t n) {
-#if defined(__x86_64__) && !defined(LRO_NO_SIMD)
-  if (use_avx2()) return axpy_avx2(y, a, x, n);
-#endif
-  axpy_scalar(y, a, x, n);
-}
-
-}  // namespace
 
 void attention_forward(float* out, const float* q, const AttentionRows& kv, bool kv_f16, int64_t n, int64_t n_head,
                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool) {
@@ -151,7 +87,7 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
         } else {
           kr = static_cast<const float*>(kv.k_cells[t]) + c * kv_width + kh * hd;
         }
-        float s = dot(qv, kr, hd) * scale;
+        float s = dot_f32(qv, kr, hd) * scale;
         scores[c] = s;
         mx = std::max(mx, s);
       }
@@ -172,7 +108,7 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
         } else {
           vr = static_cast<const float*>(kv.v_cells[t]) + c * kv_width + kh * hd;
         }
-        axpy(acc.data(), scores[c], vr, hd);
+        axpy_f32(acc.data(), scores[c], vr, hd);
       }
       float* o = out + t * n_head * hd + h * hd;
       for (int64_t i = 0; i < hd; ++i) o[i] = acc[i] * inv;

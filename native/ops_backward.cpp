@@ -9,27 +9,11 @@
 #include "ops.h"
 #include "quants.h"
 #include "thread_pool.h"
+#include "vec_ops.h"
 
 namespace lro {
 
 namespace {
-
-// Eight partial sums: lets the compiler vectorise without -ffast-math, and keeps one fixed summation
-// order so a recomputed score equals the first computation bit for bit.
-inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
-  float s = 0;
-  for (; i < n; ++i) s += a[i] * b[i];
-  for (int k = 0; k < 8; ++k) s += acc[k];
-  return s;
-}
-
-inline void axpy(float* y, float a, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
 
 // Work items of uneven cost (causal attention rows): thread i takes items i, i+T, i+2T, ... so every
 // thread gets a similar mix of short and long rows. Each item is independent: deterministic.
@@ -101,7 +85,7 @@ void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float*
 // ---------------------------------------------------------------------------------------------
 // embedding: dtable[vocab, d] += dout[n, d] at rows ids[t]
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t n, int64_t d) {
-  for (int64_t t = 0; t < n; ++t) axpy(dtable + static_cast<int64_t>(ids[t]) * d, 1.0f, dout + t * d, d);
+  for (int64_t t = 0; t < n; ++t) axpy_f32(dtable + static_cast<int64_t>(ids[t]) * d, 1.0f, dout + t * d, d);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,13 +95,7 @@ void rope_backward(float* dx, const int32_t* pos, int64_t n, int64_t n_heads, in
                    float base, const float* freq_factors) {
   std::vector<float> cs(static_cast<size_t>(n_rot));  // cos, sin per pair
   for (int64_t t = 0; t < n; ++t) {
-    for (int64_t i = 0; i < n_rot / 2; ++i) {
-      double inv_freq = std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / static_cast<double>(n_rot));
-      double theta = static_cast<double>(pos[t]) * inv_freq;
-      if (freq_factors) theta /= freq_factors[i];
-      cs[2 * i] = static_cast<float>(std::cos(theta));
-      cs[2 * i + 1] = static_cast<float>(std::sin(theta));
-    }
+    rope_cos_sin(cs.data(), pos[t], n_rot, base, freq_factors);
     for (int64_t h = 0; h < n_heads; ++h) {
       float* g = dx + (t * n_heads + h) * head_dim;
       for (int64_t i = 0; i < n_rot / 2; ++i) {
@@ -143,7 +121,7 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
   }
 }
 
-void residual_backward(float* dy, const float* dout, int64_t n, int64_t d) { axpy(dy, 1.0f, dout, n * d); }
+void residual_backward(float* dy, const float* dout, int64_t n, int64_t d) { axpy_f32(dy, 1.0f, dout, n * d); }
 
 // ---------------------------------------------------------------------------------------------
 // attention. Forward per (row t, head h): s_c = scale q.k_c, P = softmax(s), o = sum_c P_c v_c.
@@ -151,7 +129,7 @@ void residual_backward(float* dy, const float* dout, int64_t n, int64_t d) { axp
 // dk_c += scale dS_c q.
 // Pass 1 (per query row and head): the softmax statistics, D = sum P dP, and dq.
 // Pass 2 (per key row and kv head): dk and dv, summing over the queries that see the key; the
-// scores are recomputed with the same dot() as pass 1, so P agrees exactly between passes.
+// scores are recomputed with the same dot_f32() as pass 1, so P agrees exactly between passes.
 // Splitting by key in pass 2 means no two threads ever add into the same dk/dv row.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const int64_t* seq_start, const int32_t* pos, int64_t n, int64_t n_head,
@@ -178,7 +156,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     float m = -INFINITY;
     for (int64_t c = 0; c < nc; ++c) {
       if (pos[c0 + c] > pos[t]) continue;
-      p[c] = scale * dot(qv, k + (c0 + c) * kv_w + kh * hd, hd);
+      p[c] = scale * dot_f32(qv, k + (c0 + c) * kv_w + kh * hd, hd);
       m = std::max(m, p[c]);
     }
     double sum = 0;
@@ -192,14 +170,14 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     for (int64_t c = 0; c < nc; ++c) {
       p[c] *= iv;
       if (p[c] == 0.0f) continue;
-      dp[c] = dot(g, v + (c0 + c) * kv_w + kh * hd, hd);
+      dp[c] = dot_f32(g, v + (c0 + c) * kv_w + kh * hd, hd);
       dd += static_cast<double>(p[c]) * dp[c];
     }
     const float D = static_cast<float>(dd);
     float* dqv = dq + t * q_w + h * hd;
     for (int64_t c = 0; c < nc; ++c) {
       if (p[c] == 0.0f) continue;
-      axpy(dqv, scale * p[c] * (dp[c] - D), k + (c0 + c) * kv_w + kh * hd, hd);
+      axpy_f32(dqv, scale * p[c] * (dp[c] - D), k + (c0 + c) * kv_w + kh * hd, hd);
     }
     mx[r] = m;
     inv[r] = iv;
@@ -219,15 +197,15 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         const int64_t r = t * n_head + h;
         const float* qv = q + t * q_w + h * hd;
         const float* g = dout + t * q_w + h * hd;
-        float pc = std::exp(scale * dot(qv, kr, hd) - mx[r]) * inv[r];
+        float pc = std::exp(scale * dot_f32(qv, kr, hd) - mx[r]) * inv[r];
         if (pc == 0.0f) continue;
-        float ds = pc * (dot(g, vr, hd) - dsum[r]);
-        axpy(gk.data(), scale * ds, qv, hd);
-        axpy(gv.data(), pc, g, hd);
+        float ds = pc * (dot_f32(g, vr, hd) - dsum[r]);
+        axpy_f32(gk.data(), scale * ds, qv, hd);
+        axpy_f32(gv.data(), pc, g, hd);
       }
     }
-    axpy(dk + c * kv_w + kh * hd, 1.0f, gk.data(), hd);
-    axpy(dv + c * kv_w + kh * hd, 1.0f, gv.data(), hd);
+    axpy_f32(dk + c * kv_w + kh * hd, 1.0f, gk.data(), hd);
+    axpy_f32(dv + c * kv_w + kh * hd, 1.0f, gv.data(), hd);
   });
 }
 
