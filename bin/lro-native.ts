@@ -19,7 +19,9 @@ import {
   type PositionSelector,
 } from './cli-util.js';
 import { registerConvertCommands } from './commands/convert.js';
+import { registerOracleCommands } from './commands/oracle.js';
 import { registerReasoningCommands } from './commands/reasoning.js';
+import { registerTaskCommands } from './commands/tasks.js';
 import { capture, expandCapturePoints, type CaptureProgress, type CaptureRecord } from '../lib/capture.js';
 import { InputError } from '../lib/errors.js';
 import { countJsonlRecords, readPromptJsonl } from '../lib/jsonl.js';
@@ -423,6 +425,8 @@ function buildProgram(): Command {
 
   registerReasoningCommands(program);
   registerConvertCommands(program);
+  registerOracleCommands(program);
+  registerTaskCommands(program);
   return program;
 }
 

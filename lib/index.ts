@@ -96,3 +96,54 @@ export {
   type ConvertAdapterSummary,
   type ConvertProgress,
 } from './convert.js';
+export { makeTasks, defaultLayers, MakeTasksOptionsSchema, type MakeTasksOptions, type MakeTasksSummary, type MakeTasksProgress } from './make-tasks.js';
+export { TASKS, TASK_NAMES, parseTaskList } from './tasks/registry.js';
+export { assignSplits, type Split } from './tasks/split.js';
+export type { TaskGenerator, TaskDraft, QuestionData, TaskContext } from './tasks/types.js';
+export {
+  runPipeline,
+  readPipelineConfig,
+  parsePipelineConfig,
+  PipelineConfigSchema,
+  PIPELINE_STAGES,
+  type PipelineConfig,
+  type ResolvedPipelineConfig,
+  type PipelineReport,
+  type PipelineResult,
+  type PipelineStage,
+} from './pipeline.js';
+export {
+  buildOracleInput,
+  promptText,
+  readOracleExamples,
+  readOracleLines,
+  VectorStore,
+  OracleExampleSchema,
+  VectorRefSchema,
+  PLACEHOLDER,
+  type OracleExample,
+  type OracleInput,
+  type VectorRef,
+} from './oracle-data.js';
+export {
+  trainOracle,
+  planRun,
+  planEpoch,
+  TrainOracleOptionsSchema,
+  type TrainOracleOptions,
+  type TrainOracleProgress,
+  type TrainOracleSummary,
+  type TrainOracleCallbacks,
+} from './train-oracle.js';
+export {
+  askOracle,
+  resolveVectors,
+  OracleRunner,
+  type AskOracleOptions,
+  type AskOracleResult,
+  type OracleVectorSource,
+  type OracleQuery,
+  type OracleAnswer,
+} from './ask-oracle.js';
+export { evalOracle, EvalOracleOptionsSchema, type EvalOracleOptions, type EvalOracleReport, type EvalOracleProgress } from './eval-oracle.js';
+export { readOracleSettings, type OracleSettings } from './oracle-common.js';

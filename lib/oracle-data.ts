@@ -146,7 +146,7 @@ export class VectorStore {
    * Validates an example's vectors from the safetensors header alone (key, dtype, width, rows), so
    * a bad reference fails before a long run starts rather than when its batch comes up.
    */
-  async check(ex: OracleExample, width: number): Promise<void> {
+  async check(ex: Pick<OracleExample, 'id' | 'vectors'>, width: number): Promise<void> {
     if (Array.isArray(ex.vectors)) {
       ex.vectors.forEach((v, i) => {
         if (v.length !== width) throw new InputError(`example ${ex.id}: vector ${i} has ${v.length} values, the model width is ${width}`);
@@ -174,7 +174,7 @@ export class VectorStore {
   }
 
   /** [K * width] f32, rows in the example's order. */
-  async load(ex: OracleExample, width: number): Promise<Float32Array> {
+  async load(ex: Pick<OracleExample, 'id' | 'vectors'>, width: number): Promise<Float32Array> {
     if (Array.isArray(ex.vectors)) {
       const out = new Float32Array(ex.vectors.length * width);
       ex.vectors.forEach((v, i) => {

@@ -57,3 +57,21 @@ describe('oracle examples', () => {
     await expect(read()).rejects.toThrow(/bad\.jsonl:2: field/);
   });
 });
+
+describe('shuffled baseline partners', () => {
+  it('pair examples of the same vector count from other questions', async () => {
+    const { shufflePartners } = await import('../lib/eval-oracle.js');
+    const questions = ['a', 'a', 'b', 'b', 'c', 'c', 'c', 'd', 'x', 'y'];
+    const counts = [1, 1, 1, 1, 1, 1, 1, 1, 2, 2];
+    for (const seed of [0, 1, 2, 3]) {
+      const p = shufflePartners(counts, seed, questions);
+      p.forEach((j, i) => {
+        expect(j).toBeGreaterThanOrEqual(0);
+        expect(j).not.toBe(i);
+        expect(counts[j]).toBe(counts[i]);
+        expect(questions[j]).not.toBe(questions[i]);
+      });
+      expect(new Set(p).size).toBe(p.length); // a permutation: every example is someone's partner once
+    }
+  });
+});

@@ -1,0 +1,109 @@
+// Pieces shared by train-oracle, ask and eval-oracle: the settings file written beside a trained
+// adapter (so inference injects exactly as training did), a seeded PRNG for data order and
+// baselines, and atomic file writes.
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { z } from 'zod';
+import { InputError } from './errors.js';
+
+export const ORACLE_SETTINGS_FILE = 'oracle.json';
+
+/** What inference needs to know about how an oracle adapter was trained. */
+export const OracleSettingsSchema = z
+  .object({
+    format: z.literal('lro-oracle'),
+    version: z.literal(1),
+    /** Injection at the output of this block (0-based); -1: at the input embeddings. */
+    injectLayer: z.number().int().min(-1),
+    injectCoef: z.number().positive(),
+    base: z.object({ path: z.string(), name: z.string(), nEmbd: z.number().int().positive(), nLayer: z.number().int().positive() }),
+    lora: z.object({ rank: z.number().int().positive(), alpha: z.number().positive(), rslora: z.boolean(), targets: z.array(z.string()) }),
+    steps: z.number().int().nonnegative(),
+    data: z.string(),
+  })
+  .passthrough();
+export type OracleSettings = z.infer<typeof OracleSettingsSchema>;
+
+/** The hook point where an injection at `injectLayer` happens at inference. */
+export function injectPoint(injectLayer: number): string {
+  // "embed" is the input of block 0, which is where the trainer injects for layer -1.
+  return injectLayer < 0 ? 'embed' : `resid_post.${injectLayer}`;
+}
+
+/**
+ * oracle.json for an adapter: inside a PEFT folder, or beside a .gguf file; null when there is none
+ * (an adapter trained elsewhere).
+ */
+export function readOracleSettings(adapter: string): OracleSettings | null {
+  let dir: string;
+  try {
+    dir = statSync(adapter).isDirectory() ? adapter : dirname(adapter);
+  } catch {
+    return null;
+  }
+  const path = join(dir, ORACLE_SETTINGS_FILE);
+  if (!existsSync(path)) return null;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new InputError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+  const r = OracleSettingsSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new InputError(`${path}: field '${issue.path.join('.') || '(root)'}': ${issue.message}`);
+  }
+  return r.data;
+}
+
+/** mulberry32: small, fast and identical on every platform, which is all data order needs. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A 32-bit seed from several integers, so (seed, epoch) streams do not overlap (seed + epoch would). */
+export function mixSeed(...parts: number[]): number {
+  let h = 0x811c9dc5;
+  for (const p of parts) {
+    h = Math.imul(h ^ (p >>> 0), 0x01000193) >>> 0;
+    h = Math.imul(h ^ (h >>> 13), 0x5bd1e995) >>> 0;
+  }
+  return h >>> 0;
+}
+
+/** Fisher-Yates with the given stream. */
+export function shuffleInPlace<T>(a: T[], next: () => number): T[] {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    const t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+  return a;
+}
+
+/** Writes through a temp file, fsync and rename, so a reader never sees half a file. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, path);
+}

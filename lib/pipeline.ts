@@ -1,0 +1,584 @@
+// `lro-native pipeline config.json`: trace -> capture -> make-tasks -> train-oracle -> eval-oracle
+// -> report, from one zod-validated config. Each stage leaves a marker OUT/stages/<stage>.json
+// with a fingerprint of everything it depends on (its settings and its inputs' fingerprints); a
+// rerun skips stages whose marker says done with the same fingerprint and resumes the others:
+// trace and capture continue their files, make-tasks continues its extra runs, training resumes
+// from its checkpoint, eval from its predictions file. A stage whose settings changed is redone
+// (trace and capture refuse to mix settings in one file, and say so).
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+import { capture, type CaptureRecord } from './capture.js';
+import { PositionSelectorSchema } from './capture-manifest.js';
+import { ensureDemoModel, DEMO_MODEL_NAME } from './demo-model.js';
+import { InputError } from './errors.js';
+import { evalOracle, EvalOracleOptionsSchema, scoreGroup, type EvalOracleReport, type OraclePrediction, type Score } from './eval-oracle.js';
+import { countJsonlRecords, readPromptJsonl } from './jsonl.js';
+import { LatentHead } from './latent-head.js';
+import { defaultLayers, makeTasks, MakeTasksOptionsSchema, type MakeTasksSummary } from './make-tasks.js';
+import { loadModel, type Model } from './model.js';
+import { mixSeed, writeFileAtomic } from './oracle-common.js';
+import { readOracleExamples } from './oracle-data.js';
+import { requireLatentHead } from './reason.js';
+import { pointOf } from './tasks/extras.js';
+import { TASKS } from './tasks/registry.js';
+import { trace } from './trace.js';
+import { trainOracle, TrainOracleOptionsSchema, type TrainOracleSummary } from './train-oracle.js';
+
+export const PIPELINE_STAGES = ['trace', 'capture', 'make-tasks', 'train-oracle', 'eval-oracle', 'report'] as const;
+export type PipelineStage = (typeof PIPELINE_STAGES)[number];
+
+const int = z.number().int();
+
+const TrainingSchema = TrainOracleOptionsSchema.omit({ base: true, data: true, val: true, out: true, resume: true, log: true, threads: true })
+  .partial()
+  .strict();
+const EvalSchema = EvalOracleOptionsSchema.pick({ maxTokens: true, batchSize: true, bootstrap: true, limit: true }).partial().strict();
+const TaskOptionsSchema = MakeTasksOptionsSchema.pick({ headView: true, trainEvalOnly: true, tamperNoise: true, cfThreshold: true }).partial().strict();
+
+export const PipelineConfigSchema = z
+  .object({
+    /** Output folder (relative paths in the config resolve against the config file's folder). */
+    out: z.string().min(1),
+    /** A GGUF model with a latent head, or "demo" (the built-in random model). */
+    model: z.string().min(1).default(DEMO_MODEL_NAME),
+    latentHead: z.string().min(1).optional(),
+    data: z
+      .object({
+        /** JSONL, one question a line ("question"/"prompt", or field); GSM8K as is. */
+        path: z.string().min(1),
+        field: z.string().min(1).optional(),
+      })
+      .strict(),
+    limits: z
+      .object({
+        /** Questions read from the data (the first N). */
+        questions: int.positive().optional(),
+        latentSteps: int.min(0).max(4096).optional(),
+        maxAnswerTokens: int.min(1).max(4096).default(16),
+        /** Examples per task and question, over all layers (0: all). */
+        maxPerQuestion: int.min(0).default(0),
+      })
+      .strict()
+      .default({}),
+    /** resid_post layers the vectors come from; default 25/50/75% of the depth. */
+    layers: z.array(int.nonnegative()).min(1).optional(),
+    /** Positions captured (kinds and/or indices); default all, which the lens tasks need. */
+    positions: z.array(PositionSelectorSchema).min(1).optional(),
+    dtype: z.enum(['f32', 'f16', 'bf16']).default('f32'),
+    tasks: z.array(z.string().min(1)).min(1).default(['all']),
+    split: z.tuple([z.number().min(0), z.number().min(0), z.number().min(0)]).default([0.8, 0.1, 0.1]),
+    seed: int.min(0).default(0),
+    trace: z
+      .object({
+        ablations: z.array(z.enum(['zero', 'skip', 'noise'])).default(['zero', 'skip', 'noise']),
+        noiseScale: z.number().min(0).finite().default(1),
+      })
+      .strict()
+      .default({}),
+    taskOptions: TaskOptionsSchema.default({}),
+    /** train-oracle options (lib/train-oracle.ts) other than the files. */
+    training: TrainingSchema.default({}),
+    /** eval-oracle options. */
+    eval: EvalSchema.default({}),
+    threads: int.min(0).max(1024).default(0),
+  })
+  .strict();
+export type PipelineConfig = z.input<typeof PipelineConfigSchema>;
+/** A validated config with absolute paths (readPipelineConfig / parsePipelineConfig). */
+export type ResolvedPipelineConfig = z.output<typeof PipelineConfigSchema>;
+type Config = ResolvedPipelineConfig;
+
+/** Reads and validates a config file; relative paths become relative to its folder. */
+export function readPipelineConfig(path: string): Config {
+  if (!existsSync(path)) throw new InputError(`config file not found: ${path}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new InputError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+  return parsePipelineConfig(raw, path);
+}
+
+/** Validates a config object; relative paths resolve against the folder of `file` (default: the working directory). */
+export function parsePipelineConfig(raw: unknown, file?: string): Config {
+  const where = file ?? 'pipeline config';
+  const r = PipelineConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new InputError(`${where}: field '${issue.path.join('.') || '(root)'}': ${issue.message}`);
+  }
+  const c = r.data;
+  const base = file === undefined ? process.cwd() : dirname(resolve(file));
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const names = new Set(TASKS.map((t) => t.name));
+  for (const t of c.tasks) if (t !== 'all' && !names.has(t)) throw new InputError(`${where}: field 'tasks': unknown task "${t}" (known: ${[...names].join(', ')})`);
+  const sum = c.split[0] + c.split[1] + c.split[2];
+  if (Math.abs(sum - 1) > 1e-6) throw new InputError(`${where}: field 'split': fractions must sum to 1, got ${sum}`);
+  return {
+    ...c,
+    out: abs(c.out),
+    model: c.model === DEMO_MODEL_NAME ? c.model : abs(c.model),
+    latentHead: c.latentHead === undefined ? undefined : abs(c.latentHead),
+    data: { ...c.data, path: abs(c.data.path) },
+  };
+}
+
+export interface StageMarker {
+  stage: PipelineStage;
+  status: 'running' | 'done';
+  fingerprint: string;
+  startedAt: string;
+  finishedAt?: string;
+  elapsedMs?: number;
+  summary?: unknown;
+}
+
+export interface PipelineEvent {
+  stage: PipelineStage;
+  /** start: running it; skip: done before with the same inputs; done: finished now. */
+  state: 'start' | 'skip' | 'done';
+  /** What the stage did (on done), or the reason it is rerun (on start). */
+  message?: string;
+}
+
+export interface PipelineOptions {
+  /** Rerun this stage and every later one even when marked done (their outputs are replaced). */
+  from?: PipelineStage;
+  signal?: AbortSignal;
+  onEvent?: (e: PipelineEvent) => void;
+  /** Free-form progress of the running stage. */
+  onProgress?: (stage: PipelineStage, text: string) => void;
+}
+
+/** Accuracy and interval of one condition on one task (exact match of the trimmed answer). */
+export interface ReportScore {
+  n: number;
+  accuracy: number | null;
+  ci95: [number, number] | null;
+}
+
+export interface TaskReport {
+  title: string;
+  evalOnly: boolean;
+  leaksHead: boolean;
+  examples: { train: number; val: number; test: number };
+  eval: {
+    oracle: ReportScore;
+    noVectors: ReportScore;
+    shuffled: ReportScore;
+    /** The output head's own reading of the vectors, where the task has one. */
+    logitLens: ReportScore | null;
+    /** The same conditions, scored on the number in the answer (answers with a number only). */
+    numeric: { oracle: ReportScore; noVectors: ReportScore; shuffled: ReportScore; logitLens: ReportScore | null } | null;
+  } | null;
+}
+
+export interface PipelineReport {
+  format: 'lro-pipeline-report';
+  version: 1;
+  createdAt: string;
+  out: string;
+  model: string;
+  config: Config;
+  stages: Record<PipelineStage, { elapsedMs: number | null; finishedAt: string | null }>;
+  questions: { train: number; val: number; test: number };
+  layers: number[];
+  training: { steps: number; loss: number | null; valLoss: number | null; trainExamples: number; adapter: string | null };
+  tasks: Record<string, TaskReport>;
+  overall: TaskReport['eval'];
+}
+
+export interface PipelineResult {
+  out: string;
+  report: PipelineReport;
+  ran: PipelineStage[];
+  skipped: PipelineStage[];
+}
+
+function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const b of createReadStream(path)) h.update(b as Buffer);
+  return h.digest('hex');
+}
+
+/** Where each stage writes. */
+export function pipelinePaths(out: string) {
+  return {
+    stages: join(out, 'stages'),
+    traces: join(out, 'traces.jsonl'),
+    capture: join(out, 'capture'),
+    tasks: join(out, 'tasks'),
+    oracle: join(out, 'oracle'),
+    eval: join(out, 'eval'),
+    evalReport: join(out, 'eval', 'report.json'),
+    predictions: join(out, 'eval', 'predictions.jsonl'),
+    report: join(out, 'report.json'),
+    summary: join(out, 'report.md'),
+  };
+}
+
+async function readMarker(dir: string, stage: PipelineStage): Promise<StageMarker | null> {
+  const p = join(dir, `${stage}.json`);
+  if (!existsSync(p)) return null;
+  try {
+    return JSON.parse(await readFile(p, 'utf8')) as StageMarker;
+  } catch {
+    return null; // a marker cut short: the stage counts as not done
+  }
+}
+
+const toScore = (s: Score): ReportScore => ({ n: s.n, accuracy: s.accuracy, ci95: s.ci95 });
+
+/**
+ * The logit-lens baseline: each example's readout (the head's top token on its vectors, written by
+ * make-tasks) scored as an answer, with eval-oracle's scoring and bootstrap so the intervals compare.
+ */
+function readoutScores(preds: { id: string; task: string; gold: string; readout: string }[], bootstrap: number, seed: number, salt: number) {
+  const as: OraclePrediction[] = preds.map((p) => ({ id: p.id, task: p.task, gold: p.gold, oracle: p.readout, noVectors: p.readout, shuffled: null, shuffledFrom: null }));
+  const g = scoreGroup(as, bootstrap, mixSeed(seed, 0x1e115, salt));
+  return { exact: toScore(g.oracle.exact), numeric: toScore(g.oracle.numeric) };
+}
+
+function taskSalt(task: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < task.length; i++) h = Math.imul(h ^ task.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+/** Runs the pipeline; see the file comment for stages, markers and resume. */
+export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOptions = {}): Promise<PipelineResult> {
+  const { signal, onEvent, onProgress } = options;
+  const P = pipelinePaths(c.out);
+  await mkdir(P.stages, { recursive: true });
+  if (!existsSync(c.data.path)) throw new InputError(`data file not found: ${c.data.path}`);
+
+  // Paths of the model and head once the demo is resolved.
+  let modelPath = c.model;
+  let headPath = c.latentHead;
+  if (c.model === DEMO_MODEL_NAME) {
+    const demo = await ensureDemoModel();
+    modelPath = demo.model;
+    headPath ??= demo.latentHead;
+  }
+  if (!existsSync(modelPath)) throw new InputError(`model not found: ${modelPath}`);
+  if (headPath !== undefined && !existsSync(headPath)) throw new InputError(`latent head not found: ${headPath}`);
+
+  let model: Model | null = null;
+  let head: LatentHead | null = null;
+  const open = async () => {
+    if (!model) {
+      model = await loadModel(modelPath);
+      head = requireLatentHead(model, headPath);
+    }
+    return { model: model!, head: head! };
+  };
+  const records = (): AsyncIterable<CaptureRecord> => readPromptJsonl(c.data.path, { fields: c.data.field ? [c.data.field] : undefined, limit: c.limits.questions });
+
+  const modelId = { path: modelPath, bytes: statSync(modelPath).size, head: headPath ?? null };
+  const dataId = { path: c.data.path, sha256: await fileSha256(c.data.path), field: c.data.field ?? null, questions: c.limits.questions ?? null };
+  const reasonId = { latentSteps: c.limits.latentSteps ?? null, maxAnswerTokens: c.limits.maxAnswerTokens, seed: c.seed };
+  // Each stage's fingerprint covers its own settings and the fingerprints of its inputs.
+  const fp: Partial<Record<PipelineStage, string>> = {};
+  const inputsOf: Record<PipelineStage, () => unknown> = {
+    trace: () => ({ modelId, dataId, reasonId, trace: c.trace }),
+    capture: () => ({ modelId, dataId, reasonId, layers: c.layers ?? null, positions: c.positions ?? null, dtype: c.dtype }),
+    'make-tasks': () => ({
+      trace: fp.trace,
+      capture: fp.capture,
+      tasks: c.tasks,
+      split: c.split,
+      seed: c.seed,
+      layers: c.layers ?? null,
+      maxPerQuestion: c.limits.maxPerQuestion,
+      taskOptions: c.taskOptions,
+    }),
+    'train-oracle': () => ({ tasks: fp['make-tasks'], training: c.training, seed: c.seed }),
+    'eval-oracle': () => ({ oracle: fp['train-oracle'], tasks: fp['make-tasks'], eval: c.eval, seed: c.seed }),
+    report: () => ({ eval: fp['eval-oracle'], format: 1 }),
+  };
+
+  const total = await countJsonlRecords(c.data.path, c.limits.questions);
+  const ran: PipelineStage[] = [];
+  const skipped: PipelineStage[] = [];
+  const markers: Partial<Record<PipelineStage, StageMarker>> = {};
+  const fromIndex = options.from ? PIPELINE_STAGES.indexOf(options.from) : Infinity;
+  let tasksSummary: MakeTasksSummary | null = null;
+  let trainSummary: TrainOracleSummary | null = null;
+  let evalReport: EvalOracleReport | null = null;
+
+  const stageBodies: Record<PipelineStage, (fresh: boolean) => Promise<{ message: string; summary?: unknown }>> = {
+    trace: async (fresh) => {
+      const { model: m, head: h } = await open();
+      const s = await trace(m, records(), {
+        out: P.traces,
+        overwrite: fresh,
+        latentHead: h,
+        latentSteps: c.limits.latentSteps,
+        maxAnswerTokens: c.limits.maxAnswerTokens,
+        seed: c.seed,
+        earlyDecode: true,
+        ablations: c.trace.ablations,
+        noiseScale: c.trace.noiseScale,
+        noReasoning: true,
+        threads: c.threads,
+        total,
+        signal,
+        onProgress: (p) => onProgress?.('trace', `${p.written + p.skipped}/${total} questions`),
+      });
+      return { message: `${s.lines} questions traced (${s.written} now, ${s.skipped} before)`, summary: s };
+    },
+    capture: async (fresh) => {
+      const { model: m, head: h } = await open();
+      if (fresh) await rm(P.capture, { recursive: true, force: true });
+      const layers = c.layers ?? defaultLayers(m.info.nLayer);
+      const r = await capture(m, records(), {
+        out: P.capture,
+        points: layers.map(pointOf),
+        positions: c.positions,
+        dtype: c.dtype,
+        resume: true,
+        mode: 'reasoning',
+        latentHead: h,
+        latentSteps: c.limits.latentSteps,
+        maxAnswerTokens: c.limits.maxAnswerTokens,
+        seed: c.seed,
+        threads: c.threads,
+        total,
+        signal,
+        onProgress: (p) => onProgress?.('capture', `${p.captured + p.skipped}/${total} questions`),
+      });
+      return { message: `${r.manifest.records.length} questions captured at layers ${layers.join(',')}`, summary: { records: r.manifest.records.length, captured: r.captured, skipped: r.skipped, layers } };
+    },
+    'make-tasks': async (fresh) => {
+      if (fresh) await rm(P.tasks, { recursive: true, force: true });
+      // The capture's model stays loaded for the later stages only when make-tasks would load it again anyway.
+      const s = await makeTasks(
+        {
+          traces: P.traces,
+          capture: P.capture,
+          out: P.tasks,
+          tasks: c.tasks,
+          layers: c.layers,
+          split: c.split,
+          seed: c.seed,
+          data: c.data.path,
+          model: modelPath,
+          latentHead: headPath,
+          maxPerQuestion: c.limits.maxPerQuestion,
+          threads: c.threads,
+          ...c.taskOptions,
+        },
+        { signal, onProgress: (p) => onProgress?.('make-tasks', `${p.phase} ${p.done + p.skipped}/${p.total} questions`) },
+      );
+      tasksSummary = s;
+      if (s.totals.train === 0) throw new InputError(`make-tasks wrote no training examples (${s.warnings.join('; ') || 'too few questions'}); raise limits.questions`);
+      if (s.totals.test === 0) throw new InputError('make-tasks wrote no test examples; raise limits.questions or the test fraction of split');
+      return { message: `${s.totals.train}/${s.totals.val}/${s.totals.test} train/val/test examples from ${s.questions.train}/${s.questions.val}/${s.questions.test} questions`, summary: s };
+    },
+    'train-oracle': async (fresh) => {
+      if (fresh) await rm(P.oracle, { recursive: true, force: true });
+      const valFile = join(P.tasks, 'val.jsonl');
+      const hasVal = existsSync(valFile) && statSync(valFile).size > 0;
+      const s = await trainOracle(
+        {
+          format: ['gguf'],
+          seed: c.seed,
+          ...c.training,
+          base: modelPath,
+          data: join(P.tasks, 'train.jsonl'),
+          ...(hasVal ? { val: valFile } : {}),
+          out: P.oracle,
+          resume: existsSync(join(P.oracle, 'run.json')),
+          threads: c.threads,
+        },
+        { signal, onProgress: (p) => onProgress?.('train-oracle', p.phase === 'train' ? `step ${p.step}/${p.totalSteps} loss ${p.loss?.toFixed(4)}` : `${p.phase}`) },
+      );
+      trainSummary = s;
+      return { message: `${s.steps} steps, loss ${s.loss?.toFixed(4) ?? 'n/a'}${s.valLoss !== null ? `, val ${s.valLoss.toFixed(4)}` : ''}`, summary: s };
+    },
+    'eval-oracle': async (fresh) => {
+      if (fresh) await rm(P.eval, { recursive: true, force: true });
+      await mkdir(P.eval, { recursive: true });
+      const adapter = trainSummary?.adapter.gguf ?? join(P.oracle, 'adapter.gguf');
+      if (!existsSync(adapter)) throw new InputError(`no trained adapter at ${adapter}; rerun from train-oracle`);
+      const r = await evalOracle(modelPath, adapter, join(P.tasks, 'test.jsonl'), {
+        maxTokens: 24,
+        bootstrap: 1000,
+        ...c.eval,
+        seed: c.seed,
+        threads: c.threads,
+        predictions: P.predictions,
+        resume: true,
+        includeExamples: true,
+        signal,
+        onProgress: (p) => onProgress?.('eval-oracle', `${p.done + p.skipped}/${p.total} examples`),
+      });
+      await writeFileAtomic(P.evalReport, JSON.stringify(r, null, 1) + '\n');
+      evalReport = r;
+      return { message: `${r.examples} test examples; oracle ${pct(r.overall.oracle.exact.accuracy)}, no vectors ${pct(r.overall.noVectors.exact.accuracy)}, shuffled ${pct(r.overall.shuffled.exact.accuracy)}` };
+    },
+    report: async () => {
+      tasksSummary ??= JSON.parse(await readFile(join(P.tasks, 'summary.json'), 'utf8')) as MakeTasksSummary;
+      evalReport ??= JSON.parse(await readFile(P.evalReport, 'utf8')) as EvalOracleReport;
+      const trainMarker = markers['train-oracle'] ?? (await readMarker(P.stages, 'train-oracle'));
+      trainSummary ??= (trainMarker?.summary as TrainOracleSummary | undefined) ?? null;
+      const report = await buildReport(c, modelPath, tasksSummary, trainSummary, evalReport, markers, P);
+      await writeFileAtomic(P.report, JSON.stringify(report, null, 1) + '\n');
+      await writeFileAtomic(P.summary, reportMarkdown(report));
+      return { message: `${P.report} and ${P.summary}` };
+    },
+  };
+
+  try {
+    for (const [i, stage] of PIPELINE_STAGES.entries()) {
+      const fingerprint = sha256(JSON.stringify(inputsOf[stage]()));
+      fp[stage] = fingerprint;
+      const marker = await readMarker(P.stages, stage);
+      const forced = i >= fromIndex;
+      if (marker?.status === 'done' && marker.fingerprint === fingerprint && !forced) {
+        markers[stage] = marker;
+        skipped.push(stage);
+        onEvent?.({ stage, state: 'skip' });
+        continue;
+      }
+      if (signal?.aborted) throw Object.assign(new Error('pipeline stopped'), { name: 'AbortError' });
+      // Same inputs and not done: an interrupted run, continued. Other inputs (or --from): start over.
+      const fresh = forced || (marker !== null && marker.fingerprint !== fingerprint);
+      const why = forced ? 'rerun (--from)' : marker === null ? undefined : marker.fingerprint !== fingerprint ? 'settings or inputs changed: redone' : 'continuing an interrupted run';
+      onEvent?.({ stage, state: 'start', message: why });
+      const startedAt = new Date().toISOString();
+      const t0 = Date.now();
+      await writeFileAtomic(join(P.stages, `${stage}.json`), JSON.stringify({ stage, status: 'running', fingerprint, startedAt } satisfies StageMarker, null, 1) + '\n');
+      const r = await stageBodies[stage](fresh);
+      const done: StageMarker = { stage, status: 'done', fingerprint, startedAt, finishedAt: new Date().toISOString(), elapsedMs: Date.now() - t0, summary: r.summary };
+      await writeFileAtomic(join(P.stages, `${stage}.json`), JSON.stringify(done, null, 1) + '\n');
+      markers[stage] = done;
+      ran.push(stage);
+      onEvent?.({ stage, state: 'done', message: r.message });
+    }
+  } finally {
+    (model as Model | null)?.dispose();
+  }
+  const report = JSON.parse(await readFile(P.report, 'utf8')) as PipelineReport;
+  return { out: c.out, report, ran, skipped };
+}
+
+function pct(x: number | null): string {
+  return x === null ? 'n/a' : `${(100 * x).toFixed(1)}%`;
+}
+
+async function buildReport(
+  c: Config,
+  modelPath: string,
+  tasks: MakeTasksSummary,
+  train: TrainOracleSummary | null,
+  ev: EvalOracleReport,
+  markers: Partial<Record<PipelineStage, StageMarker>>,
+  P: ReturnType<typeof pipelinePaths>,
+): Promise<PipelineReport> {
+  const bootstrap = c.eval.bootstrap ?? 1000;
+  // Readouts ride on the test examples; predictions tie them to the eval's gold answers.
+  const readouts: { id: string; task: string; gold: string; readout: string }[] = [];
+  for await (const ex of readOracleExamples(join(P.tasks, 'test.jsonl'))) {
+    const r = (ex as { readout?: unknown }).readout;
+    if (typeof r === 'string') readouts.push({ id: ex.id, task: ex.task, gold: ex.answer, readout: r });
+  }
+  const evaluated = new Set((ev.predictions ?? []).map((p) => p.id));
+  const lens = readouts.filter((r) => evaluated.has(r.id));
+  const out: Record<string, TaskReport> = {};
+  const cond = (s: { exact: Score; numeric: Score }) => ({ exact: toScore(s.exact), numeric: toScore(s.numeric) });
+  for (const t of tasks.tasks) {
+    const g = ev.tasks[t.name];
+    const mine = lens.filter((r) => r.task === t.name);
+    const ll = mine.length ? readoutScores(mine, bootstrap, c.seed, taskSalt(t.name)) : null;
+    out[t.name] = {
+      title: t.title,
+      evalOnly: t.evalOnly,
+      leaksHead: t.leaksHead,
+      examples: tasks.examples[t.name] ?? { train: 0, val: 0, test: 0 },
+      eval: g
+        ? {
+            oracle: cond(g.oracle).exact,
+            noVectors: cond(g.noVectors).exact,
+            shuffled: cond(g.shuffled).exact,
+            logitLens: ll?.exact ?? null,
+            numeric:
+              g.nNumeric > 0
+                ? { oracle: toScore(g.oracle.numeric), noVectors: toScore(g.noVectors.numeric), shuffled: toScore(g.shuffled.numeric), logitLens: ll?.numeric ?? null }
+                : null,
+          }
+        : null,
+    };
+  }
+  const o = ev.overall;
+  const stages = Object.fromEntries(
+    PIPELINE_STAGES.map((s) => [s, { elapsedMs: markers[s]?.elapsedMs ?? null, finishedAt: markers[s]?.finishedAt ?? null }]),
+  ) as PipelineReport['stages'];
+  return {
+    format: 'lro-pipeline-report',
+    version: 1,
+    createdAt: new Date().toISOString(),
+    out: c.out,
+    model: modelPath,
+    config: c,
+    stages,
+    questions: tasks.questions,
+    layers: tasks.layers,
+    training: {
+      steps: train?.steps ?? 0,
+      loss: train?.loss ?? null,
+      valLoss: train?.valLoss ?? null,
+      trainExamples: train?.trainExamples ?? tasks.totals.train,
+      adapter: train?.adapter.gguf ?? null,
+    },
+    tasks: out,
+    overall: {
+      oracle: toScore(o.oracle.exact),
+      noVectors: toScore(o.noVectors.exact),
+      shuffled: toScore(o.shuffled.exact),
+      logitLens: null,
+      numeric: o.nNumeric > 0 ? { oracle: toScore(o.oracle.numeric), noVectors: toScore(o.noVectors.numeric), shuffled: toScore(o.shuffled.numeric), logitLens: null } : null,
+    },
+  };
+}
+
+function cell(s: ReportScore | null | undefined): string {
+  if (!s || s.accuracy === null) return '—';
+  const ci = s.ci95 ? ` [${(100 * s.ci95[0]).toFixed(0)}, ${(100 * s.ci95[1]).toFixed(0)}]` : '';
+  return `${(100 * s.accuracy).toFixed(1)}%${ci}`;
+}
+
+/** The short markdown summary: per task, oracle vs baselines with 95% intervals. */
+export function reportMarkdown(r: PipelineReport): string {
+  const lines = [
+    `# Oracle pipeline report`,
+    '',
+    `Model \`${r.model}\`, layers ${r.layers.join(', ')}; questions train/val/test ${r.questions.train}/${r.questions.val}/${r.questions.test}; ` +
+      `${r.training.steps} training steps on ${r.training.trainExamples} examples (final loss ${r.training.loss?.toFixed(4) ?? 'n/a'}${r.training.valLoss !== null ? `, val ${r.training.valLoss.toFixed(4)}` : ''}).`,
+    '',
+    'Exact-match accuracy on the test split with 95% bootstrap intervals. Baselines: no vectors injected (the question alone), ' +
+      "vectors shuffled across questions, and the output head's own reading of the vectors (logit lens) where a task has one.",
+    '',
+    '| task | test n | oracle | no vectors | shuffled | logit lens | notes |',
+    '|---|---:|---|---|---|---|---|',
+  ];
+  for (const [name, t] of Object.entries(r.tasks)) {
+    const notes = [t.evalOnly ? 'eval only' : '', t.leaksHead ? "leaks the head's view" : '', name === 'answer_value' ? "the seed's task" : ''].filter(Boolean).join('; ');
+    if (!t.eval) {
+      lines.push(`| ${name} | 0 | — | — | — | — | ${notes || 'no test examples'} |`);
+      continue;
+    }
+    lines.push(`| ${name} | ${t.eval.oracle.n} | ${cell(t.eval.oracle)} | ${cell(t.eval.noVectors)} | ${cell(t.eval.shuffled)} | ${cell(t.eval.logitLens)} | ${notes} |`);
+  }
+  if (r.overall) lines.push(`| **all** | ${r.overall.oracle.n} | ${cell(r.overall.oracle)} | ${cell(r.overall.noVectors)} | ${cell(r.overall.shuffled)} | — | |`);
+  lines.push('', 'An oracle that reads the vectors beats the no-vector and shuffled baselines; overlapping intervals mean the test split is too small to tell.', '');
+  return lines.join('\n');
+}

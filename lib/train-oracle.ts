@@ -1,0 +1,590 @@
+// Activation-oracle LoRA training: the data pipeline and run bookkeeping around the native trainer.
+// Here: reading and checking examples, the seeded, length-grouped batch plan, epochs and steps,
+// validation at intervals, the per-step log, checkpoints, resume, and writing the adapter as a
+// llama.cpp GGUF and a PEFT folder. Every number computed on activations or weights (losses,
+// gradients, AdamW, clipping, the LR schedule, injection) comes from the engine.
+//
+// Output folder:
+//   run.json         the settings and data fingerprint of the run (resume refuses a mismatch)
+//   checkpoint.gguf  the latest checkpoint (A/B, AdamW moments, step, data position), atomic
+//   log.jsonl        one line per step {step, epoch, loss, lr, grad_norm, tokens, ...}; val lines {step, val_loss}
+//   adapter.gguf     the final adapter (llama.cpp format)         (--format gguf)
+//   peft/            the final adapter as a PEFT folder           (--format peft)
+//   oracle.json      injection settings for inference (also inside peft/)
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { appendFile, rename, rm } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+import { convertAdapter } from './convert.js';
+import { InputError } from './errors.js';
+import { loadModel, type Model } from './model.js';
+import { native, type NativeStepResult, type NativeTrainer, type NativeTrainExample } from './native.js';
+import {
+  mixSeed,
+  ORACLE_SETTINGS_FILE,
+  rng,
+  shuffleInPlace,
+  writeFileAtomic,
+  type OracleSettings,
+} from './oracle-common.js';
+import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
+import { parseOptions } from './options.js';
+import { abortError } from './session.js';
+
+export const LORA_TARGETS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+const PEFT_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export const ADAPTER_FORMATS = ['gguf', 'peft'] as const;
+
+const int = z.number().int();
+
+export const TrainOracleOptionsSchema = z
+  .object({
+    /** Base model GGUF (any weight type; quantised bases train QLoRA-style). */
+    base: z.string().min(1),
+    /** Training examples, JSONL (lib/oracle-data.ts). */
+    data: z.string().min(1),
+    val: z.string().min(1).optional(),
+    out: z.string().min(1),
+    /** Start from this adapter (PEFT folder or llama.cpp GGUF); its rank, alpha and targets win over lora*. */
+    initAdapter: z.string().min(1).optional(),
+    loraR: int.positive().max(4096).default(64),
+    loraAlpha: z.number().positive().finite().default(128),
+    rslora: z.boolean().default(false),
+    loraDropout: z.number().min(0).max(0.99).default(0),
+    targets: z.union([z.literal('all'), z.array(z.enum([...LORA_TARGETS, ...PEFT_TARGETS])).min(1)]).default('all'),
+    lr: z.number().positive().finite().default(1e-5),
+    weightDecay: z.number().min(0).finite().default(0.01),
+    /** Examples per micro-batch. */
+    batchSize: int.positive().default(16),
+    /** Micro-batches per optimizer step (each its own token mean, averaged; HF Trainer's convention). */
+    gradAccum: int.positive().default(1),
+    /** Global gradient-norm clip; 0 disables. */
+    clip: z.number().min(0).finite().default(1.0),
+    schedule: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+    /** Warmup as a fraction of all steps (rounded up), linear from 0. */
+    warmup: z.number().min(0).max(1).default(0.1),
+    epochs: int.positive().default(1),
+    /** Total optimizer steps; overrides epochs (the data is cycled, reshuffled each epoch). */
+    steps: int.positive().optional(),
+    injectLayer: int.min(-1).default(1),
+    injectCoef: z.number().positive().finite().default(1),
+    seed: int.min(0).max(0xffffffff).default(0),
+    /** false: file order, no length grouping. */
+    shuffle: z.boolean().default(true),
+    /** Batches of similar lengths (within shuffled groups of 8 steps), so packed passes waste less. */
+    groupByLength: z.boolean().default(true),
+    /** Per-step log; default OUT/log.jsonl. */
+    log: z.string().min(1).optional(),
+    format: z.array(z.enum(ADAPTER_FORMATS)).min(1).default(['gguf', 'peft']),
+    resume: z.boolean().default(false),
+    /** Checkpoint every N steps (0: only at the end and when stopped). */
+    saveEvery: int.nonnegative().default(100),
+    /** Validation loss every N steps (0: only at the end); needs val. */
+    evalEvery: int.nonnegative().default(100),
+    threads: int.min(0).max(1024).default(0),
+    /** Recompute each block in backward instead of storing activations (less memory, ~1.3x time). */
+    recompute: z.boolean().default(false),
+    /** Examples of a micro-batch share one forward pass up to this many tokens. */
+    packTokens: int.nonnegative().default(4096),
+  })
+  .strict();
+export type TrainOracleOptions = z.input<typeof TrainOracleOptionsSchema>;
+type Resolved = z.output<typeof TrainOracleOptionsSchema>;
+
+export interface TrainOracleProgress {
+  phase: 'prepare' | 'train' | 'validate' | 'save';
+  /** Optimizer steps done. */
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  /** Latest step's batch loss (before its update). */
+  loss?: number;
+  lr?: number;
+  gradNorm?: number;
+  valLoss?: number;
+  /** Tokens trained on in this process (resumed steps excluded). */
+  tokens: number;
+  tokensPerSec: number;
+  elapsedMs: number;
+  /** null until a step has been timed. */
+  etaMs: number | null;
+  /** prepare phase: examples read so far. */
+  examples?: number;
+}
+
+export interface TrainOracleSummary {
+  out: string;
+  steps: number;
+  totalSteps: number;
+  epochs: number;
+  /** Step the run continued from; null for a fresh run. */
+  resumedFrom: number | null;
+  trainExamples: number;
+  valExamples: number;
+  loss: number | null;
+  valLoss: number | null;
+  tokens: number;
+  tokensPerSec: number;
+  elapsedMs: number;
+  rank: number;
+  alpha: number;
+  targets: string[];
+  trainableParams: number;
+  checkpoint: string;
+  log: string;
+  adapter: { gguf?: string; peft?: string };
+}
+
+export interface TrainOracleCallbacks {
+  onProgress?: (p: TrainOracleProgress) => void;
+  /** Stops after the step in flight; a checkpoint of the finished steps is written first. */
+  signal?: AbortSignal;
+}
+
+/**
+ * One prepared example: ids and placeholder rows. Inline vectors are kept as f32 (not as the
+ * parsed JSON numbers, 4x the memory); referenced ones are read when the example's batch comes up.
+ */
+interface Prepared {
+  ex: Pick<OracleExample, 'id' | 'vectors'>;
+  inline: Float32Array | null;
+  where: string;
+  tokens: Int32Array;
+  lossMask: Uint8Array;
+  positions: Int32Array;
+}
+
+export interface PlannedStep {
+  epoch: number;
+  /** Example indices per micro-batch. */
+  micro: number[][];
+}
+
+function chunk<T>(a: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < a.length; i += n) out.push(a.slice(i, i + n));
+  return out;
+}
+
+// Batches are grouped by length inside windows of this many steps: enough to pair similar lengths,
+// few enough that a window is still a random draw from the data.
+const GROUP_WINDOW_STEPS = 8;
+
+/** The steps of one epoch: a function of (lengths, seed, epoch) only, so resume can replay it. */
+export function planEpoch(
+  lengths: readonly number[],
+  epoch: number,
+  o: { batchSize: number; gradAccum: number; seed: number; shuffle: boolean; groupByLength: boolean },
+): number[][][] {
+  const stepSize = o.batchSize * o.gradAccum;
+  let order = Array.from({ length: lengths.length }, (_, i) => i);
+  let steps: number[][];
+  if (!o.shuffle) {
+    steps = chunk(order, stepSize);
+  } else {
+    const next = rng(mixSeed(o.seed, epoch));
+    shuffleInPlace(order, next);
+    if (o.groupByLength && lengths.length > stepSize) {
+      const window = stepSize * GROUP_WINDOW_STEPS;
+      order = chunk(order, window).flatMap((w) => w.sort((a, b) => lengths[b] - lengths[a] || a - b));
+      steps = shuffleInPlace(chunk(order, stepSize), next);
+    } else {
+      steps = chunk(order, stepSize);
+    }
+  }
+  return steps.map((s) => chunk(s, o.batchSize));
+}
+
+/** Every step of the run: `steps` if given, else `epochs` passes over the data. */
+export function planRun(
+  lengths: readonly number[],
+  o: { batchSize: number; gradAccum: number; seed: number; shuffle: boolean; groupByLength: boolean; epochs: number; steps?: number },
+): PlannedStep[] {
+  if (lengths.length === 0) return [];
+  const perEpoch = Math.ceil(lengths.length / (o.batchSize * o.gradAccum));
+  const total = o.steps ?? o.epochs * perEpoch;
+  const out: PlannedStep[] = [];
+  for (let e = 0; out.length < total; e++) for (const micro of planEpoch(lengths, e, o)) if (out.length < total) out.push({ epoch: e, micro });
+  return out;
+}
+
+async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const b of createReadStream(path)) h.update(b as Buffer);
+  return h.digest('hex');
+}
+
+/** Reads, checks and tokenizes a JSONL file; every error names the file and line. */
+async function prepareExamples(
+  model: Model,
+  path: string,
+  onCount?: (n: number) => void,
+): Promise<Prepared[]> {
+  if (!existsSync(path)) throw new InputError(`examples file not found: ${path}`);
+  const store = new VectorStore(path);
+  const out: Prepared[] = [];
+  const seen = new Map<string, number>();
+  const width = model.info.nEmbd;
+  for await (const { example: ex, line } of readOracleLines(path)) {
+    const where = `${path}:${line}`;
+    if (seen.has(ex.id)) throw new InputError(`${where}: field 'id': "${ex.id}" is already used on line ${seen.get(ex.id)}`);
+    seen.set(ex.id, line);
+    let input;
+    try {
+      await store.check(ex, width);
+      input = buildOracleInput(model, ex);
+    } catch (e) {
+      throw new InputError(`${where}: ${(e as Error).message}`);
+    }
+    const inline = Array.isArray(ex.vectors) ? await store.load(ex, width) : null;
+    out.push({
+      ex: { id: ex.id, vectors: inline ? [] : ex.vectors },
+      inline,
+      where,
+      tokens: Int32Array.from(input.ids),
+      lossMask: Uint8Array.from(input.lossMask, (b) => (b ? 1 : 0)),
+      positions: Int32Array.from(input.positions),
+    });
+    if (out.length % 256 === 0) onCount?.(out.length);
+  }
+  if (out.length === 0) throw new InputError(`${path}: no examples`);
+  return out;
+}
+
+async function nativeExamples(items: Prepared[], store: VectorStore, width: number): Promise<NativeTrainExample[]> {
+  return Promise.all(
+    items.map(async (p) => {
+      let vectors: Float32Array;
+      try {
+        vectors = p.inline ?? (await store.load(p.ex, width));
+      } catch (e) {
+        throw new InputError(`${p.where}: ${(e as Error).message}`);
+      }
+      return { tokens: p.tokens, lossMask: p.lossMask, injectPositions: p.positions, vectors };
+    }),
+  );
+}
+
+/** Settings that decide the run's numbers; resume refuses to continue a run whose settings differ. */
+function runIdentity(o: Resolved, base: string, dataHash: string, valHash: string | null, nTrain: number, totalSteps: number) {
+  return {
+    base: { path: base, bytes: statSync(base).size },
+    data: { path: resolve(o.data), sha256: dataHash, examples: nTrain },
+    val: o.val ? { path: resolve(o.val), sha256: valHash } : null,
+    initAdapter: o.initAdapter ? resolve(o.initAdapter) : null,
+    loraR: o.loraR,
+    loraAlpha: o.loraAlpha,
+    rslora: o.rslora,
+    loraDropout: o.loraDropout,
+    targets: o.targets,
+    lr: o.lr,
+    weightDecay: o.weightDecay,
+    batchSize: o.batchSize,
+    gradAccum: o.gradAccum,
+    clip: o.clip,
+    schedule: o.schedule,
+    warmup: o.warmup,
+    totalSteps,
+    injectLayer: o.injectLayer,
+    injectCoef: o.injectCoef,
+    seed: o.seed,
+    shuffle: o.shuffle,
+    groupByLength: o.groupByLength,
+    packTokens: o.packTokens,
+    recompute: o.recompute,
+  };
+}
+type RunIdentity = ReturnType<typeof runIdentity>;
+
+function firstDifference(a: unknown, b: unknown, path = ''): string | null {
+  if (JSON.stringify(a) === JSON.stringify(b)) return null;
+  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a)) {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
+      if (d) return d;
+    }
+  }
+  return `${path || '(settings)'}: the run has ${JSON.stringify(a)}, now ${JSON.stringify(b)}`;
+}
+
+/** Keeps the log lines of steps the checkpoint holds; later ones are about to be redone. */
+async function truncateLog(path: string, upToStep: number): Promise<void> {
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((l) => {
+      if (l.trim() === '') return false;
+      try {
+        const j = JSON.parse(l) as { step?: unknown };
+        return typeof j.step === 'number' && j.step <= upToStep;
+      } catch {
+        return false; // a line cut short by a crash
+      }
+    });
+  await writeFileAtomic(path, kept.map((l) => l + '\n').join(''));
+}
+
+/**
+ * Trains an activation-oracle LoRA on a frozen base. Resumable: with resume, a run continues from
+ * OUT/checkpoint.gguf and ends with the same adapter, bit for bit, as an uninterrupted run.
+ */
+export async function trainOracle(options: TrainOracleOptions, callbacks: TrainOracleCallbacks = {}): Promise<TrainOracleSummary> {
+  const o = parseOptions(TrainOracleOptionsSchema, options, 'train-oracle options');
+  const { onProgress, signal } = callbacks;
+  const base = resolve(o.base);
+  if (!existsSync(base) || !statSync(base).isFile()) throw new InputError(`base model not found: ${o.base}`);
+  if (o.initAdapter && !existsSync(o.initAdapter)) throw new InputError(`init adapter not found: ${o.initAdapter}`);
+  const out = resolve(o.out);
+  if (existsSync(out) && !statSync(out).isDirectory()) throw new InputError(`--out is a file, expected a folder: ${o.out}`);
+  const checkpoint = join(out, 'checkpoint.gguf');
+  const runFile = join(out, 'run.json');
+  const logPath = o.log ? (isAbsolute(o.log) ? o.log : resolve(o.log)) : join(out, 'log.jsonl');
+  if (!o.resume && (existsSync(checkpoint) || existsSync(runFile)))
+    throw new InputError(`${o.out} already holds a training run; pass --resume to continue it, or choose another --out`);
+  mkdirSync(out, { recursive: true });
+
+  const t0 = Date.now();
+  const progress = (p: Omit<TrainOracleProgress, 'elapsedMs'>) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 });
+  const model = await loadModel(base);
+  let trainer: NativeTrainer | undefined;
+  try {
+    const info = model.info;
+    if (o.injectLayer >= info.nLayer)
+      throw new InputError(`--inject-layer ${o.injectLayer} is outside the model's blocks -1..${info.nLayer - 1}`);
+    progress({ phase: 'prepare', step: 0, totalSteps: 0, epoch: 0, tokens: 0, tokensPerSec: 0, etaMs: null, examples: 0 });
+    const train = await prepareExamples(model, o.data, (n) =>
+      progress({ phase: 'prepare', step: 0, totalSteps: 0, epoch: 0, tokens: 0, tokensPerSec: 0, etaMs: null, examples: n }),
+    );
+    const val = o.val ? await prepareExamples(model, o.val) : [];
+    const plan = planRun(
+      train.map((p) => p.tokens.length),
+      o,
+    );
+    const totalSteps = plan.length;
+    const identity = runIdentity(o, base, await fileSha256(o.data), o.val ? await fileSha256(o.val) : null, train.length, totalSteps);
+
+    if (existsSync(runFile)) {
+      let prev: { identity?: RunIdentity };
+      try {
+        prev = JSON.parse(readFileSync(runFile, 'utf8')) as { identity?: RunIdentity };
+      } catch (e) {
+        throw new InputError(`${runFile}: not valid JSON (${(e as Error).message})`);
+      }
+      const d = firstDifference(prev.identity, identity);
+      if (d) throw new InputError(`--resume: ${runFile} was written by a different run (${d}); use another --out`);
+    } else {
+      await writeFileAtomic(runFile, JSON.stringify({ format: 'lro-oracle-run', version: 1, createdAt: new Date().toISOString(), identity }, null, 1) + '\n');
+    }
+
+    trainer = new (native().NativeTrainer)(
+      model.nativeHandle,
+      {
+        rank: o.loraR,
+        alpha: o.loraAlpha,
+        rslora: o.rslora,
+        dropout: o.loraDropout,
+        targets: o.targets === 'all' ? undefined : o.targets,
+        initSeed: o.seed,
+        initAdapter: o.initAdapter,
+      },
+      {
+        lr: o.lr,
+        weightDecay: o.weightDecay,
+        maxGradNorm: o.clip,
+        schedule: o.schedule,
+        warmupFraction: o.warmup,
+        totalSteps,
+      },
+      { injectLayer: o.injectLayer, injectCoef: o.injectCoef, recompute: o.recompute, packTokens: o.packTokens, threads: o.threads, seed: o.seed },
+    );
+    const tr = trainer;
+
+    // Examples consumed before each step: the checkpoint's data position must match the plan.
+    const consumed = [0];
+    for (const s of plan) consumed.push(consumed[consumed.length - 1] + s.micro.reduce((a, m) => a + m.length, 0));
+    let start = 0;
+    let resumedFrom: number | null = null;
+    if (existsSync(checkpoint)) {
+      tr.loadCheckpoint(checkpoint);
+      const ti = tr.info();
+      if (ti.step > totalSteps || ti.dataPosition !== consumed[ti.step])
+        throw new InputError(
+          `--resume: ${checkpoint} is at step ${ti.step} (data position ${ti.dataPosition}), which does not fit this run's plan of ${totalSteps} steps`,
+        );
+      start = resumedFrom = ti.step;
+      await truncateLog(logPath, start);
+    } else if (existsSync(logPath)) {
+      await truncateLog(logPath, -1);
+    }
+
+    const store = new VectorStore(o.data);
+    const valStore = o.val ? new VectorStore(o.val) : undefined;
+    const width = info.nEmbd;
+    let tokens = 0;
+    let trainMs = 0;
+    let last: NativeStepResult | undefined;
+    let lastVal: number | null = null;
+    const log = (line: Record<string, unknown>) => appendFile(logPath, JSON.stringify(line) + '\n');
+
+    // null when stopped part-way: nothing is logged, and the caller's next stop check saves.
+    const validate = async (step: number): Promise<number | null> => {
+      // Chunks keep memory flat and let a stop land between them; the pooled mean is rebuilt from
+      // each chunk's mean weighted by its loss tokens (the engine's own pooling across passes).
+      const chunkSize = Math.max(1, o.batchSize * o.gradAccum);
+      let sum = 0;
+      let n = 0;
+      for (let i = 0; i < val.length; i += chunkSize) {
+        if (signal?.aborted) return null;
+        const part = val.slice(i, i + chunkSize);
+        const lossTokens = part.reduce((a, p) => a + p.lossMask.reduce((x, y) => x + y, 0) - p.lossMask[0], 0);
+        if (lossTokens === 0) continue;
+        sum += (await tr.evalLoss(await nativeExamples(part, valStore!, width))) * lossTokens;
+        n += lossTokens;
+        progress({ phase: 'validate', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: null });
+      }
+      const v = n ? sum / n : NaN;
+      await log({ step, val_loss: v });
+      return v;
+    };
+
+    const save = async (step: number) => {
+      progress({ phase: 'save', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: null });
+      tr.saveCheckpoint(checkpoint);
+    };
+
+    const stopped = (s: number) =>
+      Object.assign(abortError(), {
+        message:
+          s === 0
+            ? 'training stopped before the first step'
+            : `training stopped after step ${s} of ${totalSteps}; the checkpoint in ${o.out} keeps it (rerun with --resume)`,
+        step: s,
+      });
+    // The untrained adapter's validation loss: the baseline the later ones are read against.
+    if (val.length && start === 0 && o.evalEvery > 0) lastVal = await validate(0);
+    for (let s = start; s < totalSteps; s++) {
+      if (signal?.aborted) {
+        if (s > start) await save(s);
+        throw stopped(s);
+      }
+      const { epoch, micro } = plan[s];
+      const flat = micro.flat();
+      const local = new Map(flat.map((g, i) => [g, i]));
+      const examples = await nativeExamples(
+        flat.map((g) => train[g]),
+        store,
+        width,
+      );
+      const t = Date.now();
+      const r = await tr.step(
+        examples,
+        micro.map((m) => m.map((g) => local.get(g)!)),
+      );
+      trainMs += Date.now() - t;
+      tokens += r.tokens;
+      last = r;
+      await log({
+        step: r.step,
+        epoch,
+        loss: r.loss,
+        lr: r.lr,
+        grad_norm: r.gradNorm,
+        clip_coef: r.clipCoef,
+        tokens: r.tokens,
+        loss_tokens: r.lossTokens,
+        micro_losses: r.microLosses,
+        time_s: (Date.now() - t) / 1000,
+      });
+      const done = s + 1 - start;
+      const msPerStep = trainMs / done;
+      progress({
+        phase: 'train',
+        step: r.step,
+        totalSteps,
+        epoch,
+        loss: r.loss,
+        lr: r.lr,
+        gradNorm: r.gradNorm,
+        tokens,
+        tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0,
+        etaMs: msPerStep * (totalSteps - s - 1),
+        ...(lastVal !== null ? { valLoss: lastVal } : {}),
+      });
+      const isLast = r.step === totalSteps;
+      if (val.length && o.evalEvery > 0 && r.step % o.evalEvery === 0 && !isLast) lastVal = (await validate(r.step)) ?? lastVal;
+      if (o.saveEvery > 0 && r.step % o.saveEvery === 0 && !isLast) await save(r.step);
+    }
+
+    await save(totalSteps);
+    if (val.length) {
+      const v = await validate(totalSteps);
+      // The steps are all saved; a rerun with resume only redoes this validation and the outputs.
+      if (v === null) throw stopped(totalSteps);
+      lastVal = v;
+    }
+    if (signal?.aborted) throw stopped(totalSteps);
+
+    // Final adapter files: GGUF first (the PEFT folder is converted from it).
+    progress({ phase: 'save', step: totalSteps, totalSteps, epoch: plan[totalSteps - 1]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: 0 });
+    const ti = tr.info();
+    const settings: OracleSettings = {
+      format: 'lro-oracle',
+      version: 1,
+      injectLayer: o.injectLayer,
+      injectCoef: o.injectCoef,
+      base: { path: base, name: info.name, nEmbd: info.nEmbd, nLayer: info.nLayer },
+      lora: { rank: ti.rank, alpha: ti.alpha, rslora: ti.rslora, targets: ti.targets },
+      steps: ti.step,
+      data: resolve(o.data),
+    };
+    const settingsText = JSON.stringify(settings, null, 1) + '\n';
+    const adapter: TrainOracleSummary['adapter'] = {};
+    const gguf = join(out, 'adapter.gguf');
+    // Written under a temp name and renamed, so adapter.gguf is either absent or whole.
+    const ggufTmp = join(out, `adapter.tmp-${process.pid}.gguf`);
+    tr.saveAdapter(ggufTmp, `lro oracle (${info.name})`);
+    try {
+      if (o.format.includes('peft')) {
+        const peft = join(out, 'peft');
+        await rm(peft, { recursive: true, force: true });
+        mkdirSync(peft, { recursive: true });
+        await convertAdapter(ggufTmp, peft, { baseConfig: base });
+        await writeFileAtomic(join(peft, ORACLE_SETTINGS_FILE), settingsText);
+        adapter.peft = peft;
+      }
+      if (o.format.includes('gguf')) {
+        await rename(ggufTmp, gguf);
+        adapter.gguf = gguf;
+      }
+    } finally {
+      await rm(ggufTmp, { force: true });
+    }
+    await writeFileAtomic(join(out, ORACLE_SETTINGS_FILE), settingsText);
+
+    return {
+      out,
+      steps: ti.step,
+      totalSteps,
+      epochs: (plan[totalSteps - 1]?.epoch ?? 0) + 1,
+      resumedFrom,
+      trainExamples: train.length,
+      valExamples: val.length,
+      loss: last?.loss ?? null,
+      valLoss: lastVal,
+      tokens,
+      tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0,
+      elapsedMs: Date.now() - t0,
+      rank: ti.rank,
+      alpha: ti.alpha,
+      targets: ti.targets,
+      trainableParams: ti.trainableParams,
+      checkpoint,
+      log: logPath,
+      adapter,
+    };
+  } finally {
+    trainer?.dispose();
+    model.dispose();
+  }
+}
