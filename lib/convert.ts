@@ -44,6 +44,11 @@ export const ConvertOptionsSchema = z
     padNames: z.enum(['auto', 'codi', 'llama']).default('auto'),
     /** tokenizer.ggml.pre, when the pre-tokenizer is not recognised. */
     pre: z.string().min(1).optional(),
+    /**
+     * Tokenizer metadata only, no tensors (as llama.cpp's --vocab-only): llama.* keys too when a
+     * config.json exists; weights and config are optional, so tokenizer files alone suffice.
+     */
+    vocabOnly: z.boolean().default(false),
     /** Threads for the LoRA merge; 0 = all cores. */
     threads: z.number().int().min(0).max(1024).default(0),
     onProgress: progressFn.optional(),

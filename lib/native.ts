@@ -218,17 +218,22 @@ export interface NativeConvertHfOptions {
   padNames?: 'auto' | 'codi' | 'llama';
   /** tokenizer.ggml.pre override */
   pre?: string;
+  /** tokenizer metadata only, no tensors (weights and config.json optional) */
+  vocabOnly?: boolean;
   threads?: number;
   onProgress?: (p: NativeConvertProgress) => void;
 }
 
 export interface NativeConvertHfSummary {
   out: string;
+  vocabOnly: boolean;
   latentOut: string | null;
   type: string;
-  sourceFormat: 'safetensors' | 'pytorch';
+  /** null when no weights were read (a vocab-only conversion of a folder without them) */
+  sourceFormat: 'safetensors' | 'pytorch' | null;
   sourceFiles: string[];
-  configFile: string;
+  /** null when a vocab-only conversion found no config.json / base_config.json */
+  configFile: string | null;
   tensors: number;
   params: number;
   bytes: number;

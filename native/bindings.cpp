@@ -1135,6 +1135,14 @@ double opt_number(const Napi::Object& o, const char* key, double fallback) {
   return v.As<Napi::Number>().DoubleValue();
 }
 
+bool opt_bool(const Napi::Object& o, const char* key, bool fallback) {
+  if (!o.Has(key)) return fallback;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
 Napi::Array string_array(Napi::Env env, const std::vector<std::string>& v) {
   auto a = Napi::Array::New(env, v.size());
   for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
@@ -1157,6 +1165,7 @@ Napi::Value ConvertHf(const Napi::CallbackInfo& info) {
   opt.name = opt_string(o, "name");
   opt.pad_names = opt_string(o, "padNames", "auto");
   opt.pre = opt_string(o, "pre");
+  opt.vocab_only = opt_bool(o, "vocabOnly", false);
   opt.threads = static_cast<int>(opt_number(o, "threads", 0));
   auto* w = new ConvertWorker(env, o.Has("onProgress") ? o.Get("onProgress") : env.Undefined());
   opt.progress = w->progress_fn();
@@ -1167,11 +1176,12 @@ Napi::Value ConvertHf(const Napi::CallbackInfo& info) {
     const auto& s = *sum;
     auto r = Napi::Object::New(e);
     r.Set("out", s.out);
+    r.Set("vocabOnly", s.vocab_only);
     r.Set("latentOut", s.latent_out.empty() ? e.Null() : Napi::String::New(e, s.latent_out));
     r.Set("type", s.type);
-    r.Set("sourceFormat", s.source_format);
+    r.Set("sourceFormat", s.source_format.empty() ? e.Null() : Napi::String::New(e, s.source_format));
     r.Set("sourceFiles", string_array(e, s.source_files));
-    r.Set("configFile", s.config_file);
+    r.Set("configFile", s.config_file.empty() ? e.Null() : Napi::String::New(e, s.config_file));
     r.Set("tensors", static_cast<double>(s.n_tensors));
     r.Set("params", static_cast<double>(s.n_params));
     r.Set("bytes", static_cast<double>(s.bytes));

@@ -53,6 +53,13 @@ function printWarnings(warnings: string[]): void {
 }
 
 function reportHf(s: ConvertSummary): void {
+  if (s.vocabOnly) {
+    process.stdout.write(
+      `wrote ${s.out}: vocabulary only, ${s.nVocab} tokens (tokenizer ${s.tokenizerSize}, pre ${s.pre}), ${formatBytes(s.bytes)}` +
+        `${s.configFile ? `, hyper-parameters from ${s.configFile}` : ', no config'}\n`,
+    );
+    return;
+  }
   const lines = [
     `wrote ${s.out}: ${s.tensors} tensors, ${s.params.toLocaleString('en-US')} parameters, ${formatBytes(s.bytes)} (${s.type})`,
     `  from ${s.sourceFiles.join(', ')} (${s.sourceFormat}), config ${s.configFile}`,
@@ -87,6 +94,7 @@ interface ConvertCliOptions {
   name?: string;
   padNames: 'auto' | 'codi' | 'llama';
   pre?: string;
+  vocabOnly?: boolean;
   threads: number;
   json?: boolean;
   quiet?: boolean;
@@ -105,7 +113,7 @@ export function registerConvertCommands(program: Command): void {
   program
     .command('convert')
     .description('convert a Hugging Face Llama folder (safetensors or pytorch_model.bin; CODI checkpoints merged) to GGUF')
-    .argument('<hf-dir>', 'model folder: config.json (or base_config.json), tokenizer.json, weights')
+    .argument('<hf-dir>', 'model folder: config.json (or base_config.json), tokenizer.json, weights (only tokenizer files with --vocab-only)')
     .requiredOption('-o, --out <model.gguf>', 'output GGUF file')
     .addOption(new Option('--type <type>', 'type of the 2-D weights (norms stay f32)').choices([...CONVERT_TYPES]).default('f32'))
     .addOption(new Option('--latent <mode>', 'latent-head sidecar (default: codi when the checkpoint has prj.*)').choices(['codi', 'coconut', 'none']))
@@ -117,6 +125,7 @@ export function registerConvertCommands(program: Command): void {
     .option('--name <name>', 'general.name (default from the folder name)')
     .addOption(new Option('--pad-names <mode>', 'names of embedding rows past the tokenizer').choices(['auto', 'codi', 'llama']).default('auto'))
     .option('--pre <name>', 'tokenizer.ggml.pre when the pre-tokenizer is not recognised')
+    .option('--vocab-only', 'write only the tokenizer metadata (no tensors; tokenizer.json + tokenizer_config.json suffice)')
     .addOption(new Option('--threads <n>', 'LoRA merge threads (0: all cores)').argParser(intArg(0, 1024)).default(0))
     .option('--json', 'print the summary as JSON')
     .option('-q, --quiet', 'no progress output')
@@ -135,6 +144,7 @@ export function registerConvertCommands(program: Command): void {
           name: opts.name,
           padNames: opts.padNames,
           pre: opts.pre,
+          vocabOnly: opts.vocabOnly,
           threads: opts.threads,
           onProgress: progress.update,
         });

@@ -195,6 +195,125 @@ void write_latent_sidecar(const std::string& path, const std::string& name, cons
   sum.latent_out = path;
 }
 
+// The llama.* hyper-parameters, general.file_type and the quantization version, in the order the
+// reference converter's set_gguf_parameters writes them (its vocab-only files carry them too).
+void set_llama_params(GgufStreamWriter& w, const LlamaConfig& cfg, uint32_t file_type, int64_t n_vocab) {
+  w.set_u32("llama.block_count", static_cast<uint32_t>(cfg.n_layer));
+  w.set_u32("llama.context_length", static_cast<uint32_t>(cfg.n_ctx));
+  w.set_u32("llama.embedding_length", static_cast<uint32_t>(cfg.n_embd));
+  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(cfg.n_ff));
+  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(cfg.n_head));
+  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(cfg.n_head_kv));
+  if (cfg.rope_type == "linear" || cfg.rope_type == "yarn") {
+    w.set_string("llama.rope.scaling.type", cfg.rope_type);
+    w.set_f32("llama.rope.scaling.factor", static_cast<float>(cfg.rope_factor));
+    if (cfg.rope_type == "yarn") w.set_u32("llama.rope.scaling.original_context_length", static_cast<uint32_t>(cfg.rope_orig_ctx));
+  }
+  w.set_f32("llama.rope.freq_base", static_cast<float>(cfg.rope_theta));
+  w.set_f32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(cfg.rms_eps));
+  if (cfg.head_dim > 0) {
+    w.set_u32("llama.attention.key_length", static_cast<uint32_t>(cfg.head_dim));
+    w.set_u32("llama.attention.value_length", static_cast<uint32_t>(cfg.head_dim));
+  }
+  w.set_u32("general.file_type", file_type);
+  w.set_u32("llama.vocab_size", static_cast<uint32_t>(n_vocab));
+  w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(cfg.head_dim_eff));
+  w.set_u32("general.quantization_version", 2);
+}
+
+void set_tokenizer(GgufStreamWriter& w, const GgufVocab& vocab) {
+  w.set_string("tokenizer.ggml.model", vocab.model);
+  w.set_string("tokenizer.ggml.pre", vocab.pre);
+  w.set_string_array("tokenizer.ggml.tokens", vocab.tokens);
+  w.set_i32_array("tokenizer.ggml.token_type", vocab.types);
+  if (!vocab.merges.empty()) w.set_string_array("tokenizer.ggml.merges", vocab.merges);
+  for (const auto& s : vocab.special_ids) w.set_u32("tokenizer.ggml." + s.first + "_token_id", static_cast<uint32_t>(s.second));
+  for (const auto& f : vocab.add_flags) w.set_bool("tokenizer.ggml.add_" + f.first + "_token", f.second);
+  if (vocab.has_chat_template) w.set_string("tokenizer.chat_template", vocab.chat_template);
+}
+
+// Tensor names as the full conversion normalises them (CODI / PEFT wrappers stripped).
+std::string normalized_name(std::string n, bool* codi) {
+  if (starts_with(n, "codi.")) {
+    *codi = true;
+    n = n.substr(5);
+  }
+  if (starts_with(n, "base_model.model.")) n = n.substr(17);
+  size_t bl;
+  while ((bl = n.find(".base_layer.")) != std::string::npos) n.erase(bl, 11);
+  return n;
+}
+
+bool folder_has_weights(const std::string& dir) {
+  for (const auto& n : list_directory(dir))
+    if ((starts_with(n, "model") && ends_with(n, ".safetensors")) || (starts_with(n, "pytorch_model") && ends_with(n, ".bin"))) return true;
+  return false;
+}
+
+// Tokenizer metadata without tensors. The row count follows the embedding when weights are present
+// (so CODI's extra rows get the same names as in the full file), else config.json's vocab_size,
+// else the tokenizer itself: a folder holding only tokenizer files is enough.
+HfConvertSummary convert_vocab_only(const std::string& dir, const std::string& out, const HfConvertOptions& opt, const OutType& ot) {
+  HfConvertSummary sum;
+  sum.vocab_only = true;
+  sum.type = opt.type;
+  sum.out = out;
+  std::string cfg_path = path_join(dir, "config.json");
+  if (!file_exists(cfg_path)) cfg_path = path_join(dir, "base_config.json");
+  const bool have_cfg = file_exists(cfg_path);
+  LlamaConfig cfg;
+  if (have_cfg) {
+    cfg = read_llama_config(cfg_path);
+    sum.config_file = cfg_path;
+    sum.n_layer = cfg.n_layer;
+    sum.n_embd = cfg.n_embd;
+    sum.tied = cfg.tie_embeddings;
+  }
+
+  int64_t n_vocab = have_cfg && cfg.vocab_size > 0 ? cfg.vocab_size : -1;
+  bool has_prj = false;
+  if (!opt.weights.empty() || folder_has_weights(dir)) {
+    const Checkpoint ck = load_checkpoint(dir, opt.weights);
+    sum.source_format = ck.format;
+    sum.source_files = ck.files;
+    const TensorRef* embd = nullptr;
+    for (const TensorRef& t : ck.tensors) {
+      const std::string n = normalized_name(t.name, &sum.codi);
+      if (starts_with(n, "prj.")) has_prj = true;
+      if (n == "model.embed_tokens.weight") embd = &t;
+    }
+    if (!embd) throw ConvertError(dir + ": model.embed_tokens.weight is missing");
+    if (embd->shape.size() != 2) throw ConvertError(embd->describe() + ": shape " + shape_str(embd->shape) + " is not 2-D");
+    if (n_vocab > 0 && n_vocab != embd->shape[0])
+      sum.warnings.push_back(cfg_path + ": vocab_size " + std::to_string(n_vocab) + " differs from the " + std::to_string(embd->shape[0]) +
+                             " embedding rows; the GGUF uses the rows");
+    n_vocab = embd->shape[0];
+  }
+  if (opt.latent == "codi" || opt.latent == "coconut")
+    sum.warnings.push_back("a vocab-only conversion writes no latent-head sidecar (latent mode " + opt.latent + " ignored)");
+
+  VocabOptions vo;
+  vo.n_vocab = n_vocab;
+  const bool codi_rows = opt.pad_names == "codi" || sum.codi || (opt.latent.empty() ? has_prj : opt.latent == "codi");
+  vo.pad_names = codi_rows ? PadNames::Codi : opt.pad_names == "llama" ? PadNames::Llama : PadNames::Auto;
+  vo.pre_override = opt.pre;
+  const std::string tok_dir = opt.tokenizer_dir.empty() ? dir : opt.tokenizer_dir;
+  GgufVocab vocab = read_hf_vocab(tok_dir, cfg, vo);
+  sum.n_vocab = static_cast<int64_t>(vocab.tokens.size());
+  sum.tokenizer_size = vocab.tokenizer_size;
+  sum.pre = vocab.pre;
+  for (auto& w : vocab.warnings) sum.warnings.push_back(w);
+
+  GgufStreamWriter w;
+  w.set_string("general.architecture", "llama");
+  w.set_string("general.type", "model");
+  w.set_string("general.name", opt.name.empty() ? id_to_title(path_basename(dir)) : opt.name);
+  if (have_cfg) set_llama_params(w, cfg, ot.file_type, sum.n_vocab);
+  set_tokenizer(w, vocab);
+  sum.bytes = w.write(out, [](size_t, std::vector<uint8_t>&) {});
+  return sum;
+}
+
 }  // namespace
 
 HfConvertSummary convert_hf(const std::string& dir, const std::string& out, const HfConvertOptions& opt) {
@@ -210,6 +329,12 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
     throw ConvertError("latent mode '" + opt.latent + "' is not supported (codi, coconut, none)");
   if (opt.pad_names != "auto" && opt.pad_names != "codi" && opt.pad_names != "llama")
     throw ConvertError("pad naming '" + opt.pad_names + "' is not supported (auto, codi, llama)");
+  if (opt.vocab_only) {
+    progress("read", 0, 1, dir);
+    HfConvertSummary vs = convert_vocab_only(dir, out, opt, ot);
+    progress("read", 1, 1, dir);
+    return vs;
+  }
 
   progress("read", 0, 1, dir);
   // Config: config.json, or base_config.json in CODI folders.
@@ -445,35 +570,8 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
   w.set_string("general.type", "model");
   w.set_string("general.name", name);
   w.set_string("general.size_label", size_label(sum.n_params));
-  w.set_u32("llama.block_count", static_cast<uint32_t>(cfg.n_layer));
-  w.set_u32("llama.context_length", static_cast<uint32_t>(cfg.n_ctx));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(cfg.n_embd));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(cfg.n_ff));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(cfg.n_head));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(cfg.n_head_kv));
-  if (cfg.rope_type == "linear" || cfg.rope_type == "yarn") {
-    w.set_string("llama.rope.scaling.type", cfg.rope_type);
-    w.set_f32("llama.rope.scaling.factor", static_cast<float>(cfg.rope_factor));
-    if (cfg.rope_type == "yarn") w.set_u32("llama.rope.scaling.original_context_length", static_cast<uint32_t>(cfg.rope_orig_ctx));
-  }
-  w.set_f32("llama.rope.freq_base", static_cast<float>(cfg.rope_theta));
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(cfg.rms_eps));
-  if (cfg.head_dim > 0) {
-    w.set_u32("llama.attention.key_length", static_cast<uint32_t>(cfg.head_dim));
-    w.set_u32("llama.attention.value_length", static_cast<uint32_t>(cfg.head_dim));
-  }
-  w.set_u32("general.file_type", ot.file_type);
-  w.set_u32("llama.vocab_size", static_cast<uint32_t>(n_vocab));
-  w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(hd));
-  w.set_u32("general.quantization_version", 2);
-  w.set_string("tokenizer.ggml.model", vocab.model);
-  w.set_string("tokenizer.ggml.pre", vocab.pre);
-  w.set_string_array("tokenizer.ggml.tokens", vocab.tokens);
-  w.set_i32_array("tokenizer.ggml.token_type", vocab.types);
-  if (!vocab.merges.empty()) w.set_string_array("tokenizer.ggml.merges", vocab.merges);
-  for (const auto& s : vocab.special_ids) w.set_u32("tokenizer.ggml." + s.first + "_token_id", static_cast<uint32_t>(s.second));
-  for (const auto& f : vocab.add_flags) w.set_bool("tokenizer.ggml.add_" + f.first + "_token", f.second);
-  if (vocab.has_chat_template) w.set_string("tokenizer.chat_template", vocab.chat_template);
+  set_llama_params(w, cfg, ot.file_type, n_vocab);
+  set_tokenizer(w, vocab);
 
   for (const auto& p : plan) w.add_tensor(p.name, p.type, p.ne);
   sum.n_tensors = static_cast<int64_t>(plan.size());

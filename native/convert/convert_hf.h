@@ -25,18 +25,20 @@ struct HfConvertOptions {
   std::string name;              // general.name; "" -> from the folder name
   std::string pad_names = "auto";  // auto | codi | llama (naming of embedding rows past the tokenizer)
   std::string pre;               // tokenizer.ggml.pre override; "" -> detect
+  bool vocab_only = false;       // tokenizer metadata (and llama.* keys when a config exists), no tensors
   int threads = 0;               // LoRA merge threads; 0 -> hardware concurrency
   ProgressFn progress;
 };
 
 struct HfConvertSummary {
   std::string out;
+  bool vocab_only = false;
   std::string latent_out;        // "" when no sidecar was written
   std::string latent_mode;       // "" | codi | coconut
   std::string type;
-  std::string source_format;     // safetensors | pytorch
+  std::string source_format;     // safetensors | pytorch; "" when no weights were read (vocab-only)
   std::vector<std::string> source_files;
-  std::string config_file;
+  std::string config_file;       // "" when a vocab-only conversion had no config
   int64_t n_tensors = 0;
   uint64_t n_params = 0;
   uint64_t bytes = 0;

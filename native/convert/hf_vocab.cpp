@@ -135,15 +135,16 @@ GgufVocab read_hf_vocab(const std::string& dir, const LlamaConfig& cfg, const Vo
     }
   }
   v.tokenizer_size = by_id.empty() ? 0 : by_id.rbegin()->first + 1;
-  if (v.tokenizer_size > opt.n_vocab)
+  const int64_t n_vocab = opt.n_vocab < 0 ? v.tokenizer_size : opt.n_vocab;
+  if (v.tokenizer_size > n_vocab)
     throw ConvertError(L + ": the tokenizer defines id " + std::to_string(v.tokenizer_size - 1) + " but the model has only " +
-                       std::to_string(opt.n_vocab) + " embedding rows");
+                       std::to_string(n_vocab) + " embedding rows");
 
   v.codi_names = opt.pad_names == PadNames::Codi ||
-                 (opt.pad_names == PadNames::Auto && opt.n_vocab - v.tokenizer_size == 3);
-  v.tokens.reserve(static_cast<size_t>(opt.n_vocab));
-  v.types.reserve(static_cast<size_t>(opt.n_vocab));
-  for (int64_t i = 0; i < opt.n_vocab; ++i) {
+                 (opt.pad_names == PadNames::Auto && n_vocab - v.tokenizer_size == 3);
+  v.tokens.reserve(static_cast<size_t>(n_vocab));
+  v.types.reserve(static_cast<size_t>(n_vocab));
+  for (int64_t i = 0; i < n_vocab; ++i) {
     auto it = by_id.find(i);
     if (it == by_id.end()) {
       int64_t k = i - v.tokenizer_size;
@@ -206,7 +207,7 @@ GgufVocab read_hf_vocab(const std::string& dir, const LlamaConfig& cfg, const Vo
     if (id < 0) return;
     for (auto& s : v.special_ids)
       if (s.first == typ) return;  // first source wins
-    if (id >= opt.n_vocab) {
+    if (id >= n_vocab) {
       v.warnings.push_back("special token " + typ + " id " + std::to_string(id) + " is outside the vocabulary; skipped");
       return;
     }

@@ -24,7 +24,8 @@ extern const char* const kCodiPadNames[3];
 enum class PadNames { Auto, Codi, Llama };
 
 struct VocabOptions {
-  int64_t n_vocab = 0;         // embedding rows: the vocabulary gets exactly this many entries
+  int64_t n_vocab = 0;         // embedding rows: the vocabulary gets exactly this many entries;
+                               // < 0: the tokenizer's own size (vocab-only files of a folder without weights)
   PadNames pad_names = PadNames::Auto;
   std::string pre_override;    // tokenizer.ggml.pre; "" = detect
 };
