@@ -1,0 +1,126 @@
+// Helpers shared by the binding files: typed-array copies, type names, GGUF values as JS, and the
+// per-environment class registry (constructors live in instance data, not process statics, so the
+// addon also works when loaded in several worker threads).
+#pragma once
+#include <napi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gguf.h"
+#include "llama_model.h"
+#include "analysis_ops.h"
+#include "convert/convert_hf.h"
+#include "convert/lora_convert.h"
+#include "latent_head.h"
+#include "lora_adapter.h"
+#include "ops.h"
+#include "quants.h"
+#include "random_model.h"
+#include "session.h"
+#include "train.h"
+
+namespace lro_napi {
+
+using lro::GgmlType;
+
+inline Napi::Float32Array to_f32(Napi::Env env, const float* p, size_t n) {
+  auto arr = Napi::Float32Array::New(env, n);
+  if (n) std::memcpy(arr.Data(), p, n * sizeof(float));
+  return arr;
+}
+
+inline GgmlType parse_type(const std::string& name) {
+  for (uint32_t id = 0; id < 64; ++id) {
+    const auto* tr = lro::ggml_type_traits(id);
+    if (!tr) continue;
+    std::string n = tr->name;
+    std::string lower;
+    for (char c : n) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string want;
+    for (char c : name) want += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == want) return static_cast<GgmlType>(id);
+  }
+  throw std::invalid_argument("unknown tensor type '" + name + "' (expected f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+}
+
+inline std::string type_name(GgmlType t) { return lro::traits(t).name; }
+
+inline Napi::Value gguf_value_to_js(Napi::Env env, const lro::GgufValue& v, const std::string& key) {
+  using T = lro::GgufValueType;
+  switch (v.type) {
+    case T::STRING: return Napi::String::New(env, v.str);
+    case T::BOOL: return Napi::Boolean::New(env, v.num.b);
+    case T::F32: case T::F64: return Napi::Number::New(env, v.num.f64);
+    case T::U64: case T::I64: {
+      int64_t x = v.as_int(key);
+      if (x > (int64_t(1) << 53) || x < -(int64_t(1) << 53)) return Napi::BigInt::New(env, x);
+      return Napi::Number::New(env, static_cast<double>(x));
+    }
+    case T::ARRAY: {
+      auto arr = Napi::Array::New(env, v.arr.size());
+      for (size_t i = 0; i < v.arr.size(); ++i) arr.Set(static_cast<uint32_t>(i), gguf_value_to_js(env, v.arr[i], key));
+      return arr;
+    }
+    default: return Napi::Number::New(env, static_cast<double>(v.as_int(key)));
+  }
+}
+
+struct AddonData {
+  std::map<std::string, Napi::FunctionReference> classes;
+};
+
+inline void register_class(Napi::Env env, Napi::Function f) {
+  auto* data = env.GetInstanceData<AddonData>();
+  data->classes[f.Get("name").As<Napi::String>().Utf8Value()] = Napi::Persistent(f);
+}
+
+inline Napi::Object new_instance(Napi::Env env, const char* name) { return env.GetInstanceData<AddonData>()->classes.at(name).New({}); }
+
+template <typename T, typename A>
+std::vector<T> copy_typed(const Napi::Value& v, const char* field) {
+  if (!v.IsTypedArray()) throw std::invalid_argument(std::string("eval: '") + field + "' must be a typed array");
+  auto a = v.As<A>();
+  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
+inline std::string opt_string(const Napi::Object& o, const char* key, const std::string& fallback = "") {
+  if (!o.Has(key)) return fallback;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+inline double opt_number(const Napi::Object& o, const char* key, double fallback) {
+  if (!o.Has(key)) return fallback;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+inline bool opt_bool(const Napi::Object& o, const char* key, bool fallback) {
+  if (!o.Has(key)) return fallback;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+inline Napi::Array string_array(Napi::Env env, const std::vector<std::string>& v) {
+  auto a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
+  return a;
+}
+
+}  // namespace lro_napi

@@ -1,0 +1,304 @@
+// Free functions: (de)quantisation, GGUF writing, sampling, numeric readouts, random models, CPU facts.
+#include "bindings/common.h"
+
+namespace lro_napi {
+
+// logitStats(logits, row, nVocab, vocabLimit, topK)
+Napi::Value LogitStatsFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = info[0].As<Napi::Float32Array>();
+  int64_t row = info[1].As<Napi::Number>().Int64Value(), nv = info[2].As<Napi::Number>().Int64Value();
+  int64_t limit = info[3].As<Napi::Number>().Int64Value(), k = info[4].As<Napi::Number>().Int64Value();
+  if (nv <= 0 || row < 0 || static_cast<size_t>((row + 1) * nv) > logits.ElementLength())
+    throw Napi::RangeError::New(env, "logitStats: row outside the logits");
+  auto s = lro::logit_stats(logits.Data() + row * nv, nv, limit, std::max<int64_t>(k, 0));
+  auto o = Napi::Object::New(env);
+  auto ids = Napi::Int32Array::New(env, s.top_ids.size());
+  auto lg = Napi::Float32Array::New(env, s.top_ids.size());
+  auto pr = Napi::Float32Array::New(env, s.top_ids.size());
+  for (size_t i = 0; i < s.top_ids.size(); ++i) {
+    ids[i] = s.top_ids[i];
+    lg[i] = s.top_logits[i];
+    pr[i] = s.top_probs[i];
+  }
+  o.Set("topIds", ids);
+  o.Set("topLogits", lg);
+  o.Set("topProbs", pr);
+  o.Set("logsumexp", s.logsumexp);
+  o.Set("entropy", s.entropy);
+  return o;
+}
+
+// vectorStats(v, prev | null)
+Napi::Value VectorStatsFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto v = info[0].As<Napi::Float32Array>();
+  const float* prev = nullptr;
+  if (info.Length() > 1 && info[1].IsTypedArray()) {
+    auto p = info[1].As<Napi::Float32Array>();
+    if (p.ElementLength() != v.ElementLength()) throw Napi::RangeError::New(env, "vectorStats: vectors differ in length");
+    prev = p.Data();
+  }
+  auto s = lro::vector_stats(v.Data(), prev, static_cast<int64_t>(v.ElementLength()));
+  auto o = Napi::Object::New(env);
+  o.Set("norm", s.norm);
+  o.Set("sparsity", s.sparsity);
+  o.Set("cosineToPrev", prev ? Napi::Value(Napi::Number::New(env, s.cosine_to_prev)) : env.Null());
+  return o;
+}
+
+// addScaledNoise(v, scale, seed) -> v + scale * ||v|| * g / ||g||
+Napi::Value AddScaledNoise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto v = info[0].As<Napi::Float32Array>();
+  auto out = Napi::Float32Array::New(env, v.ElementLength());
+  lro::add_scaled_noise(out.Data(), v.Data(), static_cast<int64_t>(v.ElementLength()), info[1].As<Napi::Number>().DoubleValue(),
+                        static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()));
+  return out;
+}
+
+// meanRows(x, width) -> mean row
+Napi::Value MeanRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto x = info[0].As<Napi::Float32Array>();
+  int64_t d = info[1].As<Napi::Number>().Int64Value();
+  if (d <= 0 || x.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, "meanRows: length not a multiple of width");
+  auto out = Napi::Float32Array::New(env, static_cast<size_t>(d));
+  lro::mean_rows(out.Data(), x.Data(), static_cast<int64_t>(x.ElementLength()) / d, d);
+  return out;
+}
+
+
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
+    auto src = info[1].As<Napi::Float32Array>();
+    int64_t n = static_cast<int64_t>(src.ElementLength());
+    int64_t row = info.Length() > 2 ? info[2].As<Napi::Number>().Int64Value() : n;
+    if (!lro::can_quantize(t)) throw std::invalid_argument("cannot quantise to " + type_name(t));
+    if (row <= 0 || n % row != 0 || row % lro::traits(t).block_size != 0)
+      throw std::invalid_argument("quantize: row length must divide the data and be a multiple of the block size " +
+                                  std::to_string(lro::traits(t).block_size));
+    size_t rs = lro::row_size(t, row);
+    auto out = Napi::Uint8Array::New(env, rs * static_cast<size_t>(n / row));
+    for (int64_t r = 0; r < n / row; ++r) lro::quantize_row(t, src.Data() + r * row, out.Data() + r * rs, row);
+    return out;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
+    auto src = info[1].As<Napi::Uint8Array>();
+    int64_t n = info[2].As<Napi::Number>().Int64Value();
+    if (n < 0 || n % lro::traits(t).block_size != 0 || lro::row_size(t, n) > src.ByteLength())
+      throw std::invalid_argument("dequantize: data too short or length not a multiple of the block size");
+    auto out = Napi::Float32Array::New(env, static_cast<size_t>(n));
+    lro::dequantize_row(t, src.Data(), out.Data(), n);
+    return out;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type);
+
+// writeGguf(path, metadata: {key, type, value}[], tensors: {name, type, shape, data: Uint8Array}[])
+// type: u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 bool string, or "array:<type>".
+lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type) {
+  using T = lro::GgufValueType;
+  lro::GgufValue g;
+  if (type.rfind("array:", 0) == 0) {
+    g.type = T::ARRAY;
+    std::string et = type.substr(6);
+    auto a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) g.arr.push_back(js_to_gguf(a.Get(i), et));
+    g.elem_type = g.arr.empty() ? (et == "string" ? T::STRING : T::I32) : g.arr[0].type;
+    if (et.rfind("array:", 0) == 0) g.elem_type = T::ARRAY;
+    return g;
+  }
+  static const std::pair<const char*, T> names[] = {{"u8", T::U8}, {"i8", T::I8}, {"u16", T::U16}, {"i16", T::I16},
+                                                    {"u32", T::U32}, {"i32", T::I32}, {"u64", T::U64}, {"i64", T::I64},
+                                                    {"f32", T::F32}, {"f64", T::F64}, {"bool", T::BOOL}, {"string", T::STRING}};
+  for (auto& nt : names) {
+    if (type != nt.first) continue;
+    g.type = nt.second;
+    switch (g.type) {
+      case T::STRING: g.str = v.As<Napi::String>().Utf8Value(); break;
+      case T::BOOL: g.num.b = v.ToBoolean(); break;
+      case T::F32: case T::F64: g.num.f64 = v.As<Napi::Number>().DoubleValue(); break;
+      case T::U8: case T::U16: case T::U32: case T::U64:
+        g.num.u64 = v.IsBigInt() ? v.As<Napi::BigInt>().Uint64Value(nullptr) : static_cast<uint64_t>(v.As<Napi::Number>().Int64Value());
+        break;
+      default:
+        g.num.i64 = v.IsBigInt() ? v.As<Napi::BigInt>().Int64Value(nullptr) : v.As<Napi::Number>().Int64Value();
+    }
+    return g;
+  }
+  throw std::invalid_argument("unknown GGUF value type '" + type + "'");
+}
+
+Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    lro::GgufWriter w;
+    auto md = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < md.Length(); ++i) {
+      auto e = md.Get(i).As<Napi::Object>();
+      w.set_value(e.Get("key").As<Napi::String>().Utf8Value(),
+                  js_to_gguf(e.Get("value"), e.Get("type").As<Napi::String>().Utf8Value()));
+    }
+    auto ts = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < ts.Length(); ++i) {
+      auto t = ts.Get(i).As<Napi::Object>();
+      auto shape = t.Get("shape").As<Napi::Array>();
+      std::vector<int64_t> ne;
+      for (uint32_t d = 0; d < shape.Length(); ++d) ne.push_back(shape.Get(d).As<Napi::Number>().Int64Value());
+      auto data = t.Get("data").As<Napi::Uint8Array>();
+      w.add_tensor(t.Get("name").As<Napi::String>().Utf8Value(), parse_type(t.Get("type").As<Napi::String>().Utf8Value()), ne,
+                   std::vector<uint8_t>(data.Data(), data.Data() + data.ByteLength()));
+    }
+    w.write(path);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  return env.Undefined();
+}
+
+// sampleToken(logits, row, nVocab, {temperature, topK, topP, seed, step, exclude?: Int32Array})
+// Greedy (lowest id on ties) when temperature <= 0. The draw depends only on (seed, step), so a
+// resumed or re-run generation picks the same tokens.
+Napi::Value SampleToken(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = info[0].As<Napi::Float32Array>();
+  int64_t row = info[1].As<Napi::Number>().Int64Value();
+  int64_t nv = info[2].As<Napi::Number>().Int64Value();
+  auto o = info[3].As<Napi::Object>();
+  if (nv <= 0 || row < 0 || static_cast<size_t>((row + 1) * nv) > logits.ElementLength())
+    throw Napi::RangeError::New(env, "sampleToken: row outside the logits");
+  const float* l = logits.Data() + row * nv;
+  double temperature = o.Get("temperature").As<Napi::Number>().DoubleValue();
+  int64_t top_k = o.Get("topK").As<Napi::Number>().Int64Value();
+  double top_p = o.Get("topP").As<Napi::Number>().DoubleValue();
+  uint64_t seed = static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value());
+  uint64_t step = static_cast<uint64_t>(o.Get("step").As<Napi::Number>().Int64Value());
+  std::vector<char> banned(static_cast<size_t>(nv), 0);
+  Napi::Value ex = o.Get("exclude");
+  if (ex.IsTypedArray()) {
+    auto e = ex.As<Napi::Int32Array>();
+    for (size_t i = 0; i < e.ElementLength(); ++i)
+      if (e[i] >= 0 && e[i] < nv) banned[static_cast<size_t>(e[i])] = 1;
+  }
+  int64_t best = -1;
+  for (int64_t i = 0; i < nv; ++i)
+    if (!banned[i] && (best < 0 || l[i] > l[best])) best = i;
+  if (best < 0) throw Napi::Error::New(env, "sampleToken: every token is excluded");
+  if (temperature <= 0) return Napi::Number::New(env, static_cast<double>(best));
+  std::vector<std::pair<float, int32_t>> cand;
+  for (int64_t i = 0; i < nv; ++i)
+    if (!banned[i]) cand.push_back({l[i], static_cast<int32_t>(i)});
+  std::sort(cand.begin(), cand.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  if (top_k > 0 && static_cast<size_t>(top_k) < cand.size()) cand.resize(static_cast<size_t>(top_k));
+  std::vector<double> p(cand.size());
+  double mx = cand[0].first, sum = 0;
+  for (size_t i = 0; i < cand.size(); ++i) sum += p[i] = std::exp((cand[i].first - mx) / temperature);
+  if (top_p > 0 && top_p < 1) {
+    double acc = 0;
+    size_t keep = cand.size();
+    for (size_t i = 0; i < cand.size(); ++i) {
+      acc += p[i] / sum;
+      if (acc >= top_p) { keep = i + 1; break; }
+    }
+    p.resize(keep);
+    sum = 0;
+    for (double x : p) sum += x;
+  }
+  // splitmix64 of (seed, step): a stateless stream.
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + step + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  double u = static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0) * sum;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (u < p[i]) return Napi::Number::New(env, cand[i].second);
+    u -= p[i];
+  }
+  return Napi::Number::New(env, cand[p.size() - 1].second);
+}
+
+class RandomModelWorker : public Napi::AsyncWorker {
+ public:
+  RandomModelWorker(Napi::Env env, std::string path, lro::RandomLlamaSpec spec)
+      : Napi::AsyncWorker(env), path_(std::move(path)), spec_(std::move(spec)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      lro::write_random_llama(path_, spec_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  std::string path_;
+  lro::RandomLlamaSpec spec_;
+  Napi::Promise::Deferred deferred_;
+};
+
+// writeRandomLlama(path, {nEmbd, nLayer, nHead, nHeadKv, nFf, nVocab, type, seed, weightStd, name, latentPath, latentSteps})
+Napi::Value WriteRandomLlama(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto o = info[1].As<Napi::Object>();
+  lro::RandomLlamaSpec sp;
+  auto num = [&](const char* k, int64_t& dst) {
+    if (o.Get(k).IsNumber()) dst = o.Get(k).As<Napi::Number>().Int64Value();
+  };
+  num("nEmbd", sp.n_embd);
+  num("nLayer", sp.n_layer);
+  num("nHead", sp.n_head);
+  num("nHeadKv", sp.n_head_kv);
+  num("nFf", sp.n_ff);
+  num("nVocab", sp.n_vocab);
+  num("latentSteps", sp.latent_steps);
+  int64_t seed = 1;
+  num("seed", seed);
+  sp.seed = static_cast<uint64_t>(seed);
+  if (o.Get("weightStd").IsNumber()) sp.weight_std = o.Get("weightStd").As<Napi::Number>().FloatValue();
+  if (o.Get("name").IsString()) sp.name = o.Get("name").As<Napi::String>().Utf8Value();
+  if (o.Get("latentPath").IsString()) sp.latent_path = o.Get("latentPath").As<Napi::String>().Utf8Value();
+  try {
+    if (o.Get("type").IsString()) sp.type = parse_type(o.Get("type").As<Napi::String>().Utf8Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  auto* w = new RandomModelWorker(env, info[0].As<Napi::String>().Utf8Value(), sp);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value CpuFeatures(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), lro::cpu_features()); }
+Napi::Value PhysicalCores(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), lro::ThreadPool::physical_cores()); }
+
+void register_functions(Napi::Env env, Napi::Object exports) {
+  exports.Set("logitStats", Napi::Function::New(env, LogitStatsFn));
+  exports.Set("vectorStats", Napi::Function::New(env, VectorStatsFn));
+  exports.Set("addScaledNoise", Napi::Function::New(env, AddScaledNoise));
+  exports.Set("meanRows", Napi::Function::New(env, MeanRows));
+  exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("dequantize", Napi::Function::New(env, Dequantize));
+  exports.Set("writeGguf", Napi::Function::New(env, WriteGguf));
+  exports.Set("sampleToken", Napi::Function::New(env, SampleToken));
+  exports.Set("writeRandomLlama", Napi::Function::New(env, WriteRandomLlama));
+  exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures));
+  exports.Set("physicalCores", Napi::Function::New(env, PhysicalCores));
+}
+
+}  // namespace lro_napi

@@ -1,0 +1,221 @@
+// NativeModel and the model-level entry points (loadModel, inspectGguf).
+#include "bindings/common.h"
+#include "bindings/model_wrap.h"
+
+namespace lro_napi {
+
+Napi::Object ModelWrap::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function f = DefineClass(env, "NativeModel",
+                                 {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("metadata", &ModelWrap::Metadata),
+                                  InstanceMethod("tokenize", &ModelWrap::Tokenize),
+                                  InstanceMethod("detokenize", &ModelWrap::Detokenize),
+                                  InstanceMethod("tokenText", &ModelWrap::TokenText),
+                                  InstanceMethod("isEog", &ModelWrap::IsEog), InstanceMethod("dispose", &ModelWrap::Dispose)});
+  register_class(env, f);
+  exports.Set("NativeModel", f);
+  return exports;
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+
+Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  const auto& hp = m.hparams();
+  const auto& tok = m.tokenizer();
+  auto o = Napi::Object::New(env);
+  o.Set("path", m.file().path());
+  o.Set("ggufVersion", m.file().version());
+  o.Set("fileSize", static_cast<double>(m.file().file_size()));
+  o.Set("architecture", hp.arch);
+  o.Set("name", m.file().get_string("general.name", ""));
+  o.Set("vocabOnly", m.vocab_only());
+  o.Set("nVocab", static_cast<double>(hp.n_vocab));
+  o.Set("nEmbd", static_cast<double>(hp.n_embd));
+  o.Set("nLayer", static_cast<double>(hp.n_layer));
+  o.Set("nHead", static_cast<double>(hp.n_head));
+  o.Set("nHeadKv", static_cast<double>(hp.n_head_kv));
+  o.Set("headDim", static_cast<double>(hp.head_dim));
+  o.Set("nFf", static_cast<double>(hp.n_ff));
+  o.Set("nRot", static_cast<double>(hp.n_rot));
+  o.Set("nCtxTrain", static_cast<double>(hp.n_ctx_train));
+  o.Set("rmsEps", hp.rms_eps);
+  o.Set("ropeFreqBase", hp.rope_base);
+  o.Set("hasRopeFreqs", !m.rope_freqs().empty());
+  o.Set("tiedOutput", m.tied_output());
+  auto tensors = Napi::Array::New(env, m.file().tensors().size());
+  uint32_t i = 0;
+  for (const auto& t : m.file().tensors()) {
+    auto to = Napi::Object::New(env);
+    to.Set("name", t.name);
+    to.Set("type", type_name(t.type));
+    auto shape = Napi::Array::New(env, t.n_dims);
+    for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, static_cast<double>(t.ne[d]));
+    to.Set("shape", shape);
+    to.Set("bytes", static_cast<double>(t.nbytes));
+    tensors.Set(i++, to);
+  }
+  o.Set("tensors", tensors);
+  auto to = Napi::Object::New(env);
+  to.Set("model", tok.model());
+  to.Set("pre", tok.pre());
+  to.Set("nTokens", tok.n_tokens());
+  to.Set("bos", tok.bos());
+  to.Set("eos", tok.eos());
+  to.Set("eot", tok.eot());
+  to.Set("addBos", tok.add_bos());
+  to.Set("addEos", tok.add_eos());
+  o.Set("tokenizer", to);
+  return o;
+}
+
+Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  // Arrays longer than maxArray are summarised so `info` stays readable on 128k vocabularies.
+  uint32_t max_array = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 0xffffffffu;
+  auto o = Napi::Object::New(env);
+  for (const auto& kv : m.file().metadata()) {
+    const auto& v = kv.second;
+    if (v.type == lro::GgufValueType::ARRAY && v.arr.size() > max_array) {
+      auto s = Napi::Object::New(env);
+      s.Set("arrayOf", lro::gguf_value_type_name(v.elem_type));
+      s.Set("length", static_cast<double>(v.arr.size()));
+      o.Set(kv.first, s);
+    } else {
+      o.Set(kv.first, gguf_value_to_js(env, v, kv.first));
+    }
+  }
+  return o;
+}
+
+Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  std::string text = info[0].As<Napi::String>().Utf8Value();
+  bool add_bos = info[1].ToBoolean();
+  bool parse_special = info[2].ToBoolean();
+  auto ids = m.tokenizer().encode(text, add_bos, parse_special);
+  auto arr = Napi::Int32Array::New(env, ids.size());
+  if (!ids.empty()) std::memcpy(arr.Data(), ids.data(), ids.size() * 4);
+  return arr;
+}
+
+Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  auto arr = info[0].As<Napi::Int32Array>();
+  std::vector<int32_t> ids(arr.Data(), arr.Data() + arr.ElementLength());
+  for (int32_t id : ids)
+    if (id < 0 || id >= m.tokenizer().n_tokens())
+      throw Napi::RangeError::New(env, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                           std::to_string(m.tokenizer().n_tokens()) + ")");
+  return Napi::String::New(env, m.tokenizer().decode(ids, info[1].ToBoolean()));
+}
+
+Napi::Value ModelWrap::TokenText(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& m = get(env);
+  int32_t id = info[0].As<Napi::Number>().Int32Value();
+  if (id < 0 || id >= m.tokenizer().n_tokens())
+    throw Napi::RangeError::New(env, "token id " + std::to_string(id) + " is outside the vocabulary");
+  return Napi::String::New(env, m.tokenizer().token_text(id));
+}
+
+Napi::Value ModelWrap::IsEog(const Napi::CallbackInfo& info) {
+  auto& m = get(info.Env());
+  return Napi::Boolean::New(info.Env(), m.tokenizer().is_eog(info[0].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
+  model.reset();  // sessions hold their own reference; the mapping goes when the last one does
+  return info.Env().Undefined();
+}
+
+class LoadWorker : public Napi::AsyncWorker {
+ public:
+  LoadWorker(Napi::Env env, std::string path, bool vocab_only)
+      : Napi::AsyncWorker(env), path_(std::move(path)), vocab_only_(vocab_only), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      model_ = lro::LlamaModel::load(path_, vocab_only_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Object obj = new_instance(Env(), "NativeModel");
+    ModelWrap::Unwrap(obj)->model = model_;
+    deferred_.Resolve(obj);
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  std::string path_;
+  bool vocab_only_;
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<lro::LlamaModel> model_;
+};
+
+// inspectGguf(path, maxArray): metadata and tensor table of any GGUF (adapters, latent heads,
+// vocab-only files), validated like a model file but without building a tokenizer.
+Napi::Value InspectGguf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "inspectGguf(path: string, maxArray?: number)");
+  uint32_t max_array = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0xffffffffu;
+  std::unique_ptr<lro::GgufFile> f;
+  try {
+    f = lro::GgufFile::open(info[0].As<Napi::String>().Utf8Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  auto o = Napi::Object::New(env);
+  o.Set("path", f->path());
+  o.Set("ggufVersion", f->version());
+  o.Set("fileSize", static_cast<double>(f->file_size()));
+  auto md = Napi::Object::New(env);
+  for (const auto& kv : f->metadata()) {
+    const auto& v = kv.second;
+    if (v.type == lro::GgufValueType::ARRAY && v.arr.size() > max_array) {
+      auto sm = Napi::Object::New(env);
+      sm.Set("arrayOf", lro::gguf_value_type_name(v.elem_type));
+      sm.Set("length", static_cast<double>(v.arr.size()));
+      md.Set(kv.first, sm);
+    } else {
+      md.Set(kv.first, gguf_value_to_js(env, v, kv.first));
+    }
+  }
+  o.Set("metadata", md);
+  auto tensors = Napi::Array::New(env, f->tensors().size());
+  uint32_t i = 0;
+  for (const auto& t : f->tensors()) {
+    auto to = Napi::Object::New(env);
+    to.Set("name", t.name);
+    to.Set("type", type_name(t.type));
+    auto shape = Napi::Array::New(env, t.n_dims);
+    for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, static_cast<double>(t.ne[d]));
+    to.Set("shape", shape);
+    to.Set("bytes", static_cast<double>(t.nbytes));
+    tensors.Set(i++, to);
+  }
+  o.Set("tensors", tensors);
+  return o;
+}
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "loadModel(path: string, vocabOnly: boolean)");
+  auto* w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), info.Length() > 1 && info[1].ToBoolean());
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+void register_model(Napi::Env env, Napi::Object exports) {
+  ModelWrap::Init(env, exports);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("inspectGguf", Napi::Function::New(env, InspectGguf));
+}
+
+}  // namespace lro_napi

@@ -1,0 +1,332 @@
+// NativeSession: the batched forward pass with captures and edits, KV-cache sequences, adapters.
+#include "bindings/common.h"
+#include "bindings/adapter_wrap.h"
+#include "bindings/model_wrap.h"
+
+namespace lro_napi {
+
+struct CaptureSpec {
+  lro::HookPoint point;
+  int layer;  // -1: final_norm
+  std::string name;
+};
+
+CaptureSpec parse_capture(const std::string& name, int64_t n_layer) {
+  if (name == "final_norm") return {lro::HookPoint::FINAL_NORM, -1, name};
+  if (name == "embed") return {lro::HookPoint::RESID_PRE, 0, name};
+  auto dot = name.rfind('.');
+  if (dot == std::string::npos)
+    throw std::invalid_argument("capture point '" + name + "' needs a layer, e.g. resid_post.0");
+  std::string p = name.substr(0, dot), ls = name.substr(dot + 1);
+  lro::HookPoint hp;
+  if (p == "resid_pre") hp = lro::HookPoint::RESID_PRE;
+  else if (p == "attn_out") hp = lro::HookPoint::ATTN_OUT;
+  else if (p == "resid_mid") hp = lro::HookPoint::RESID_MID;
+  else if (p == "mlp_out") hp = lro::HookPoint::MLP_OUT;
+  else if (p == "resid_post") hp = lro::HookPoint::RESID_POST;
+  else
+    throw std::invalid_argument("unknown capture point '" + p + "' (expected embed, resid_pre, resid_mid, resid_post, attn_out, mlp_out, final_norm)");
+  if (ls.empty() || ls.find_first_not_of("0123456789") != std::string::npos || ls.size() > 6)
+    throw std::invalid_argument("capture point '" + name + "': layer must be a number");
+  int layer = std::stoi(ls);
+  if (layer >= n_layer)
+    throw std::invalid_argument("capture point '" + name + "': the model has layers 0.." + std::to_string(n_layer - 1));
+  return {hp, layer, name};
+}
+
+// A vector added to (or written over) the residual stream at a point, for steering and patching.
+// INJECT is the Activation Oracles injection, x + scale * ||x|| * v / ||v||, computed by the trainer's
+// own inject_forward so that inference sees the very bits training did.
+struct EditSpec {
+  enum Mode { ADD, REPLACE, NOISE, INJECT } mode;
+  lro::HookPoint point;
+  int layer;
+  int64_t row;
+  std::vector<float> vec;  // ADD: added (already scaled); REPLACE: written over
+  double scale = 1;        // NOISE: x + scale * ||x|| * g / ||g||
+  uint64_t seed = 0;
+};
+
+class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports);
+  explicit SessionWrap(const Napi::CallbackInfo& info);
+  std::unique_ptr<lro::Session> session;
+  std::atomic<bool> busy{false};
+  std::atomic<bool> cancel{false};
+  bool dispose_pending = false;
+
+  lro::Session& get(const Napi::Env& env) {
+    if (!session) throw Napi::Error::New(env, "session has been disposed");
+    if (busy) throw Napi::Error::New(env, "session is busy with an eval; await it (or cancel it) first");
+    return *session;
+  }
+
+ private:
+  Napi::Value Eval(const Napi::CallbackInfo& info);
+  Napi::Value Cancel(const Napi::CallbackInfo& info);
+  Napi::Value SeqCopy(const Napi::CallbackInfo& info);
+  Napi::Value SeqRemove(const Napi::CallbackInfo& info);
+  Napi::Value SeqPosMax(const Napi::CallbackInfo& info);
+  Napi::Value Threads(const Napi::CallbackInfo& info);
+  Napi::Value SetAdapters(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+};
+
+Napi::Object SessionWrap::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function f = DefineClass(
+      env, "NativeSession",
+      {InstanceMethod("eval", &SessionWrap::Eval), InstanceMethod("cancel", &SessionWrap::Cancel),
+       InstanceMethod("seqCopy", &SessionWrap::SeqCopy), InstanceMethod("seqRemove", &SessionWrap::SeqRemove),
+       InstanceMethod("seqPosMax", &SessionWrap::SeqPosMax), InstanceMethod("threads", &SessionWrap::Threads),
+       InstanceMethod("setAdapters", &SessionWrap::SetAdapters),
+       InstanceMethod("dispose", &SessionWrap::Dispose)});
+  register_class(env, f);
+  exports.Set("NativeSession", f);
+  return exports;
+}
+
+// new NativeSession(model, {nCtx, kvType, threads})
+SessionWrap::SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SessionWrap>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
+    throw Napi::TypeError::New(env, "new NativeSession(model, options)");
+  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+  auto o = info[1].As<Napi::Object>();
+  lro::SessionOptions so;
+  so.n_ctx = o.Get("nCtx").As<Napi::Number>().Int64Value();
+  so.kv_f16 = o.Get("kvType").As<Napi::String>().Utf8Value() == "f16";
+  so.threads = o.Get("threads").As<Napi::Number>().Int32Value();
+  try {
+    session = std::make_unique<lro::Session>(mw->model, so);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+class EvalWorker : public Napi::AsyncWorker {
+ public:
+  EvalWorker(Napi::Env env, SessionWrap* owner) : Napi::AsyncWorker(env), owner_(owner), deferred_(Napi::Promise::Deferred::New(env)) {
+    owner_->Ref();
+  }
+  ~EvalWorker() override { owner_->Unref(); }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  std::vector<int32_t> tokens, pos, seq;
+  std::vector<float> embeddings;
+  lro::Batch batch;
+  std::vector<CaptureSpec> captures;
+  std::vector<EditSpec> edits;
+  std::vector<std::vector<float>> captured;  // per capture: [output_rows, d]
+  lro::EvalResult result;
+
+  void Execute() override {
+    try {
+      batch.tokens = tokens.empty() ? nullptr : tokens.data();
+      batch.embeddings = embeddings.empty() ? nullptr : embeddings.data();
+      batch.pos = pos.data();
+      batch.seq = seq.data();
+      const auto& rows = batch.output_rows;
+      captured.resize(captures.size());
+      if (!captures.empty() || !edits.empty()) {
+        batch.hook = [this, &rows](lro::HookPoint p, int layer, float* x, int64_t n, int64_t d) {
+          for (const auto& e : edits) {
+            if (e.point != p || e.layer != layer) continue;
+            float* r = x + e.row * d;
+            if (e.mode == EditSpec::NOISE) lro::add_scaled_noise(r, r, d, e.scale, e.seed);
+            else if (e.mode == EditSpec::INJECT) {
+              const int64_t row0 = 0;
+              lro::inject_forward(r, d, &row0, e.vec.data(), 1, static_cast<float>(e.scale), 1e-12f, false, nullptr);
+            } else
+              for (int64_t i = 0; i < d; ++i)
+                r[i] = e.mode == EditSpec::REPLACE ? e.vec[i] : r[i] + static_cast<float>(e.scale) * e.vec[i];
+          }
+          for (size_t c = 0; c < captures.size(); ++c) {
+            if (captures[c].point != p || captures[c].layer != layer) continue;
+            auto& out = captured[c];
+            out.resize(rows.size() * d);
+            for (size_t i = 0; i < rows.size(); ++i) {
+              int64_t src = p == lro::HookPoint::FINAL_NORM ? static_cast<int64_t>(i) : rows[i];
+              if (src >= n) continue;
+              std::memcpy(out.data() + i * d, x + src * d, d * sizeof(float));
+            }
+          }
+        };
+      }
+      result = owner_->session->eval(batch, &owner_->cancel);
+    } catch (const lro::CancelledError&) {
+      SetError("cancelled");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void Finish() {
+    owner_->busy = false;
+    owner_->cancel = false;
+    if (owner_->dispose_pending) owner_->session.reset();
+  }
+  void OnOK() override {
+    Finish();
+    Napi::Env env = Env();
+    auto o = Napi::Object::New(env);
+    if (batch.want_logits) o.Set("logits", to_f32(env, result.logits.data(), result.logits.size()));
+    if (batch.want_final_norm) o.Set("finalNorm", to_f32(env, result.final_norm.data(), result.final_norm.size()));
+    auto caps = Napi::Object::New(env);
+    for (size_t c = 0; c < captures.size(); ++c) caps.Set(captures[c].name, to_f32(env, captured[c].data(), captured[c].size()));
+    o.Set("captures", caps);
+    deferred_.Resolve(o);
+  }
+  void OnError(const Napi::Error& e) override {
+    Finish();
+    if (std::string(e.Message()) == "cancelled") {
+      auto err = Napi::Error::New(Env(), "eval cancelled");
+      err.Set("code", "ABORT_ERR");
+      err.Set("name", "AbortError");
+      deferred_.Reject(err.Value());
+    } else {
+      deferred_.Reject(e.Value());
+    }
+  }
+
+ private:
+  SessionWrap* owner_;
+  Napi::Promise::Deferred deferred_;
+};
+
+
+// eval({tokens?: Int32Array, embeddings?: Float32Array, pos: Int32Array, seq: Int32Array,
+//       outputRows: Int32Array, logits: boolean, finalNorm: boolean, capture: string[],
+//       edits: {point, row, mode: add|replace|noise|inject, vector?, scale?, seed?}[]})
+Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto& s = get(env);
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "eval(request)");
+  auto req = info[0].As<Napi::Object>();
+  const auto& hp = s.model().hparams();
+  auto* w = new EvalWorker(env, this);
+  try {
+    Napi::Value tv = req.Get("tokens"), ev = req.Get("embeddings");
+    if (!tv.IsUndefined() && !tv.IsNull()) w->tokens = copy_typed<int32_t, Napi::Int32Array>(tv, "tokens");
+    if (!ev.IsUndefined() && !ev.IsNull()) w->embeddings = copy_typed<float, Napi::Float32Array>(ev, "embeddings");
+    w->pos = copy_typed<int32_t, Napi::Int32Array>(req.Get("pos"), "pos");
+    w->seq = copy_typed<int32_t, Napi::Int32Array>(req.Get("seq"), "seq");
+    auto rows = copy_typed<int32_t, Napi::Int32Array>(req.Get("outputRows"), "outputRows");
+    size_t n = w->tokens.empty() ? w->embeddings.size() / static_cast<size_t>(hp.n_embd) : w->tokens.size();
+    if (w->tokens.empty() == w->embeddings.empty()) throw std::invalid_argument("eval: give exactly one of tokens or embeddings");
+    if (!w->embeddings.empty() && w->embeddings.size() % static_cast<size_t>(hp.n_embd) != 0)
+      throw std::invalid_argument("eval: embeddings length " + std::to_string(w->embeddings.size()) +
+                                  " is not a multiple of the model width " + std::to_string(hp.n_embd));
+    if (w->pos.size() != n || w->seq.size() != n)
+      throw std::invalid_argument("eval: pos and seq must have one entry per batch row (" + std::to_string(n) + ")");
+    w->batch.n = static_cast<int64_t>(n);
+    w->batch.output_rows.assign(rows.begin(), rows.end());
+    w->batch.want_logits = req.Get("logits").ToBoolean();
+    w->batch.want_final_norm = req.Get("finalNorm").ToBoolean();
+    Napi::Value cap = req.Get("capture");
+    if (cap.IsArray()) {
+      auto a = cap.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) w->captures.push_back(parse_capture(a.Get(i).As<Napi::String>().Utf8Value(), hp.n_layer));
+    }
+    Napi::Value ed = req.Get("edits");
+    if (ed.IsArray()) {
+      auto a = ed.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        auto eo = a.Get(i).As<Napi::Object>();
+        std::string name = eo.Get("point").As<Napi::String>().Utf8Value();
+        CaptureSpec sp = parse_capture(name, hp.n_layer);
+        if (sp.point == lro::HookPoint::FINAL_NORM) throw std::invalid_argument("eval: edits at final_norm are not supported");
+        EditSpec e;
+        std::string mode = eo.Get("mode").As<Napi::String>().Utf8Value();
+        if (mode == "add") e.mode = EditSpec::ADD;
+        else if (mode == "replace") e.mode = EditSpec::REPLACE;
+        else if (mode == "noise") e.mode = EditSpec::NOISE;
+        else if (mode == "inject") e.mode = EditSpec::INJECT;
+        else throw std::invalid_argument("eval: edit mode '" + mode + "' (expected add, replace, noise, inject)");
+        e.point = sp.point;
+        e.layer = sp.layer;
+        e.row = eo.Get("row").As<Napi::Number>().Int64Value();
+        Napi::Value sc = eo.Get("scale");
+        if (sc.IsNumber()) e.scale = sc.As<Napi::Number>().DoubleValue();
+        if (e.mode == EditSpec::NOISE) {
+          e.seed = static_cast<uint64_t>(eo.Get("seed").As<Napi::Number>().Int64Value());
+        } else {
+          e.vec = copy_typed<float, Napi::Float32Array>(eo.Get("vector"), "edits.vector");
+          if (static_cast<int64_t>(e.vec.size()) != hp.n_embd)
+            throw std::invalid_argument("eval: edit vector must have the model width " + std::to_string(hp.n_embd));
+        }
+        if (e.row < 0 || e.row >= static_cast<int64_t>(n)) throw std::invalid_argument("eval: edit row outside the batch");
+        w->edits.push_back(std::move(e));
+      }
+    }
+  } catch (const std::exception& e) {
+    delete w;
+    throw Napi::Error::New(env, e.what());
+  }
+  busy = true;
+  cancel = false;
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value SessionWrap::Cancel(const Napi::CallbackInfo& info) {
+  if (busy) cancel = true;
+  return info.Env().Undefined();
+}
+
+Napi::Value SessionWrap::SeqCopy(const Napi::CallbackInfo& info) {
+  auto& s = get(info.Env());
+  try {
+    s.seq_copy(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+               info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value SessionWrap::SeqRemove(const Napi::CallbackInfo& info) {
+  auto& s = get(info.Env());
+  s.seq_remove(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+               info[2].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value SessionWrap::SeqPosMax(const Napi::CallbackInfo& info) {
+  if (!session) throw Napi::Error::New(info.Env(), "session has been disposed");
+  return Napi::Number::New(info.Env(), session->seq_pos_max(info[0].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Value SessionWrap::Threads(const Napi::CallbackInfo& info) {
+  if (!session) throw Napi::Error::New(info.Env(), "session has been disposed");
+  return Napi::Number::New(info.Env(), session->threads());
+}
+
+// setAdapters([{adapter, scale}])
+Napi::Value SessionWrap::SetAdapters(const Napi::CallbackInfo& info) {
+  auto& s = get(info.Env());
+  std::vector<std::pair<std::shared_ptr<const lro::LoraAdapter>, float>> list;
+  auto a = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    auto o = a.Get(i).As<Napi::Object>();
+    auto* aw = AdapterWrap::Unwrap(o.Get("adapter").As<Napi::Object>());
+    list.push_back({aw->adapter, o.Get("scale").As<Napi::Number>().FloatValue()});
+  }
+  s.set_adapters(std::move(list));
+  return info.Env().Undefined();
+}
+
+Napi::Value SessionWrap::Dispose(const Napi::CallbackInfo& info) {
+  if (busy) {
+    cancel = true;
+    dispose_pending = true;
+  } else {
+    session.reset();
+  }
+  return info.Env().Undefined();
+}
+
+void register_session(Napi::Env env, Napi::Object exports) { SessionWrap::Init(env, exports); }
+
+}  // namespace lro_napi

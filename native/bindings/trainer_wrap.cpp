@@ -1,0 +1,326 @@
+// NativeTrainer: LoRA training steps, adapters and checkpoints.
+#include "bindings/common.h"
+#include "bindings/model_wrap.h"
+
+namespace lro_napi {
+
+// Optional fields of a JS options object (undefined or null = keep the default).
+double train_num(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsNumber()) throw std::invalid_argument(std::string("trainer: '") + key + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+bool train_bool(const Napi::Object& o, const char* key, bool fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsUndefined() || v.IsNull() ? fallback : v.ToBoolean().Value();
+}
+std::string train_str(const Napi::Object& o, const char* key, const std::string& fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsString()) throw std::invalid_argument(std::string("trainer: '") + key + "' must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// {tokens: Int32Array, labels?: Int32Array, lossMask?: Uint8Array, injectPositions?: Int32Array, vectors?: Float32Array}
+lro::TrainExample train_example(const Napi::Value& v, size_t i) {
+  const std::string where = "trainer: examples[" + std::to_string(i) + "]";
+  if (!v.IsObject()) throw std::invalid_argument(where + " must be an object");
+  auto o = v.As<Napi::Object>();
+  auto typed = [&](const char* key, napi_typedarray_type type, bool required) -> Napi::TypedArray {
+    Napi::Value f = o.Get(key);
+    if (f.IsUndefined() || f.IsNull()) {
+      if (required) throw std::invalid_argument(where + "." + key + " is required");
+      return Napi::TypedArray();
+    }
+    if (!f.IsTypedArray() || f.As<Napi::TypedArray>().TypedArrayType() != type)
+      throw std::invalid_argument(where + "." + key + " has the wrong type (see lib/native.ts)");
+    return f.As<Napi::TypedArray>();
+  };
+  lro::TrainExample e;
+  auto tok = typed("tokens", napi_int32_array, true).As<Napi::Int32Array>();
+  e.tokens.assign(tok.Data(), tok.Data() + tok.ElementLength());
+  auto lab = typed("labels", napi_int32_array, false);
+  auto mask = typed("lossMask", napi_uint8_array, false);
+  if (!lab.IsEmpty() == !mask.IsEmpty()) throw std::invalid_argument(where + ": give exactly one of labels or lossMask");
+  if (!lab.IsEmpty()) {
+    auto l = lab.As<Napi::Int32Array>();
+    e.labels.assign(l.Data(), l.Data() + l.ElementLength());
+  } else {
+    auto m = mask.As<Napi::Uint8Array>();
+    if (m.ElementLength() != e.tokens.size()) throw std::invalid_argument(where + ": lossMask must have one entry per token");
+    e.labels.resize(e.tokens.size());
+    for (size_t t = 0; t < e.tokens.size(); ++t) e.labels[t] = m[t] ? e.tokens[t] : -100;
+  }
+  auto ip = typed("injectPositions", napi_int32_array, false);
+  if (!ip.IsEmpty()) {
+    auto p = ip.As<Napi::Int32Array>();
+    e.inject_positions.assign(p.Data(), p.Data() + p.ElementLength());
+  }
+  auto vec = typed("vectors", napi_float32_array, false);
+  if (!vec.IsEmpty()) {
+    auto f = vec.As<Napi::Float32Array>();
+    e.vectors.assign(f.Data(), f.Data() + f.ElementLength());
+  }
+  return e;
+}
+
+class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(
+        env, "NativeTrainer",
+        {InstanceMethod("step", &TrainerWrap::Step), InstanceMethod("evalLoss", &TrainerWrap::EvalLoss),
+         InstanceMethod("saveAdapter", &TrainerWrap::SaveAdapter), InstanceMethod("saveCheckpoint", &TrainerWrap::SaveCheckpoint),
+         InstanceMethod("loadCheckpoint", &TrainerWrap::LoadCheckpoint), InstanceMethod("info", &TrainerWrap::Info),
+         InstanceMethod("setDataPosition", &TrainerWrap::SetDataPosition), InstanceMethod("dispose", &TrainerWrap::Dispose)});
+    register_class(env, f);
+    exports.Set("NativeTrainer", f);
+    return exports;
+  }
+  explicit TrainerWrap(const Napi::CallbackInfo& info);
+  std::unique_ptr<lro::Trainer> trainer;
+  std::atomic<bool> busy{false};
+  bool dispose_pending = false;
+
+  lro::Trainer& get(const Napi::Env& env) {
+    if (!trainer) throw Napi::Error::New(env, "trainer has been disposed");
+    if (busy) throw Napi::Error::New(env, "trainer is busy with a step; await it first");
+    return *trainer;
+  }
+
+ private:
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value EvalLoss(const Napi::CallbackInfo& info);
+  Napi::Value SaveAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto& t = get(env);
+    try {
+      t.save_adapter(info[0].As<Napi::String>().Utf8Value(), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "");
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+    return env.Undefined();
+  }
+  Napi::Value SaveCheckpoint(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto& t = get(env);
+    try {
+      t.save_checkpoint(info[0].As<Napi::String>().Utf8Value());
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+    return env.Undefined();
+  }
+  Napi::Value LoadCheckpoint(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto& t = get(env);
+    try {
+      t.load_checkpoint(info[0].As<Napi::String>().Utf8Value());
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+    return env.Undefined();
+  }
+  Napi::Value SetDataPosition(const Napi::CallbackInfo& info) {
+    get(info.Env()).set_data_position(info[0].As<Napi::Number>().Int64Value());
+    return info.Env().Undefined();
+  }
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!trainer) throw Napi::Error::New(env, "trainer has been disposed");
+    const auto& t = *trainer;
+    auto o = Napi::Object::New(env);
+    o.Set("step", static_cast<double>(t.step_count()));
+    o.Set("dataPosition", static_cast<double>(t.data_position()));
+    o.Set("threads", t.threads());
+    o.Set("rank", static_cast<double>(t.lora_config().rank));
+    o.Set("alpha", t.lora_config().alpha);
+    o.Set("rslora", t.lora_config().rslora);
+    auto targets = Napi::Array::New(env);
+    for (size_t i = 0; i < t.lora_config().targets.size(); ++i) targets.Set(static_cast<uint32_t>(i), t.lora_config().targets[i]);
+    o.Set("targets", targets);
+    double n = 0;
+    for (const auto& p : t.params()) n += static_cast<double>(p.a.size() + p.b.size());
+    o.Set("pairs", static_cast<double>(t.params().size()));
+    o.Set("trainableParams", n);
+    return o;
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (busy) dispose_pending = true;
+    else trainer.reset();
+    return info.Env().Undefined();
+  }
+};
+
+// new NativeTrainer(model, lora, optim, options)
+TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerWrap>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "new NativeTrainer(model, lora?, optim?, options?)");
+  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+  auto arg = [&](size_t i) { return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(env); };
+  Napi::Object lo = arg(1), oo = arg(2), to = arg(3);
+  try {
+    lro::LoraConfig lc;
+    lc.rank = static_cast<int64_t>(train_num(lo, "rank", static_cast<double>(lc.rank)));
+    lc.alpha = static_cast<float>(train_num(lo, "alpha", lc.alpha));
+    lc.rslora = train_bool(lo, "rslora", lc.rslora);
+    lc.dropout = static_cast<float>(train_num(lo, "dropout", lc.dropout));
+    lc.init_seed = static_cast<uint64_t>(train_num(lo, "initSeed", 0));
+    lc.init_adapter = train_str(lo, "initAdapter", "");
+    Napi::Value tg = lo.Get("targets");
+    if (tg.IsArray()) {
+      auto a = tg.As<Napi::Array>();
+      lc.targets.clear();
+      for (uint32_t i = 0; i < a.Length(); ++i) lc.targets.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+    }
+    lro::OptimConfig oc;
+    oc.lr = train_num(oo, "lr", oc.lr);
+    oc.beta1 = train_num(oo, "beta1", oc.beta1);
+    oc.beta2 = train_num(oo, "beta2", oc.beta2);
+    oc.eps = train_num(oo, "eps", oc.eps);
+    oc.weight_decay = train_num(oo, "weightDecay", oc.weight_decay);
+    oc.max_grad_norm = train_num(oo, "maxGradNorm", oc.max_grad_norm);
+    oc.schedule = lro::lr_schedule_from_name(train_str(oo, "schedule", "constant"));
+    oc.warmup_fraction = train_num(oo, "warmupFraction", oc.warmup_fraction);
+    oc.total_steps = static_cast<int64_t>(train_num(oo, "totalSteps", 0));
+    lro::TrainOptions tro;
+    tro.inject_layer = static_cast<int>(train_num(to, "injectLayer", tro.inject_layer));
+    tro.inject_coef = static_cast<float>(train_num(to, "injectCoef", tro.inject_coef));
+    const std::string mode = train_str(to, "injectMode", "add");
+    if (mode != "add" && mode != "replace") throw std::invalid_argument("trainer: injectMode must be 'add' or 'replace'");
+    tro.inject_replace = mode == "replace";
+    tro.recompute = train_bool(to, "recompute", tro.recompute);
+    tro.pack_tokens = static_cast<int64_t>(train_num(to, "packTokens", static_cast<double>(tro.pack_tokens)));
+    tro.ce_chunk_rows = static_cast<int64_t>(train_num(to, "ceChunkRows", 0));
+    tro.threads = static_cast<int>(train_num(to, "threads", 0));
+    tro.seed = static_cast<uint64_t>(train_num(to, "seed", 0));
+    trainer = std::make_unique<lro::Trainer>(mw->model, lc, oc, tro);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+class TrainWorker : public Napi::AsyncWorker {
+ public:
+  TrainWorker(Napi::Env env, TrainerWrap* owner) : Napi::AsyncWorker(env), owner_(owner), deferred_(Napi::Promise::Deferred::New(env)) {
+    owner_->Ref();
+  }
+  ~TrainWorker() override { owner_->Unref(); }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  bool eval_only = false;
+  std::vector<std::vector<lro::TrainExample>> micro_batches;
+  lro::StepResult result;
+  double eval = 0;
+
+  void Execute() override {
+    try {
+      if (eval_only) eval = owner_->trainer->eval_loss(micro_batches.front());
+      else result = owner_->trainer->step(micro_batches);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void Finish() {
+    owner_->busy = false;
+    if (owner_->dispose_pending) owner_->trainer.reset();
+  }
+  void OnOK() override {
+    Finish();
+    Napi::Env env = Env();
+    if (eval_only) {
+      deferred_.Resolve(Napi::Number::New(env, eval));
+      return;
+    }
+    auto o = Napi::Object::New(env);
+    o.Set("loss", result.loss);
+    auto ml = Napi::Array::New(env, result.micro_losses.size());
+    for (size_t i = 0; i < result.micro_losses.size(); ++i) ml.Set(static_cast<uint32_t>(i), result.micro_losses[i]);
+    o.Set("microLosses", ml);
+    o.Set("gradNorm", result.grad_norm);
+    o.Set("clipCoef", result.clip_coef);
+    o.Set("lr", result.lr);
+    o.Set("tokens", static_cast<double>(result.tokens));
+    o.Set("lossTokens", static_cast<double>(result.loss_tokens));
+    o.Set("step", static_cast<double>(result.step));
+    deferred_.Resolve(o);
+  }
+  void OnError(const Napi::Error& e) override {
+    Finish();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  TrainerWrap* owner_;
+  Napi::Promise::Deferred deferred_;
+};
+
+std::vector<lro::TrainExample> train_examples(const Napi::Value& v) {
+  if (!v.IsArray()) throw std::invalid_argument("trainer: examples must be an array");
+  auto a = v.As<Napi::Array>();
+  std::vector<lro::TrainExample> out;
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(train_example(a.Get(i), i));
+  return out;
+}
+
+// step(examples, microBatches?: number[][]): one optimizer step; default one micro-batch of all examples.
+Napi::Value TrainerWrap::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  get(env);
+  auto* w = new TrainWorker(env, this);
+  try {
+    auto ex = train_examples(info.Length() > 0 ? info[0] : env.Undefined());
+    if (info.Length() > 1 && info[1].IsArray()) {
+      auto mbs = info[1].As<Napi::Array>();
+      std::vector<bool> used(ex.size(), false);
+      for (uint32_t i = 0; i < mbs.Length(); ++i) {
+        if (!mbs.Get(i).IsArray()) throw std::invalid_argument("trainer: microBatches must be an array of index arrays");
+        auto idx = mbs.Get(i).As<Napi::Array>();
+        std::vector<lro::TrainExample> mb;
+        for (uint32_t j = 0; j < idx.Length(); ++j) {
+          int64_t k = idx.Get(j).As<Napi::Number>().Int64Value();
+          if (k < 0 || k >= static_cast<int64_t>(ex.size()) || used[static_cast<size_t>(k)])
+            throw std::invalid_argument("trainer: microBatches index " + std::to_string(k) + " is out of range or repeated");
+          used[static_cast<size_t>(k)] = true;
+          mb.push_back(ex[static_cast<size_t>(k)]);
+        }
+        if (mb.empty()) throw std::invalid_argument("trainer: an empty micro-batch");
+        w->micro_batches.push_back(std::move(mb));
+      }
+    } else {
+      w->micro_batches.push_back(std::move(ex));
+    }
+    if (w->micro_batches.empty() || w->micro_batches.front().empty()) throw std::invalid_argument("trainer: no examples");
+  } catch (const std::exception& e) {
+    delete w;
+    throw Napi::Error::New(env, e.what());
+  }
+  busy = true;
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// evalLoss(examples): pooled token mean, no gradients, no dropout.
+Napi::Value TrainerWrap::EvalLoss(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  get(env);
+  auto* w = new TrainWorker(env, this);
+  try {
+    w->eval_only = true;
+    w->micro_batches.push_back(train_examples(info.Length() > 0 ? info[0] : env.Undefined()));
+  } catch (const std::exception& e) {
+    delete w;
+    throw Napi::Error::New(env, e.what());
+  }
+  busy = true;
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+void register_trainer(Napi::Env env, Napi::Object exports) { TrainerWrap::Init(env, exports); }
+
+}  // namespace lro_napi
