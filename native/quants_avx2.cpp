@@ -210,7 +210,12 @@ struct Q32K {
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
+    const size_t bb = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
     for (int64_t b = 0; b < nb; ++b) {
+      // Decode reads every weight once and this loop does little work per byte, so the hardware
+      // prefetcher alone leaves it waiting on memory: also ask for this block of the next tile's
+      // rows (a prefetch past the end of the matrix is harmless).
+      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i]) + R * a.w_stride + size_t(b) * bb, _MM_HINT_T0);
       for (int i = 0; i < R; ++i) {
         float dw;
         const __m256i wv = weights(w[i], b, dw);
@@ -261,6 +266,10 @@ struct Q4KK {
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < nb; ++b) {
+      for (int i = 0; i < R; ++i) {  // as in Q32K: this block of the next tile's rows
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        for (int o = 0; o < int(sizeof(block_q4_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
+      }
       uint64_t sc[R], mn[R];
       __m256i iacc[R][T];
       for (int i = 0; i < R; ++i) {
@@ -328,6 +337,10 @@ struct Q6KK {
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     for (int64_t b = 0; b < nb; ++b) {
+      for (int i = 0; i < R; ++i) {  // as in Q32K: this block of the next tile's rows
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        for (int o = 0; o < int(sizeof(block_q6_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
+      }
       __m256i iacc[R][T];
       for (int i = 0; i < R; ++i)
         for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();

@@ -281,7 +281,16 @@ struct Q32K {
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
     int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) step<R, T>(w, xq, xd, b, true, acc);
+    const size_t bb = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    for (; b + 2 <= nb; b += 2) {
+      // As in Q4_K below: this pair of blocks in the next tile's rows.
+      for (int i = 0; i < R; ++i) {
+        const char* nxt = reinterpret_cast<const char*>(w[i]) + R * a.w_stride + size_t(b) * bb;
+        _mm_prefetch(nxt, _MM_HINT_T0);
+        _mm_prefetch(nxt + 64, _MM_HINT_T0);
+      }
+      step<R, T>(w, xq, xd, b, true, acc);
+    }
     if (b < nb) step<R, T>(w, xq, xd, b, false, acc);
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) store(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]));
@@ -331,6 +340,15 @@ struct Q4KK {
       __m512i sc16[R];
       __m256i mn16[R];
       __m512i iacc[R][T];
+      // Decode reads every weight once and this loop does little work per byte, so the hardware
+      // prefetcher alone leaves it waiting on memory: also ask for this block of the next tile's
+      // rows (a prefetch past the end of the matrix is harmless).
+      for (int i = 0; i < R; ++i) {
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        _mm_prefetch(nxt, _MM_HINT_T0);
+        _mm_prefetch(nxt + 64, _MM_HINT_T0);
+        _mm_prefetch(nxt + 128, _MM_HINT_T0);
+      }
       for (int i = 0; i < R; ++i) {
         uint64_t sc, mn;
         q4k_scales(w[i][b].scales, sc, mn);
@@ -400,6 +418,10 @@ struct Q6KK {
       sidx[k] = _mm512_load_si512(idx);
     }
     for (int64_t b = 0; b < nb; ++b) {
+      for (int i = 0; i < R; ++i) {  // as in Q4_K above: this block of the next tile's rows
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        for (int o = 0; o < 256; o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
+      }
       __m512i iacc[R][T];
       for (int i = 0; i < R; ++i)
         for (int j = 0; j < T; ++j) iacc[i][j] = _mm512_setzero_si512();
