@@ -1,9 +1,9 @@
 // The manifest of a capture folder: what was captured, from which model, and where each tensor lives.
-import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { InputError } from './errors.js';
+import { writeFileAtomic } from './atomic-file.js';
 
 export const CAPTURE_FORMAT = 'lro-capture';
 /** 2: reasoning records (question, latent placeholders, position kinds, answer), position selection. */
@@ -187,17 +187,5 @@ function formatManifest(m: CaptureManifest): string {
 
 /** Replaces DIR/manifest.json atomically (temp file, fsync, rename). */
 export async function writeCaptureManifest(dir: string, manifest: CaptureManifest): Promise<void> {
-  const path = join(dir, MANIFEST_FILE);
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(formatManifest(manifest), 'utf8');
-    await fh.sync();
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
+  await writeFileAtomic(join(dir, MANIFEST_FILE), formatManifest(manifest));
 }

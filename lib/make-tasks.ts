@@ -13,7 +13,7 @@ import { ensureDemoModel, DEMO_MODEL_NAME } from './demo-model.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
 import { loadModel, type Model } from './model.js';
-import { writeFileAtomic } from './oracle-common.js';
+import { writeFileAtomic } from './atomic-file.js';
 import type { OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
 import { EXTRA_DIR, extrasManifest, pointOf, runExtras, type ExtraKind } from './tasks/extras.js';

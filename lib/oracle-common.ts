@@ -1,9 +1,7 @@
 // Pieces shared by train-oracle, ask and eval-oracle: the settings file written beside a trained
-// adapter (so inference injects exactly as training did), a seeded PRNG for data order and
-// baselines, and atomic file writes.
-import { randomBytes } from 'node:crypto';
+// adapter (so inference injects exactly as training did) and a seeded PRNG for data order and
+// baselines.
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { InputError } from './errors.js';
@@ -92,18 +90,3 @@ export function shuffleInPlace<T>(a: T[], next: () => number): T[] {
   return a;
 }
 
-/** Writes through a temp file, fsync and rename, so a reader never sees half a file. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
-}

@@ -25,9 +25,9 @@ import {
   ORACLE_SETTINGS_FILE,
   rng,
   shuffleInPlace,
-  writeFileAtomic,
   type OracleSettings,
 } from './oracle-common.js';
+import { writeFileAtomic } from './atomic-file.js';
 import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
 import { abortError } from './session.js';

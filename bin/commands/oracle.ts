@@ -4,7 +4,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { askOracle, type OracleVectorSource } from '../../lib/ask-oracle.js';
 import { InputError } from '../../lib/errors.js';
-import { writeFileAtomic } from '../../lib/oracle-common.js';
+import { writeFileAtomic } from '../../lib/atomic-file.js';
 import { evalOracle, type ConditionScores, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/eval-oracle.js';
 import { ADAPTER_FORMATS, LORA_TARGETS, trainOracle, type TrainOracleProgress, type TrainOracleSummary } from '../../lib/train-oracle.js';
 import { floatArg, intArg, interruptSignal, isAbort, progressCounts, progressLine, requireFile } from '../cli-util.js';
