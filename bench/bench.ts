@@ -3,10 +3,8 @@
 // threads 2. With LLAMA_BENCH=<path to llama-bench>, llama.cpp runs on the same files in the same
 // run and a ratio line per case is printed. `npm run bench -- --json` writes JSON to stdout.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cacheDir } from '../lib/demo-model.js';
+import { llama1bShapedModel } from './bench-models.js';
 import { loadModel } from '../lib/model.js';
 import { native } from '../lib/native.js';
 
@@ -23,28 +21,6 @@ interface Case {
   ours: number; // tokens per second
   llamaCpp?: number;
   ratio?: number;
-}
-
-async function modelFile(type: string): Promise<string> {
-  const dir = join(cacheDir(), 'bench');
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `llama1b-4l.${type}.gguf`);
-  if (!existsSync(path)) {
-    log(`generating ${path} ...`);
-    await native().writeRandomLlama(path, {
-      nEmbd: 2048,
-      nLayer: 4,
-      nHead: 32,
-      nHeadKv: 8,
-      nFf: 8192,
-      nVocab: 128256,
-      type,
-      seed: 7,
-      weightStd: 0.02,
-      name: 'bench llama-3.2-1b-shaped 4 layers (random)',
-    });
-  }
-  return path;
 }
 
 function median(xs: number[]): number {
@@ -114,7 +90,7 @@ async function main() {
   const bin = process.env.LLAMA_BENCH;
   log(`lro-native bench: threads ${threads}, kernels ${native().cpuFeatures()}`);
   for (const type of types) {
-    const path = await modelFile(type);
+    const path = await llama1bShapedModel(type, log);
     const o = await ours(path);
     let l: Record<string, number> | undefined;
     if (bin) {

@@ -7,12 +7,12 @@
 // Knobs: BENCH_THREADS (2), BENCH_STEPS (timed steps; 3), BENCH_CASES (all), BENCH_TORCH=0 (skip),
 // BENCH_RANK (64), BENCH_BATCH (4), BENCH_SEQ (64), BENCH_LOSS_TOKENS (16). `-- --json` for JSON.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { cacheDir } from '../lib/demo-model.js';
 import { loadModel } from '../lib/model.js';
+import { llama1bShapedModel } from './bench-models.js';
 import { native, type NativeTrainExample } from '../lib/native.js';
 import { rng } from '../lib/oracle-common.js';
 
@@ -54,25 +54,7 @@ interface Result {
 
 async function modelFile(c: CaseSpec): Promise<string> {
   if (c.name === 'tiny-f32') return join(sharedDir, 'golden', 'gguf', 'tiny-l3.f32.gguf');
-  const dir = join(cacheDir(), 'bench');
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `llama1b-4l.${c.type}.gguf`);
-  if (!existsSync(path)) {
-    log(`generating ${path} ...`);
-    await native().writeRandomLlama(path, {
-      nEmbd: 2048,
-      nLayer: 4,
-      nHead: 32,
-      nHeadKv: 8,
-      nFf: 8192,
-      nVocab: 128256,
-      type: c.type,
-      seed: 7,
-      weightStd: 0.02,
-      name: 'bench llama-3.2-1b-shaped 4 layers (random)',
-    });
-  }
-  return path;
+  return llama1bShapedModel(c.type, log);
 }
 
 function peakRssMb(): number {
