@@ -1,11 +1,12 @@
 // Reasoning traces: one JSON line per question with the answer, the logit lens of every latent
 // step, early decodes and ablations, appended as each question finishes. A rerun continues after
 // the last complete line, so an interrupted run loses at most the question in flight.
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { open, stat, truncate } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { isCorrect } from './answers.js';
+import { writeFileAtomic } from './atomic-file.js';
 import { MANIFEST_FILE, PositionSelectorSchema } from './capture-manifest.js';
 import { CaptureSink } from './capture-sink.js';
 import { checkPointName, manifestModel, reasoningRecordEntry, reasoningSettings, reasoningTensors, type CaptureRecord } from './capture.js';
@@ -287,9 +288,35 @@ export async function trace(
     if (l.correct) correct++;
     if (l.no_reasoning_correct) noReasoningCorrect++;
   };
+  // What the lines cannot show (the model, the decoding settings) is kept beside the trace file,
+  // so a resume with another model or seed is refused instead of mixing two runs in one file.
+  const settingsPath = `${o.out}.settings.json`;
+  const runSettings = {
+    model: { path: resolve(model.info.path), fileSize: model.info.fileSize },
+    latentHead: resolve(head.settings.path),
+    format: o.format ?? head.settings.promptFormat,
+    maxAnswerTokens: o.maxAnswerTokens,
+    temperature: o.temperature,
+    seed: o.seed,
+    noiseScale: o.noiseScale,
+    kvType: o.kvType,
+  };
   let state: TraceFileState = { ids: new Set(), first: null, truncatedBytes: 0 };
   if (!o.overwrite) {
     state = await readTraceFile(o.out, tally);
+    if (state.first && existsSync(settingsPath)) {
+      let have: Record<string, unknown>;
+      try {
+        have = JSON.parse(readFileSync(settingsPath, 'utf8')) as Record<string, unknown>;
+      } catch {
+        throw new InputError(`${settingsPath} is not valid JSON; remove it to continue ${o.out}, or use --overwrite`);
+      }
+      for (const [k, v] of Object.entries(runSettings))
+        if (JSON.stringify(have[k]) !== JSON.stringify(v))
+          throw new InputError(
+            `${o.out} was traced with other settings (${k} is ${JSON.stringify(have[k])} there, ${JSON.stringify(v)} now); continue it with the same ones, or use another --out or --overwrite`,
+          );
+    }
     const first = state.first;
     if (first) {
       const have = shapeOf(first);
@@ -326,6 +353,7 @@ export async function trace(
 
   let fh;
   try {
+    await writeFileAtomic(settingsPath, JSON.stringify(runSettings, null, 1) + '\n');
     fh = await open(o.out, o.overwrite ? 'w' : 'a');
   } catch (e) {
     throw new InputError(`${o.out}: cannot open for writing (${(e as Error).message})`);

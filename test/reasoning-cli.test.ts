@@ -168,6 +168,8 @@ describe('trace', () => {
         trace(demo, records, { ...opts, out, signal: ac.signal, onProgress: (p) => p.written === 2 && ac.abort() }),
       ).rejects.toMatchObject({ name: 'AbortError' });
       expect(readLines(out).map((l) => l.id)).toEqual(['q0', 'q1']);
+      // What the lines do not show (seed, model) is checked from the settings file beside them.
+      await expect(trace(demo, records, { ...opts, out, seed: 7 })).rejects.toThrow(/lib-abort\.jsonl was traced with other settings \(seed is 0 there, 7 now\)/);
       const s = await trace(demo, records, { ...opts, out });
       expect(s).toMatchObject({ written: 2, skipped: 2, lines: 4 });
       expect(readFileSync(out, 'utf8')).toBe(readFileSync(whole, 'utf8'));
