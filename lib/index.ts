@@ -48,6 +48,7 @@ export { CaptureSink, type CaptureSinkInit, type SinkTensor } from './capture-si
 export {
   reason,
   reasonStream,
+  meanLatentInputs,
   findLatentHead,
   requireLatentHead,
   POSITION_KINDS,

@@ -7,6 +7,7 @@ import type { CaptureRecord } from './capture.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
 import type { Model } from './model.js';
+import { native } from './native.js';
 import { parseOptions } from './options.js';
 import { Reasoner, type ReasonOptions, type ReasonResult } from './reasoner.js';
 import { abortError, type Session } from './session.js';
@@ -182,4 +183,28 @@ export async function* reasonStream(
   } finally {
     if (!call.session) session.dispose();
   }
+}
+
+/**
+ * The mean fed embedding e_k of every latent step over a dataset (k = 0..N-1), for the `mean`
+ * intervention: `{kind: 'mean', step: k, vector: means[k]}`. Runs the clean loop on each record
+ * (no answer tokens needed); the averaging is native.
+ */
+export async function meanLatentInputs(
+  model: Model,
+  records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>,
+  options: ReasonStreamOptions = {},
+): Promise<Float32Array[]> {
+  const width = model.info.nEmbd;
+  const perStep: Float32Array[][] = [];
+  for await (const item of reasonStream(model, records, { ...options, maxAnswerTokens: 0, earlyDecode: false, ablations: [], noReasoning: false, capture: [] })) {
+    const steps = item.result.steps.slice(0, item.result.latentSteps);
+    steps.forEach((s, k) => (perStep[k] ??= []).push(s.e));
+  }
+  if (perStep.length === 0) throw new InputError('meanLatentInputs: no records, or a head with no latent steps');
+  return perStep.map((rows) => {
+    const x = new Float32Array(rows.length * width);
+    rows.forEach((r, i) => x.set(r, i * width));
+    return native().meanRows(x, width);
+  });
 }

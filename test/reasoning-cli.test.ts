@@ -354,6 +354,20 @@ describe('library', () => {
     await expect(reason(model, 'x', { latentSteps: -1 })).rejects.toThrow(/invalid reason options: latentSteps/);
   });
 
+  test('meanLatentInputs averages e_k over a dataset; the mean intervention feeds it', async () => {
+    const { meanLatentInputs } = await import('../lib/reason.js');
+    const means = await meanLatentInputs(model, [0, 1].map((i) => ({ id: String(i), text: questions[i].question })), { threads: 2 });
+    expect(means.length).toBe(N);
+    for (let k = 0; k < N; k++)
+      for (let c = 0; c < D; c++) {
+        const want = (results[0].steps[k].e[c] + results[1].steps[k].e[c]) / 2;
+        expect(Math.abs(means[k][c] - want)).toBeLessThan(1e-5 * Math.max(1, Math.abs(want)));
+      }
+    const r = await reason(model, questions[2].question, { maxAnswerTokens: 4, interventions: [{ kind: 'mean', step: 3, vector: means[3] }] });
+    expect(Array.from(r.steps[3].e)).toEqual(Array.from(means[3]));
+    expect(Array.from(r.steps[2].e)).toEqual(Array.from(results[2].steps[2].e));
+  });
+
   test('reasonStream: progress per record, AbortSignal cancels', async () => {
     const ac = new AbortController();
     const seen: string[] = [];
