@@ -340,6 +340,22 @@ describe('eval and run', () => {
     expect(line.early_decodes.map((e: { answer_tokens: number[] }) => e.answer_tokens)).toEqual(results[0].earlyDecodes.map((e) => e.answerTokens));
     expect(line.no_reasoning_answer_tokens).toEqual(results[0].noReasoning!.answerTokens);
   });
+
+  test('run --intervene: the main run as the library runs it with the same interventions', async () => {
+    const q = questions[0];
+    const r = await cli(['run', '-m', codiPath, q.question, '--max-answer-tokens', '12', '--no-early-decode', '--threads', THREADS, '--json', '--intervene', 'zero:2,noise:4:0.5:3@resid_post.1']);
+    expect(r.code, r.stderr).toBe(0);
+    const line = JSON.parse(r.stdout);
+    const lib = await reason(model, q.question, {
+      maxAnswerTokens: 12,
+      interventions: [{ kind: 'zero', step: 2 }, { kind: 'noise', step: 4, scale: 0.5, seed: 3, at: 'resid_post.1' }],
+    });
+    expect(line.answer_tokens).toEqual(lib.answerTokens);
+    // zero at step 2 of the fed embeddings equals the golden zero ablation of step 2 up to step 4's noise
+    expect(line.steps[3].norm).toBeCloseTo(results[0].ablations.zero![2].h[3].reduce((a, x) => a + x * x, 0) ** 0.5, 3);
+    const bad = await cli(['run', '-m', codiPath, 'x', '--intervene', 'swap:1']);
+    expectUserError(bad, /"swap:1": swap needs two steps/);
+  });
 });
 
 describe('library', () => {

@@ -1,6 +1,6 @@
 // `lro-native trace`, `eval` and `run`: latent reasoning over a dataset (JSONL traces, resumable),
 // GSM8K accuracy with and without latents, and one question shown step by step in the terminal.
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { basename } from 'node:path';
 import {
   choiceListArg,
@@ -23,7 +23,7 @@ import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib
 import { InputError } from '../../lib/errors.js';
 import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
 import { reason, requireLatentHead } from '../../lib/reason.js';
-import type { AblationKind } from '../../lib/reasoner.js';
+import type { AblationKind, Intervention } from '../../lib/reasoner.js';
 import { trace, traceLine, type TraceLine, type TraceProgress } from '../../lib/trace.js';
 
 const ABLATIONS = ['zero', 'skip', 'noise'] as const;
@@ -223,7 +223,45 @@ async function evalCommand(opts: EvalCliOptions): Promise<void> {
 
 // ------------------------------------------------------------------ run
 
+/**
+ * --intervene: comma-separated `zero:K`, `skip:K`, `noise:K[:SCALE[:SEED]]`, `swap:I:J`; `zero` and
+ * `noise` also take `@POINT` (e.g. `zero:2@resid_post.1`) to act at that hook point of latent
+ * position K instead of on the fed embedding. (mean, patch and steer need vectors: library only.)
+ */
+function interventionsArg(value: string): Intervention[] {
+  const bad = (spec: string, why: string) =>
+    new InvalidArgumentError(`"${spec}": ${why} (expected zero:K, skip:K, noise:K[:SCALE[:SEED]] or swap:I:J, with @POINT for zero/noise)`);
+  return value
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .map((spec): Intervention => {
+      const [body, at] = spec.split('@');
+      const parts = body.split(':');
+      const nums = parts.slice(1).map(Number);
+      if (nums.some((n) => !Number.isFinite(n) || n < 0)) throw bad(spec, 'numbers must be non-negative');
+      const step = nums[0];
+      if (!Number.isInteger(step)) throw bad(spec, 'needs a step number');
+      if (at !== undefined && !/^(embed|(resid_pre|resid_mid|resid_post|attn_out|mlp_out)\.\d+)$/.test(at)) throw bad(spec, `unknown hook point "${at}"`);
+      switch (parts[0]) {
+        case 'zero':
+          return { kind: 'zero', step, at };
+        case 'skip':
+          if (at) throw bad(spec, 'skip acts on the fed embedding only');
+          return { kind: 'skip', step };
+        case 'noise':
+          return { kind: 'noise', step, scale: nums[1] ?? 1, seed: nums[2] ?? 0, at };
+        case 'swap':
+          if (!Number.isInteger(nums[1])) throw bad(spec, 'swap needs two steps');
+          return { kind: 'swap', step, with: nums[1] };
+        default:
+          throw bad(spec, `unknown intervention "${parts[0]}"`);
+      }
+    });
+}
+
 interface RunCliOptions {
+  intervene: Intervention[];
   model?: string;
   latentHead?: string;
   latentSteps?: number;
@@ -247,12 +285,17 @@ const num = (x: number, digits = 2) => x.toFixed(digits);
 // JSON quoting escapes C0 controls; C1 controls and the Unicode line separators would still move a terminal's cursor.
 const show = (s: string) => JSON.stringify(s).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
-function runReport(question: string, line: TraceLine, opts: { format: string; headPath: string; demo: boolean; stopText: string | null }): string {
+function runReport(
+  question: string,
+  line: TraceLine,
+  opts: { format: string; headPath: string; demo: boolean; stopText: string | null; interventions: string | null },
+): string {
   const out: string[] = [];
   const N = line.steps.length - 1;
   out.push(`question   ${question}`);
   out.push(`prompt     ${line.prompt_tokens.length} tokens (format ${opts.format}), ${N} latent steps; head ${opts.headPath}`);
   if (opts.demo) out.push('model      built-in demo (random weights: the tokens below mean nothing)');
+  if (opts.interventions) out.push(`intervened ${opts.interventions} (the steps below are of the intervened run)`);
   out.push('');
   out.push(`step   norm    cos   entropy  logit lens: top ${line.steps[0]?.top_k.length ?? 0} (shade ${SHADES.join('')} = probability 0..1)`);
   for (const s of line.steps) {
@@ -295,6 +338,7 @@ async function runCommand(question: string, opts: RunCliOptions): Promise<void> 
       ablations: opts.ablations,
       seed: opts.seed,
       noReasoning: true,
+      interventions: opts.intervene,
       threads: opts.threads,
       signal,
     });
@@ -309,6 +353,7 @@ async function runCommand(question: string, opts: RunCliOptions): Promise<void> 
         headPath: head.settings.path,
         demo: opened.demo,
         stopText: r.stopToken === null ? null : JSON.stringify(model.tokenText(r.stopToken)),
+        interventions: opts.intervene.length ? opts.intervene.map((iv) => JSON.stringify(iv)).join(', ') : null,
       }),
     );
   } finally {
@@ -382,6 +427,11 @@ export function registerReasoningCommands(program: Command): void {
     .addOption(new Option('--ablations <kinds>', 'also ablate each latent step: zero, skip, noise').argParser(choiceListArg(ABLATIONS)).default([], 'none'))
     .option('--no-early-decode', 'skip the early decodes')
     .addOption(new Option('--seed <n>', 'seed of noise ablations').argParser(intArg(0)).default(0))
+    .addOption(
+      new Option('--intervene <list>', 'on the main run: zero:K, skip:K, noise:K[:SCALE[:SEED]], swap:I:J; zero/noise take @POINT (e.g. zero:2@resid_post.1)')
+        .argParser(interventionsArg)
+        .default([], 'none'),
+    )
     .option('--json', 'print the trace line (as trace writes it) as JSON')
     .option('-q, --quiet', 'no notice about the demo model')
     .action((question: string, opts: RunCliOptions) => runCommand(question, opts));
