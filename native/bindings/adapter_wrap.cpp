@@ -11,11 +11,7 @@ Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
   auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
   if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
   std::shared_ptr<lro::LoraAdapter> ad;
-  try {
-    ad = lro::LoraAdapter::load(info[1].As<Napi::String>().Utf8Value(), *mw->model);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  ad = lro::LoraAdapter::load(info[1].As<Napi::String>().Utf8Value(), *mw->model);
   Napi::Object obj = new_instance(env, "NativeAdapter");
   AdapterWrap::Unwrap(obj)->adapter = ad;
   return obj;

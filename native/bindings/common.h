@@ -86,6 +86,40 @@ inline void register_class(Napi::Env env, Napi::Function f) {
 
 inline Napi::Object new_instance(Napi::Env env, const char* name) { return env.GetInstanceData<AddonData>()->classes.at(name).New({}); }
 
+// The tensor table of a GGUF file: [{name, type, shape (ggml order), bytes}].
+inline Napi::Array tensors_to_js(Napi::Env env, const lro::GgufFile& f) {
+  auto tensors = Napi::Array::New(env, f.tensors().size());
+  uint32_t i = 0;
+  for (const auto& t : f.tensors()) {
+    auto to = Napi::Object::New(env);
+    to.Set("name", t.name);
+    to.Set("type", type_name(t.type));
+    auto shape = Napi::Array::New(env, t.n_dims);
+    for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, static_cast<double>(t.ne[d]));
+    to.Set("shape", shape);
+    to.Set("bytes", static_cast<double>(t.nbytes));
+    tensors.Set(i++, to);
+  }
+  return tensors;
+}
+
+// All metadata as a JS object; arrays longer than max_array come back as {arrayOf, length}.
+inline Napi::Object metadata_to_js(Napi::Env env, const lro::GgufFile& f, uint32_t max_array) {
+  auto md = Napi::Object::New(env);
+  for (const auto& kv : f.metadata()) {
+    const auto& v = kv.second;
+    if (v.type == lro::GgufValueType::ARRAY && v.arr.size() > max_array) {
+      auto sm = Napi::Object::New(env);
+      sm.Set("arrayOf", lro::gguf_value_type_name(v.elem_type));
+      sm.Set("length", static_cast<double>(v.arr.size()));
+      md.Set(kv.first, sm);
+    } else {
+      md.Set(kv.first, gguf_value_to_js(env, v, kv.first));
+    }
+  }
+  return md;
+}
+
 template <typename T, typename A>
 std::vector<T> copy_typed(const Napi::Value& v, const char* field) {
   if (!v.IsTypedArray()) throw std::invalid_argument(std::string("eval: '") + field + "' must be a typed array");

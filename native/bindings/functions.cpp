@@ -71,38 +71,30 @@ Napi::Value MeanRows(const Napi::CallbackInfo& info) {
 
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
-    GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
-    auto src = info[1].As<Napi::Float32Array>();
-    int64_t n = static_cast<int64_t>(src.ElementLength());
-    int64_t row = info.Length() > 2 ? info[2].As<Napi::Number>().Int64Value() : n;
-    if (!lro::can_quantize(t)) throw std::invalid_argument("cannot quantise to " + type_name(t));
-    if (row <= 0 || n % row != 0 || row % lro::traits(t).block_size != 0)
-      throw std::invalid_argument("quantize: row length must divide the data and be a multiple of the block size " +
-                                  std::to_string(lro::traits(t).block_size));
-    size_t rs = lro::row_size(t, row);
-    auto out = Napi::Uint8Array::New(env, rs * static_cast<size_t>(n / row));
-    for (int64_t r = 0; r < n / row; ++r) lro::quantize_row(t, src.Data() + r * row, out.Data() + r * rs, row);
-    return out;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
+  auto src = info[1].As<Napi::Float32Array>();
+  int64_t n = static_cast<int64_t>(src.ElementLength());
+  int64_t row = info.Length() > 2 ? info[2].As<Napi::Number>().Int64Value() : n;
+  if (!lro::can_quantize(t)) throw std::invalid_argument("cannot quantise to " + type_name(t));
+  if (row <= 0 || n % row != 0 || row % lro::traits(t).block_size != 0)
+    throw std::invalid_argument("quantize: row length must divide the data and be a multiple of the block size " +
+                                std::to_string(lro::traits(t).block_size));
+  size_t rs = lro::row_size(t, row);
+  auto out = Napi::Uint8Array::New(env, rs * static_cast<size_t>(n / row));
+  for (int64_t r = 0; r < n / row; ++r) lro::quantize_row(t, src.Data() + r * row, out.Data() + r * rs, row);
+  return out;
 }
 
 Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
-    GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
-    auto src = info[1].As<Napi::Uint8Array>();
-    int64_t n = info[2].As<Napi::Number>().Int64Value();
-    if (n < 0 || n % lro::traits(t).block_size != 0 || lro::row_size(t, n) > src.ByteLength())
-      throw std::invalid_argument("dequantize: data too short or length not a multiple of the block size");
-    auto out = Napi::Float32Array::New(env, static_cast<size_t>(n));
-    lro::dequantize_row(t, src.Data(), out.Data(), n);
-    return out;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
+  auto src = info[1].As<Napi::Uint8Array>();
+  int64_t n = info[2].As<Napi::Number>().Int64Value();
+  if (n < 0 || n % lro::traits(t).block_size != 0 || lro::row_size(t, n) > src.ByteLength())
+    throw std::invalid_argument("dequantize: data too short or length not a multiple of the block size");
+  auto out = Napi::Float32Array::New(env, static_cast<size_t>(n));
+  lro::dequantize_row(t, src.Data(), out.Data(), n);
+  return out;
 }
 
 lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type);
@@ -144,29 +136,25 @@ lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type) {
 
 Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
-    std::string path = info[0].As<Napi::String>().Utf8Value();
-    lro::GgufWriter w;
-    auto md = info[1].As<Napi::Array>();
-    for (uint32_t i = 0; i < md.Length(); ++i) {
-      auto e = md.Get(i).As<Napi::Object>();
-      w.set_value(e.Get("key").As<Napi::String>().Utf8Value(),
-                  js_to_gguf(e.Get("value"), e.Get("type").As<Napi::String>().Utf8Value()));
-    }
-    auto ts = info[2].As<Napi::Array>();
-    for (uint32_t i = 0; i < ts.Length(); ++i) {
-      auto t = ts.Get(i).As<Napi::Object>();
-      auto shape = t.Get("shape").As<Napi::Array>();
-      std::vector<int64_t> ne;
-      for (uint32_t d = 0; d < shape.Length(); ++d) ne.push_back(shape.Get(d).As<Napi::Number>().Int64Value());
-      auto data = t.Get("data").As<Napi::Uint8Array>();
-      w.add_tensor(t.Get("name").As<Napi::String>().Utf8Value(), parse_type(t.Get("type").As<Napi::String>().Utf8Value()), ne,
-                   std::vector<uint8_t>(data.Data(), data.Data() + data.ByteLength()));
-    }
-    w.write(path);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  lro::GgufWriter w;
+  auto md = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < md.Length(); ++i) {
+    auto e = md.Get(i).As<Napi::Object>();
+    w.set_value(e.Get("key").As<Napi::String>().Utf8Value(),
+                js_to_gguf(e.Get("value"), e.Get("type").As<Napi::String>().Utf8Value()));
   }
+  auto ts = info[2].As<Napi::Array>();
+  for (uint32_t i = 0; i < ts.Length(); ++i) {
+    auto t = ts.Get(i).As<Napi::Object>();
+    auto shape = t.Get("shape").As<Napi::Array>();
+    std::vector<int64_t> ne;
+    for (uint32_t d = 0; d < shape.Length(); ++d) ne.push_back(shape.Get(d).As<Napi::Number>().Int64Value());
+    auto data = t.Get("data").As<Napi::Uint8Array>();
+    w.add_tensor(t.Get("name").As<Napi::String>().Utf8Value(), parse_type(t.Get("type").As<Napi::String>().Utf8Value()), ne,
+                 std::vector<uint8_t>(data.Data(), data.Data() + data.ByteLength()));
+  }
+  w.write(path);
   return env.Undefined();
 }
 
@@ -273,11 +261,7 @@ Napi::Value WriteRandomLlama(const Napi::CallbackInfo& info) {
   if (o.Get("weightStd").IsNumber()) sp.weight_std = o.Get("weightStd").As<Napi::Number>().FloatValue();
   if (o.Get("name").IsString()) sp.name = o.Get("name").As<Napi::String>().Utf8Value();
   if (o.Get("latentPath").IsString()) sp.latent_path = o.Get("latentPath").As<Napi::String>().Utf8Value();
-  try {
-    if (o.Get("type").IsString()) sp.type = parse_type(o.Get("type").As<Napi::String>().Utf8Value());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  if (o.Get("type").IsString()) sp.type = parse_type(o.Get("type").As<Napi::String>().Utf8Value());
   auto* w = new RandomModelWorker(env, info[0].As<Napi::String>().Utf8Value(), sp);
   auto p = w->Promise();
   w->Queue();

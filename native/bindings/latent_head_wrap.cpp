@@ -58,12 +58,8 @@ Napi::Value LoadLatentHead(const Napi::CallbackInfo& info) {
   if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
   int64_t d = mw->model->hparams().n_embd;
   std::shared_ptr<lro::LatentHead> h;
-  try {
-    if (info.Length() > 1 && info[1].IsString()) h = lro::LatentHead::load(info[1].As<Napi::String>().Utf8Value(), d);
-    else h = lro::LatentHead::from_file(mw->model->shared_file(), d);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  if (info.Length() > 1 && info[1].IsString()) h = lro::LatentHead::load(info[1].As<Napi::String>().Utf8Value(), d);
+  else h = lro::LatentHead::from_file(mw->model->shared_file(), d);
   if (!h) return env.Null();
   Napi::Object obj = new_instance(env, "NativeLatentHead");
   auto* w = LatentHeadWrap::Unwrap(obj);

@@ -43,19 +43,7 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   o.Set("ropeFreqBase", hp.rope_base);
   o.Set("hasRopeFreqs", !m.rope_freqs().empty());
   o.Set("tiedOutput", m.tied_output());
-  auto tensors = Napi::Array::New(env, m.file().tensors().size());
-  uint32_t i = 0;
-  for (const auto& t : m.file().tensors()) {
-    auto to = Napi::Object::New(env);
-    to.Set("name", t.name);
-    to.Set("type", type_name(t.type));
-    auto shape = Napi::Array::New(env, t.n_dims);
-    for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, static_cast<double>(t.ne[d]));
-    to.Set("shape", shape);
-    to.Set("bytes", static_cast<double>(t.nbytes));
-    tensors.Set(i++, to);
-  }
-  o.Set("tensors", tensors);
+  o.Set("tensors", tensors_to_js(env, m.file()));
   auto to = Napi::Object::New(env);
   to.Set("model", tok.model());
   to.Set("pre", tok.pre());
@@ -74,19 +62,7 @@ Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {
   auto& m = get(env);
   // Arrays longer than maxArray are summarised so `info` stays readable on 128k vocabularies.
   uint32_t max_array = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 0xffffffffu;
-  auto o = Napi::Object::New(env);
-  for (const auto& kv : m.file().metadata()) {
-    const auto& v = kv.second;
-    if (v.type == lro::GgufValueType::ARRAY && v.arr.size() > max_array) {
-      auto s = Napi::Object::New(env);
-      s.Set("arrayOf", lro::gguf_value_type_name(v.elem_type));
-      s.Set("length", static_cast<double>(v.arr.size()));
-      o.Set(kv.first, s);
-    } else {
-      o.Set(kv.first, gguf_value_to_js(env, v, kv.first));
-    }
-  }
-  return o;
+  return metadata_to_js(env, m.file(), max_array);
 }
 
 Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
@@ -164,42 +140,14 @@ Napi::Value InspectGguf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "inspectGguf(path: string, maxArray?: number)");
   uint32_t max_array = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0xffffffffu;
-  std::unique_ptr<lro::GgufFile> f;
-  try {
-    f = lro::GgufFile::open(info[0].As<Napi::String>().Utf8Value());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  // A malformed file throws lro::GgufError; node-addon-api turns it into a JS Error (CPP_EXCEPTIONS_ALL).
+  auto f = lro::GgufFile::open(info[0].As<Napi::String>().Utf8Value());
   auto o = Napi::Object::New(env);
   o.Set("path", f->path());
   o.Set("ggufVersion", f->version());
   o.Set("fileSize", static_cast<double>(f->file_size()));
-  auto md = Napi::Object::New(env);
-  for (const auto& kv : f->metadata()) {
-    const auto& v = kv.second;
-    if (v.type == lro::GgufValueType::ARRAY && v.arr.size() > max_array) {
-      auto sm = Napi::Object::New(env);
-      sm.Set("arrayOf", lro::gguf_value_type_name(v.elem_type));
-      sm.Set("length", static_cast<double>(v.arr.size()));
-      md.Set(kv.first, sm);
-    } else {
-      md.Set(kv.first, gguf_value_to_js(env, v, kv.first));
-    }
-  }
-  o.Set("metadata", md);
-  auto tensors = Napi::Array::New(env, f->tensors().size());
-  uint32_t i = 0;
-  for (const auto& t : f->tensors()) {
-    auto to = Napi::Object::New(env);
-    to.Set("name", t.name);
-    to.Set("type", type_name(t.type));
-    auto shape = Napi::Array::New(env, t.n_dims);
-    for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, static_cast<double>(t.ne[d]));
-    to.Set("shape", shape);
-    to.Set("bytes", static_cast<double>(t.nbytes));
-    tensors.Set(i++, to);
-  }
-  o.Set("tensors", tensors);
+  o.Set("metadata", metadata_to_js(env, *f, max_array));
+  o.Set("tensors", tensors_to_js(env, *f));
   return o;
 }
 

@@ -98,11 +98,7 @@ SessionWrap::SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sess
   so.n_ctx = o.Get("nCtx").As<Napi::Number>().Int64Value();
   so.kv_f16 = o.Get("kvType").As<Napi::String>().Utf8Value() == "f16";
   so.threads = o.Get("threads").As<Napi::Number>().Int32Value();
-  try {
-    session = std::make_unique<lro::Session>(mw->model, so);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  session = std::make_unique<lro::Session>(mw->model, so);
 }
 
 class EvalWorker : public Napi::AsyncWorker {
@@ -277,12 +273,8 @@ Napi::Value SessionWrap::Cancel(const Napi::CallbackInfo& info) {
 
 Napi::Value SessionWrap::SeqCopy(const Napi::CallbackInfo& info) {
   auto& s = get(info.Env());
-  try {
-    s.seq_copy(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
-               info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
-  }
+  s.seq_copy(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+             info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
 }
 

@@ -95,31 +95,19 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value SaveAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = get(env);
-    try {
-      t.save_adapter(info[0].As<Napi::String>().Utf8Value(), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "");
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, e.what());
-    }
+    t.save_adapter(info[0].As<Napi::String>().Utf8Value(), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "");
     return env.Undefined();
   }
   Napi::Value SaveCheckpoint(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = get(env);
-    try {
-      t.save_checkpoint(info[0].As<Napi::String>().Utf8Value());
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, e.what());
-    }
+    t.save_checkpoint(info[0].As<Napi::String>().Utf8Value());
     return env.Undefined();
   }
   Napi::Value LoadCheckpoint(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = get(env);
-    try {
-      t.load_checkpoint(info[0].As<Napi::String>().Utf8Value());
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, e.what());
-    }
+    t.load_checkpoint(info[0].As<Napi::String>().Utf8Value());
     return env.Undefined();
   }
   Napi::Value SetDataPosition(const Napi::CallbackInfo& info) {
@@ -161,45 +149,41 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
   auto arg = [&](size_t i) { return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(env); };
   Napi::Object lo = arg(1), oo = arg(2), to = arg(3);
-  try {
-    lro::LoraConfig lc;
-    lc.rank = static_cast<int64_t>(train_num(lo, "rank", static_cast<double>(lc.rank)));
-    lc.alpha = static_cast<float>(train_num(lo, "alpha", lc.alpha));
-    lc.rslora = train_bool(lo, "rslora", lc.rslora);
-    lc.dropout = static_cast<float>(train_num(lo, "dropout", lc.dropout));
-    lc.init_seed = static_cast<uint64_t>(train_num(lo, "initSeed", 0));
-    lc.init_adapter = train_str(lo, "initAdapter", "");
-    Napi::Value tg = lo.Get("targets");
-    if (tg.IsArray()) {
-      auto a = tg.As<Napi::Array>();
-      lc.targets.clear();
-      for (uint32_t i = 0; i < a.Length(); ++i) lc.targets.push_back(a.Get(i).As<Napi::String>().Utf8Value());
-    }
-    lro::OptimConfig oc;
-    oc.lr = train_num(oo, "lr", oc.lr);
-    oc.beta1 = train_num(oo, "beta1", oc.beta1);
-    oc.beta2 = train_num(oo, "beta2", oc.beta2);
-    oc.eps = train_num(oo, "eps", oc.eps);
-    oc.weight_decay = train_num(oo, "weightDecay", oc.weight_decay);
-    oc.max_grad_norm = train_num(oo, "maxGradNorm", oc.max_grad_norm);
-    oc.schedule = lro::lr_schedule_from_name(train_str(oo, "schedule", "constant"));
-    oc.warmup_fraction = train_num(oo, "warmupFraction", oc.warmup_fraction);
-    oc.total_steps = static_cast<int64_t>(train_num(oo, "totalSteps", 0));
-    lro::TrainOptions tro;
-    tro.inject_layer = static_cast<int>(train_num(to, "injectLayer", tro.inject_layer));
-    tro.inject_coef = static_cast<float>(train_num(to, "injectCoef", tro.inject_coef));
-    const std::string mode = train_str(to, "injectMode", "add");
-    if (mode != "add" && mode != "replace") throw std::invalid_argument("trainer: injectMode must be 'add' or 'replace'");
-    tro.inject_replace = mode == "replace";
-    tro.recompute = train_bool(to, "recompute", tro.recompute);
-    tro.pack_tokens = static_cast<int64_t>(train_num(to, "packTokens", static_cast<double>(tro.pack_tokens)));
-    tro.ce_chunk_rows = static_cast<int64_t>(train_num(to, "ceChunkRows", 0));
-    tro.threads = static_cast<int>(train_num(to, "threads", 0));
-    tro.seed = static_cast<uint64_t>(train_num(to, "seed", 0));
-    trainer = std::make_unique<lro::Trainer>(mw->model, lc, oc, tro);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
+  lro::LoraConfig lc;
+  lc.rank = static_cast<int64_t>(train_num(lo, "rank", static_cast<double>(lc.rank)));
+  lc.alpha = static_cast<float>(train_num(lo, "alpha", lc.alpha));
+  lc.rslora = train_bool(lo, "rslora", lc.rslora);
+  lc.dropout = static_cast<float>(train_num(lo, "dropout", lc.dropout));
+  lc.init_seed = static_cast<uint64_t>(train_num(lo, "initSeed", 0));
+  lc.init_adapter = train_str(lo, "initAdapter", "");
+  Napi::Value tg = lo.Get("targets");
+  if (tg.IsArray()) {
+    auto a = tg.As<Napi::Array>();
+    lc.targets.clear();
+    for (uint32_t i = 0; i < a.Length(); ++i) lc.targets.push_back(a.Get(i).As<Napi::String>().Utf8Value());
   }
+  lro::OptimConfig oc;
+  oc.lr = train_num(oo, "lr", oc.lr);
+  oc.beta1 = train_num(oo, "beta1", oc.beta1);
+  oc.beta2 = train_num(oo, "beta2", oc.beta2);
+  oc.eps = train_num(oo, "eps", oc.eps);
+  oc.weight_decay = train_num(oo, "weightDecay", oc.weight_decay);
+  oc.max_grad_norm = train_num(oo, "maxGradNorm", oc.max_grad_norm);
+  oc.schedule = lro::lr_schedule_from_name(train_str(oo, "schedule", "constant"));
+  oc.warmup_fraction = train_num(oo, "warmupFraction", oc.warmup_fraction);
+  oc.total_steps = static_cast<int64_t>(train_num(oo, "totalSteps", 0));
+  lro::TrainOptions tro;
+  tro.inject_layer = static_cast<int>(train_num(to, "injectLayer", tro.inject_layer));
+  tro.inject_coef = static_cast<float>(train_num(to, "injectCoef", tro.inject_coef));
+  const std::string mode = train_str(to, "injectMode", "add");
+  if (mode != "add" && mode != "replace") throw std::invalid_argument("trainer: injectMode must be 'add' or 'replace'");
+  tro.inject_replace = mode == "replace";
+  tro.recompute = train_bool(to, "recompute", tro.recompute);
+  tro.pack_tokens = static_cast<int64_t>(train_num(to, "packTokens", static_cast<double>(tro.pack_tokens)));
+  tro.ce_chunk_rows = static_cast<int64_t>(train_num(to, "ceChunkRows", 0));
+  tro.threads = static_cast<int>(train_num(to, "threads", 0));
+  tro.seed = static_cast<uint64_t>(train_num(to, "seed", 0));
+  trainer = std::make_unique<lro::Trainer>(mw->model, lc, oc, tro);
 }
 
 class TrainWorker : public Napi::AsyncWorker {
