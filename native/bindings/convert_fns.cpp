@@ -8,13 +8,21 @@ namespace lro_napi {
 class ConvertWorker : public Napi::AsyncWorker {
  public:
   ConvertWorker(Napi::Env env, Napi::Value on_progress)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {
+      : Napi::AsyncWorker(env), outcome_(std::make_shared<Outcome>(Napi::Promise::Deferred::New(env))) {
     if (on_progress.IsFunction()) {
-      tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "lro-convert-progress", 64, 1);
+      // The promise settles only once the progress queue has drained (the finalizer), so no
+      // progress event can arrive after the caller saw the conversion finish.
+      auto outcome = outcome_;
+      outcome->progress_pending = true;
+      tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "lro-convert-progress", 64, 1,
+                                            [outcome](Napi::Env) {
+                                              outcome->progress_pending = false;
+                                              outcome->settle();
+                                            });
       has_tsfn_ = true;
     }
   }
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  Napi::Promise Promise() { return outcome_->deferred.Promise(); }
 
   lro::convert::ProgressFn progress_fn() {
     if (!has_tsfn_) return nullptr;
@@ -53,16 +61,38 @@ class ConvertWorker : public Napi::AsyncWorker {
     }
     if (has_tsfn_) tsfn_.Release();
   }
-  void OnOK() override { deferred_.Resolve(result(Env())); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnOK() override {
+    outcome_->value = Napi::Reference<Napi::Value>::New(result(Env()), 1);
+    outcome_->ok = true;
+    outcome_->settle();
+  }
+  void OnError(const Napi::Error& e) override {
+    outcome_->value = Napi::Reference<Napi::Value>::New(e.Value(), 1);
+    outcome_->settle();
+  }
 
  private:
+  // Shared by the worker (deleted after OnOK/OnError) and the progress finalizer; both run on the
+  // JS thread, whichever comes last settles the promise.
+  struct Outcome {
+    explicit Outcome(Napi::Promise::Deferred d) : deferred(d) {}
+    Napi::Promise::Deferred deferred;
+    Napi::Reference<Napi::Value> value;
+    bool ok = false;
+    bool progress_pending = false;
+    void settle() {
+      if (progress_pending || value.IsEmpty()) return;
+      if (ok) deferred.Resolve(value.Value());
+      else deferred.Reject(value.Value());
+      value.Reset();
+    }
+  };
   struct Progress {
     std::string stage;
     int64_t done, total;
     std::string item;
   };
-  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Outcome> outcome_;
   Napi::ThreadSafeFunction tsfn_;
   bool has_tsfn_ = false;
   std::string last_stage_;
