@@ -61,10 +61,12 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
 // end to end, row t attends rows c in [seq_start[t], t] with pos[c] <= pos[t]. The softmax is
 // recomputed from q and k (nothing [n, n] is stored) and differentiated in full:
 // dS = P * (dP - sum_c P dP), with dP = dout . v.
-//   dout, q, dq: [n, n_head * hd]   k, v, dk, dv: [n, n_head_kv * hd]   (dq, dk, dv +=)
+// Only rows [q0, n) are queries (a sequence fed in chunks: the rows before are earlier chunks'
+// keys, whose own queries are differentiated later).
+//   dout, q, dq: [n - q0, n_head * hd]   k, v, dk, dv: [n, n_head_kv * hd]   (dq, dk, dv +=)
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const int64_t* seq_start, const int32_t* pos, int64_t n, int64_t n_head,
-                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool);
+                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool, int64_t q0 = 0);
 
 // ---- training-only ops (ops_backward.cpp). The forward product is quants.h matmul:
 // y[n, n_out] = x[n, n_in] W^T.

@@ -133,22 +133,23 @@ void residual_backward(float* dy, const float* dout, int64_t n, int64_t d) { axp
 // Splitting by key in pass 2 means no two threads ever add into the same dk/dv row.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const int64_t* seq_start, const int32_t* pos, int64_t n, int64_t n_head,
-                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool) {
+                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool, int64_t q0) {
   const int64_t group = n_head / n_head_kv;
   const int64_t q_w = n_head * hd, kv_w = n_head_kv * hd;
-  // Row stats per (t, h): max score, 1/sum, D.
-  std::vector<float> mx(static_cast<size_t>(n * n_head)), inv(mx.size()), dsum(mx.size());
+  const int64_t nq = n - q0;
+  // Row stats per (query row t - q0, h): max score, 1/sum, D.
+  std::vector<float> mx(static_cast<size_t>(nq * n_head)), inv(mx.size()), dsum(mx.size());
   // seq_end[t]: one past the last row of t's sequence (keys are seen by the rows after them up to there).
   std::vector<int64_t> seq_end(static_cast<size_t>(n));
   for (int64_t t = n - 1; t >= 0; --t)
     seq_end[t] = (t + 1 < n && seq_start[t + 1] == seq_start[t]) ? seq_end[t + 1] : t + 1;
 
-  strided_for(pool, n * n_head, [&](int64_t u) {
+  strided_for(pool, nq * n_head, [&](int64_t u) {
     // Reverse order: the longest rows (largest t) start first.
-    const int64_t r = n * n_head - 1 - u;
-    const int64_t t = r / n_head, h = r % n_head, kh = h / group;
-    const float* qv = q + t * q_w + h * hd;
-    const float* g = dout + t * q_w + h * hd;
+    const int64_t r = nq * n_head - 1 - u;
+    const int64_t t = q0 + r / n_head, h = r % n_head, kh = h / group;
+    const float* qv = q + (t - q0) * q_w + h * hd;
+    const float* g = dout + (t - q0) * q_w + h * hd;
     const int64_t c0 = seq_start[t], nc = t - c0 + 1;
     thread_local std::vector<float> p, dp;
     p.assign(static_cast<size_t>(nc), 0.0f);
@@ -174,7 +175,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       dd += static_cast<double>(p[c]) * dp[c];
     }
     const float D = static_cast<float>(dd);
-    float* dqv = dq + t * q_w + h * hd;
+    float* dqv = dq + (t - q0) * q_w + h * hd;
     for (int64_t c = 0; c < nc; ++c) {
       if (p[c] == 0.0f) continue;
       axpy_f32(dqv, scale * p[c] * (dp[c] - D), k + (c0 + c) * kv_w + kh * hd, hd);
@@ -192,11 +193,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     gk.assign(static_cast<size_t>(hd), 0.0f);
     gv.assign(static_cast<size_t>(hd), 0.0f);
     for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
-      for (int64_t t = c; t < seq_end[c]; ++t) {
+      for (int64_t t = std::max(c, q0); t < seq_end[c]; ++t) {
         if (pos[c] > pos[t]) continue;
-        const int64_t r = t * n_head + h;
-        const float* qv = q + t * q_w + h * hd;
-        const float* g = dout + t * q_w + h * hd;
+        const int64_t r = (t - q0) * n_head + h;
+        const float* qv = q + (t - q0) * q_w + h * hd;
+        const float* g = dout + (t - q0) * q_w + h * hd;
         float pc = std::exp(scale * dot_f32(qv, kr, hd) - mx[r]) * inv[r];
         if (pc == 0.0f) continue;
         float ds = pc * (dot_f32(g, vr, hd) - dsum[r]);

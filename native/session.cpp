@@ -9,18 +9,6 @@
 
 namespace lro {
 
-const char* hook_point_name(HookPoint p) {
-  switch (p) {
-    case HookPoint::RESID_PRE: return "resid_pre";
-    case HookPoint::ATTN_OUT: return "attn_out";
-    case HookPoint::RESID_MID: return "resid_mid";
-    case HookPoint::MLP_OUT: return "mlp_out";
-    case HookPoint::RESID_POST: return "resid_post";
-    case HookPoint::FINAL_NORM: return "final_norm";
-  }
-  return "?";
-}
-
 Session::Session(std::shared_ptr<const LlamaModel> model, const SessionOptions& opts)
     : model_(std::move(model)), opts_(opts), pool_(opts.threads) {
   if (model_->vocab_only())
@@ -58,7 +46,7 @@ void Session::append_kv(SeqCache& c, int layer, const float* k, const float* v) 
 EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
   const auto& hp = model_->hparams();
   const int64_t n = b.n, d = hp.n_embd, hd = hp.head_dim;
-  const int64_t q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
+  const int64_t kv_w = hp.n_head_kv * hd;
   if (n <= 0) throw std::invalid_argument("batch is empty");
   if (!b.pos || !b.seq) throw std::invalid_argument("batch needs positions and sequence ids");
   if (!b.tokens == !b.embeddings) throw std::invalid_argument("batch needs either tokens or embeddings");
@@ -106,9 +94,7 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
   };
 
   try {
-    std::vector<float> x(static_cast<size_t>(n * d)), xn(x.size()), q(static_cast<size_t>(n * q_w)),
-        k(static_cast<size_t>(n * kv_w)), v(k.size()), att(q.size()), proj(x.size()),
-        gate(static_cast<size_t>(n * hp.n_ff)), up(gate.size());
+    std::vector<float> x(static_cast<size_t>(n * d));
     if (b.tokens) {
       embedding_forward(x.data(), b.tokens, n, model_->tok_embd().type, model_->tok_embd().data, d);
     } else {
@@ -117,7 +103,6 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
     auto hook = [&](HookPoint p, int layer, float* data, int64_t rows) {
       if (b.hook) b.hook(p, layer, data, rows, d);
     };
-    auto mm = [&](const Weight& w, const float* in, float* out) { linear(w, in, n, out); };
 
     for (auto& kv : new_cells) {
       SeqCache& c = seq_cache(kv.first);
@@ -125,47 +110,18 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
     }
     for (int64_t t = 0; t < n; ++t) seq_cache(b.seq[t]).pos.push_back(b.pos[t]);
 
-    const float* freqs = model_->rope_freqs().empty() ? nullptr : model_->rope_freqs().data();
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    std::vector<const void*> kp(static_cast<size_t>(n)), vp(static_cast<size_t>(n));
-    std::vector<const int32_t*> cp(static_cast<size_t>(n));
-    std::vector<int64_t> nc(static_cast<size_t>(n));
-
+    const BlockContext ctx{hp, model_->rope_freqs().empty() ? nullptr : model_->rope_freqs().data(), pool_};
+    BlockRun run;
+    run.n = n;
+    run.pos = b.pos;
+    run.hook = b.hook ? &b.hook : nullptr;
+    CacheKv kv(*this, b);
+    BlockTape tape;
     for (int64_t l = 0; l < hp.n_layer; ++l) {
       if (cancel && cancel->load()) throw CancelledError();
-      const LlamaLayer& L = model_->layers()[static_cast<size_t>(l)];
-      const int li = static_cast<int>(l);
-      hook(HookPoint::RESID_PRE, li, x.data(), n);
-      rmsnorm_forward(xn.data(), x.data(), L.attn_norm.data(), n, d, hp.rms_eps, pool_);
-      mm(L.wq, xn.data(), q.data());
-      mm(L.wk, xn.data(), k.data());
-      mm(L.wv, xn.data(), v.data());
-      rope_forward(q.data(), b.pos, n, hp.n_head, hd, hp.n_rot, hp.rope_base, freqs);
-      rope_forward(k.data(), b.pos, n, hp.n_head_kv, hd, hp.n_rot, hp.rope_base, freqs);
-      for (int64_t t = 0; t < n; ++t)
-        append_kv(seq_cache(b.seq[t]), li, k.data() + t * kv_w, v.data() + t * kv_w);
-      // Pointers are taken after all appends of this layer (appending may reallocate).
-      for (int64_t t = 0; t < n; ++t) {
-        SeqCache& c = seqs_.find(b.seq[t])->second;
-        kp[t] = c.k[l].data();
-        vp[t] = c.v[l].data();
-        cp[t] = c.pos.data();
-        nc[t] = static_cast<int64_t>(c.pos.size());
-      }
-      AttentionRows rows{kp.data(), vp.data(), cp.data(), nc.data(), b.pos};
-      attention_forward(att.data(), q.data(), rows, opts_.kv_f16, n, hp.n_head, hp.n_head_kv, hd, scale, pool_);
-      mm(L.wo, att.data(), proj.data());
-      hook(HookPoint::ATTN_OUT, li, proj.data(), n);
-      residual_forward(x.data(), proj.data(), n, d);
-      hook(HookPoint::RESID_MID, li, x.data(), n);
-      rmsnorm_forward(xn.data(), x.data(), L.ffn_norm.data(), n, d, hp.rms_eps, pool_);
-      mm(L.w_gate, xn.data(), gate.data());
-      mm(L.w_up, xn.data(), up.data());
-      swiglu_forward(gate.data(), gate.data(), up.data(), n, hp.n_ff);
-      mm(L.w_down, gate.data(), proj.data());
-      hook(HookPoint::MLP_OUT, li, proj.data(), n);
-      residual_forward(x.data(), proj.data(), n, d);
-      hook(HookPoint::RESID_POST, li, x.data(), n);
+      const BlockWeights w = layer_weights(static_cast<int>(l));
+      tape.resize(n, hp, w);
+      block_forward(ctx, static_cast<int>(l), w, run, x.data(), x.data(), tape, kv);
     }
     if (cancel && cancel->load()) throw CancelledError();
 
@@ -194,18 +150,54 @@ void Session::set_adapters(std::vector<std::pair<std::shared_ptr<const LoraAdapt
   adapters_ = std::move(adapters);
 }
 
-void Session::linear(const Weight& w, const float* x, int64_t n, float* out) {
-  matmul(w.type, w.data, w.n_out, w.n_in, x, n, out, w.n_out, pool_);
+Linear Session::with_adapters(const Weight& w) const {
+  Linear L;
+  L.w = &w;
   for (const auto& ad : adapters_) {
     const LoraPair* p = ad.first->find(w.name);
     if (!p) continue;
-    // llama.cpp's convention: alpha 0 means no alpha/r factor.
-    float s = ad.first->alpha() != 0 ? ad.second * ad.first->alpha() / static_cast<float>(p->rank) : ad.second;
-    lora_tmp_.resize(static_cast<size_t>(n * p->rank));
-    matmul(p->a.type, p->a.data, p->rank, w.n_in, x, n, lora_tmp_.data(), p->rank, pool_);
-    for (float& v : lora_tmp_) v *= s;
-    matmul(p->b.type, p->b.data, w.n_out, p->rank, lora_tmp_.data(), n, out, w.n_out, pool_, true);
+    LoraTerm t;
+    t.a_type = p->a.type;
+    t.a = p->a.data;
+    t.b_type = p->b.type;
+    t.b = p->b.data;
+    t.rank = p->rank;
+    t.scale = lora_file_scale(ad.second, ad.first->alpha(), p->rank);
+    L.terms.push_back(t);
   }
+  return L;
+}
+
+BlockWeights Session::layer_weights(int layer) const {
+  BlockWeights w = block_weights(model_->layers()[static_cast<size_t>(layer)]);
+  if (!adapters_.empty())
+    for (int t = 0; t < kBlockLinears; ++t) w.lin[t] = with_adapters(*w.lin[t].w);
+  return w;
+}
+
+void Session::linear(const Weight& w, const float* x, int64_t n, float* out) {
+  linear_forward(with_adapters(w), x, n, 0, out, nullptr, false, pool_);
+}
+
+// The block's keys and values go into (and come from) each row's sequence cache.
+AttentionRows Session::CacheKv::attend(int layer, const float* k, const float* v, int64_t n, bool* kv_f16) {
+  const auto& hp = s_.model_->hparams();
+  const int64_t kv_w = hp.n_head_kv * hp.head_dim;
+  for (int64_t t = 0; t < n; ++t) s_.append_kv(s_.seq_cache(b_.seq[t]), layer, k + t * kv_w, v + t * kv_w);
+  // Pointers are taken after all appends of this layer (appending may reallocate).
+  kp_.resize(static_cast<size_t>(n));
+  vp_.resize(kp_.size());
+  cp_.resize(kp_.size());
+  nc_.resize(kp_.size());
+  for (int64_t t = 0; t < n; ++t) {
+    SeqCache& c = s_.seqs_.find(b_.seq[t])->second;
+    kp_[t] = c.k[static_cast<size_t>(layer)].data();
+    vp_[t] = c.v[static_cast<size_t>(layer)].data();
+    cp_[t] = c.pos.data();
+    nc_[t] = static_cast<int64_t>(c.pos.size());
+  }
+  *kv_f16 = s_.opts_.kv_f16;
+  return AttentionRows{kp_.data(), vp_.data(), cp_.data(), nc_.data(), b_.pos};
 }
 
 void Session::seq_copy(int32_t src, int32_t dst, int32_t p0, int32_t p1) {
@@ -264,12 +256,6 @@ int32_t Session::seq_pos_max(int32_t seq) const {
 int64_t Session::seq_cells(int32_t seq) const {
   auto it = seqs_.find(seq);
   return it == seqs_.end() ? 0 : static_cast<int64_t>(it->second.pos.size());
-}
-
-std::vector<int32_t> Session::seq_ids() const {
-  std::vector<int32_t> ids;
-  for (auto& kv : seqs_) ids.push_back(kv.first);
-  return ids;
 }
 
 }  // namespace lro

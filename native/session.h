@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "block.h"
 #include "llama_model.h"
 #include "lora_adapter.h"
 #include "thread_pool.h"
@@ -19,15 +20,6 @@ struct SessionOptions {
   bool kv_f16 = false;
   int threads = 0;        // 0: physical cores
 };
-
-// Points of the residual stream a hook sees, TransformerLens names. Shapes are [n, n_embd].
-enum class HookPoint { RESID_PRE, ATTN_OUT, RESID_MID, MLP_OUT, RESID_POST, FINAL_NORM };
-const char* hook_point_name(HookPoint p);
-
-// Called on the engine thread with the full batch activation at a point; may modify x in place
-// (interventions) or copy rows out (capture). layer is -1 for FINAL_NORM. For FINAL_NORM, x holds
-// only the output rows, in the order of Batch::output_rows.
-using HookFn = std::function<void(HookPoint point, int layer, float* x, int64_t n, int64_t d)>;
 
 struct Batch {
   int64_t n = 0;
@@ -70,7 +62,6 @@ class Session {
   // Largest cached position of seq, or -1.
   int32_t seq_pos_max(int32_t seq) const;
   int64_t seq_cells(int32_t seq) const;
-  std::vector<int32_t> seq_ids() const;
   void clear() { seqs_.clear(); }
 
   // LoRA adapters applied unmerged on every later eval: y = W x + scale * (alpha / r) * B (A x).
@@ -84,6 +75,20 @@ class Session {
   };
   SeqCache& seq_cache(int32_t seq);
   void append_kv(SeqCache& c, int layer, const float* k, const float* v);
+  class CacheKv : public BlockKv {
+   public:
+    CacheKv(Session& s, const Batch& b) : s_(s), b_(b) {}
+    AttentionRows attend(int layer, const float* k, const float* v, int64_t n, bool* kv_f16) override;
+
+   private:
+    Session& s_;
+    const Batch& b_;
+    std::vector<const void*> kp_, vp_;
+    std::vector<const int32_t*> cp_;
+    std::vector<int64_t> nc_;
+  };
+  Linear with_adapters(const Weight& w) const;  // w plus the adapters' low-rank terms on it
+  BlockWeights layer_weights(int layer) const;
   // out[n, w.n_out] = w x (+ the adapters' low-rank terms)
   void linear(const Weight& w, const float* x, int64_t n, float* out);
 
@@ -92,7 +97,6 @@ class Session {
   ThreadPool pool_;
   std::map<int32_t, SeqCache> seqs_;
   std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>> adapters_;
-  std::vector<float> lora_tmp_;
 };
 
 }  // namespace lro

@@ -12,39 +12,14 @@
 #include "lora_adapter.h"
 #include "ops.h"
 #include "quants.h"
+#include "rng.h"
 
 namespace lro {
 
 namespace {
 
-const char* const kTargetNames[kLoraTargets] = {"q", "k", "v", "o", "gate", "up", "down"};
-const char* const kPeftNames[kLoraTargets] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-const char* const kGgufNames[kLoraTargets] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-enum { T_Q, T_K, T_V, T_O, T_GATE, T_UP, T_DOWN };
-
 constexpr const char* kCheckpointType = "lro-train-checkpoint";
 constexpr uint32_t kCheckpointVersion = 1;
-
-const Weight& base_weight(const LlamaLayer& L, int target) {
-  switch (target) {
-    case T_Q: return L.wq;
-    case T_K: return L.wk;
-    case T_V: return L.wv;
-    case T_O: return L.wo;
-    case T_GATE: return L.w_gate;
-    case T_UP: return L.w_up;
-    default: return L.w_down;
-  }
-}
-
-// splitmix64's finaliser: a stateless hash, so a dropout mask is a pure function of (seed, pass,
-// layer, target, row, column) and backward or a recomputed forward regenerate it exactly.
-inline uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 // GGUF has no u64-safe signed reading for values >= 2^63: store 64-bit state as an I64 bit pattern.
 GgufValue i64_bits(uint64_t v) {
@@ -61,14 +36,6 @@ std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
 }
 
 }  // namespace
-
-const char* lora_target_name(int t) { return t >= 0 && t < kLoraTargets ? kTargetNames[t] : "?"; }
-const char* lora_target_peft_name(int t) { return t >= 0 && t < kLoraTargets ? kPeftNames[t] : "?"; }
-int lora_target_from_name(const std::string& s) {
-  for (int t = 0; t < kLoraTargets; ++t)
-    if (s == kTargetNames[t] || s == kPeftNames[t] || s == kGgufNames[t]) return t;
-  return -1;
-}
 
 const char* lr_schedule_name(LrSchedule s) {
   switch (s) {
@@ -93,17 +60,6 @@ struct Trainer::Pass {
   std::vector<int64_t> seq_start;
   std::vector<int64_t> inj_rows, inj_example, inj_index;  // packed row, example, index in the example
   std::vector<float> inj_vecs;                            // [K, d]
-  std::vector<float> scratch;                             // dropout output [n, n_in]
-  std::vector<const void*> kp, vp;
-  std::vector<const int32_t*> cp;
-  std::vector<int64_t> nc;
-};
-
-// What a block's backward needs from its forward. q and k are kept after rope (attention reads
-// them so); u[target] = scale * A x_dropped, the LoRA bottleneck, is what B's gradient needs.
-struct Trainer::LayerActs {
-  std::vector<float> xn1, q, k, v, att, x_mid, xn2, gate, up, h;
-  std::vector<float> u[kLoraTargets];
 };
 
 Trainer::Trainer(std::shared_ptr<const LlamaModel> model, const LoraConfig& lora, const OptimConfig& optim,
@@ -146,7 +102,7 @@ void Trainer::init_fresh() {
   if (lora_.rank <= 0) throw std::invalid_argument("LoRA rank must be positive");
   std::vector<bool> on(kLoraTargets, false);
   for (const auto& t : lora_.targets) {
-    int i = lora_target_from_name(t);
+    int i = block_linear_from_name(t);
     if (i < 0) throw std::invalid_argument("unknown LoRA target '" + t + "' (expected q, k, v, o, gate, up, down)");
     on[static_cast<size_t>(i)] = true;
   }
@@ -155,7 +111,7 @@ void Trainer::init_fresh() {
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     for (int t = 0; t < kLoraTargets; ++t) {
       if (!on[static_cast<size_t>(t)]) continue;
-      const Weight& w = base_weight(model_->layers()[static_cast<size_t>(l)], t);
+      const Weight& w = block_linear_weight(model_->layers()[static_cast<size_t>(l)], t);
       LoraParam p;
       p.weight = w.name;
       p.layer = static_cast<int>(l);
@@ -221,14 +177,14 @@ void Trainer::init_from_adapter(const std::string& path_in) {
     int layer = -1, target = -1;
     for (int64_t l = 0; l < hp.n_layer && target < 0; ++l)
       for (int t = 0; t < kLoraTargets; ++t)
-        if (base_weight(model_->layers()[static_cast<size_t>(l)], t).name == kv.first) {
+        if (block_linear_weight(model_->layers()[static_cast<size_t>(l)], t).name == kv.first) {
           layer = static_cast<int>(l);
           target = t;
           break;
         }
     if (target < 0) throw std::invalid_argument(path_in + ": LoRA on '" + kv.first + "' cannot be trained (only the block matrices q k v o gate up down)");
     const LoraPair& pr = kv.second;
-    const Weight& w = base_weight(model_->layers()[static_cast<size_t>(layer)], target);
+    const Weight& w = block_linear_weight(model_->layers()[static_cast<size_t>(layer)], target);
     LoraParam p;
     p.weight = w.name;
     p.layer = layer;
@@ -237,8 +193,7 @@ void Trainer::init_from_adapter(const std::string& path_in) {
     p.rank = pr.rank;
     p.n_in = w.n_in;
     p.n_out = w.n_out;
-    // llama.cpp's convention: alpha 0 means no alpha / r factor.
-    p.scale = ad->alpha() != 0 ? ad->alpha() / static_cast<float>(pr.rank) : 1.0f;
+    p.scale = lora_file_scale(1.0f, ad->alpha(), pr.rank);
     p.a.resize(static_cast<size_t>(p.rank * p.n_in));
     p.b.resize(static_cast<size_t>(p.n_out * p.rank));
     for (int64_t r = 0; r < p.rank; ++r)
@@ -251,7 +206,7 @@ void Trainer::init_from_adapter(const std::string& path_in) {
   }
   if (params_.empty()) throw std::invalid_argument(path_in + ": the adapter has no LoRA pairs");
   for (int t = 0; t < kLoraTargets; ++t)
-    if (seen[static_cast<size_t>(t)]) lora_.targets.push_back(kTargetNames[t]);
+    if (seen[static_cast<size_t>(t)]) lora_.targets.push_back(block_linear_name(t));
   std::sort(params_.begin(), params_.end(), [](const LoraParam& x, const LoraParam& y) {
     return x.layer != y.layer ? x.layer < y.layer : x.target < y.target;
   });
@@ -265,158 +220,54 @@ LoraParam* Trainer::find(const std::string& weight) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// forward / backward of one block
+// one block: the engine's block (block.h) with this trainer's LoRA terms
 
-void Trainer::dropout_input(const Pass& p, int layer, int target, const float* x, int64_t n, int64_t n_in,
-                            float* out) {
-  const double pd = lora_.dropout;
-  const uint64_t threshold = static_cast<uint64_t>(pd * 16777216.0);  // keep iff a 24-bit draw >= p * 2^24
-  const float keep_scale = static_cast<float>(1.0 / (1.0 - pd));
-  const uint64_t base = mix64(opts_.seed ^ mix64(p.rng ^ mix64(static_cast<uint64_t>(layer * kLoraTargets + target))));
-  pool_.parallel_for(n, 1, [&](int, int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t i = 0; i < n_in; ++i) {
-        const uint64_t e = static_cast<uint64_t>(t * n_in + i);
-        out[t * n_in + i] = (mix64(base + e) >> 40) >= threshold ? x[t * n_in + i] * keep_scale : 0.0f;
-      }
-  });
+BlockWeights Trainer::layer_weights(const Pass& p, int layer) {
+  BlockWeights w = block_weights(model_->layers()[static_cast<size_t>(layer)]);
+  for (int t = 0; t < kLoraTargets; ++t) {
+    LoraParam* lp = param_for(layer, t);
+    if (!lp) continue;
+    LoraTerm term;
+    term.a = lp->a.data();
+    term.b = lp->b.data();
+    term.rank = lp->rank;
+    term.scale = lp->scale;
+    term.ga = lp->ga.data();
+    term.gb = lp->gb.data();
+    term.dropout = lora_.dropout;
+    // A pure function of (seed, pass, layer, target): backward and a recomputed forward regenerate the masks.
+    term.dropout_key = mix64(opts_.seed ^ mix64(p.rng ^ mix64(static_cast<uint64_t>(layer * kLoraTargets + t))));
+    w.lin[t].terms.push_back(term);
+  }
+  return w;
 }
 
-// y[n, n_out] = W x + scale * B (A dropout(x)); u[n, r] keeps scale * A dropout(x).
-void Trainer::linear_forward(Pass& p, int layer, int target, const Weight& w, const float* x, float* y,
-                             std::vector<float>* u) {
-  const int64_t n = p.n;
-  matmul(w.type, w.data, w.n_out, w.n_in, x, n, y, w.n_out, pool_);
-  LoraParam* lp = param_for(layer, target);
-  if (!lp) return;
-  const float* xin = x;
-  if (p.train && lora_.dropout > 0) {
-    p.scratch.resize(static_cast<size_t>(n * w.n_in));
-    dropout_input(p, layer, target, x, n, w.n_in, p.scratch.data());
-    xin = p.scratch.data();
-  }
-  u->resize(static_cast<size_t>(n * lp->rank));
-  matmul(GgmlType::F32, lp->a.data(), lp->rank, w.n_in, xin, n, u->data(), lp->rank, pool_);  // [n, r]
-  for (float& e : *u) e *= lp->scale;
-  matmul(GgmlType::F32, lp->b.data(), w.n_out, lp->rank, u->data(), n, y, w.n_out, pool_, true);  // [n, n_out] +=
+void Trainer::layer_forward(Pass& p, int layer, const float* x_in, float* x_out, BlockTape& a) {
+  const BlockWeights w = layer_weights(p, layer);
+  a.resize(p.n, model_->hparams(), w);
+  BlockRun run;
+  run.n = p.n;
+  run.pos = p.pos.data();
+  run.seq_start = p.seq_start.data();
+  run.train = p.train;
+  TapeKv kv(a, run, model_->hparams().n_head_kv * model_->hparams().head_dim);
+  block_forward(block_context(), layer, w, run, const_cast<float*>(x_in), x_out, a, kv);
 }
 
-// Given dy[n, n_out]: dB += dy^T u, du = scale * dy B, dA += du^T dropout(x), dx += W^T-product + dropout(du A).
-void Trainer::linear_backward(Pass& p, int layer, int target, const Weight& w, const float* x, const std::vector<float>* u,
-                              const float* dy, float* dx) {
-  const int64_t n = p.n;
-  if (dx) matmul_backward(dx, dy, w.type, w.data, w.n_out, w.n_in, n, pool_);  // [n, n_in] += dy W
-  LoraParam* lp = param_for(layer, target);
-  if (!lp) return;
-  const int64_t r = lp->rank;
-  matmul_backward_weight(lp->gb.data(), dy, u->data(), n, w.n_out, r, pool_);  // [n_out, r]
-  std::vector<float> du(static_cast<size_t>(n * r), 0.0f);
-  matmul_backward(du.data(), dy, GgmlType::F32, lp->b.data(), w.n_out, r, n, pool_);  // [n, r] = dy B
-  for (float& e : du) e *= lp->scale;
-  const bool drop = p.train && lora_.dropout > 0;
-  const float* xin = x;
-  if (drop) {
-    p.scratch.resize(static_cast<size_t>(n * w.n_in));
-    dropout_input(p, layer, target, x, n, w.n_in, p.scratch.data());
-    xin = p.scratch.data();
-  }
-  matmul_backward_weight(lp->ga.data(), du.data(), xin, n, r, w.n_in, pool_);  // [r, n_in]
-  if (!dx) return;
-  if (!drop) {
-    matmul_backward(dx, du.data(), GgmlType::F32, lp->a.data(), r, w.n_in, n, pool_);  // [n, n_in] += du A
-    return;
-  }
-  std::vector<float> t(static_cast<size_t>(n * w.n_in), 0.0f);
-  matmul_backward(t.data(), du.data(), GgmlType::F32, lp->a.data(), r, w.n_in, n, pool_);
-  // The mask is linear and elementwise: applying it to the gradient is its own transpose.
-  dropout_input(p, layer, target, t.data(), n, w.n_in, p.scratch.data());
-  for (size_t i = 0; i < t.size(); ++i) dx[i] += p.scratch[i];
+void Trainer::layer_backward(Pass& p, int layer, const float* x_in, BlockTape& a, float* dx, bool need_dx_in) {
+  const BlockWeights w = layer_weights(p, layer);
+  BlockRun run;
+  run.n = p.n;
+  run.pos = p.pos.data();
+  run.seq_start = p.seq_start.data();
+  run.train = p.train;
+  std::fill(a.dk.begin(), a.dk.end(), 0.0f);
+  std::fill(a.dv.begin(), a.dv.end(), 0.0f);
+  block_backward(block_context(), layer, w, run, x_in, a, dx, need_dx_in);
 }
 
-void Trainer::layer_forward(Pass& p, int layer, const float* x_in, float* x_out, LayerActs& a) {
-  const auto& hp = model_->hparams();
-  const LlamaLayer& L = model_->layers()[static_cast<size_t>(layer)];
-  const int64_t n = p.n, d = hp.n_embd, hd = hp.head_dim, q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
-  auto sz = [](int64_t e) { return static_cast<size_t>(e); };
-  a.xn1.resize(sz(n * d));
-  a.q.resize(sz(n * q_w));
-  a.k.resize(sz(n * kv_w));
-  a.v.resize(sz(n * kv_w));
-  a.att.resize(sz(n * q_w));
-  a.x_mid.resize(sz(n * d));
-  a.xn2.resize(sz(n * d));
-  a.gate.resize(sz(n * hp.n_ff));
-  a.up.resize(sz(n * hp.n_ff));
-  a.h.resize(sz(n * hp.n_ff));
-  const float* freqs = model_->rope_freqs().empty() ? nullptr : model_->rope_freqs().data();
-
-  rmsnorm_forward(a.xn1.data(), x_in, L.attn_norm.data(), n, d, hp.rms_eps, pool_);            // [n, d]
-  linear_forward(p, layer, T_Q, L.wq, a.xn1.data(), a.q.data(), &a.u[T_Q]);                    // [n, q_w]
-  linear_forward(p, layer, T_K, L.wk, a.xn1.data(), a.k.data(), &a.u[T_K]);                    // [n, kv_w]
-  linear_forward(p, layer, T_V, L.wv, a.xn1.data(), a.v.data(), &a.u[T_V]);                    // [n, kv_w]
-  rope_forward(a.q.data(), p.pos.data(), n, hp.n_head, hd, hp.n_rot, hp.rope_base, freqs);
-  rope_forward(a.k.data(), p.pos.data(), n, hp.n_head_kv, hd, hp.n_rot, hp.rope_base, freqs);
-  // Each row's "cache" is its own sequence's rows up to itself (the packed layout).
-  for (int64_t t = 0; t < n; ++t) {
-    const int64_t s0 = p.seq_start[static_cast<size_t>(t)];
-    p.kp[static_cast<size_t>(t)] = a.k.data() + s0 * kv_w;
-    p.vp[static_cast<size_t>(t)] = a.v.data() + s0 * kv_w;
-    p.cp[static_cast<size_t>(t)] = p.pos.data() + s0;
-    p.nc[static_cast<size_t>(t)] = t - s0 + 1;
-  }
-  AttentionRows rows{p.kp.data(), p.vp.data(), p.cp.data(), p.nc.data(), p.pos.data()};
-  attention_forward(a.att.data(), a.q.data(), rows, false, n, hp.n_head, hp.n_head_kv, hd,
-                    1.0f / std::sqrt(static_cast<float>(hd)), pool_);                              // [n, q_w]
-  linear_forward(p, layer, T_O, L.wo, a.att.data(), a.x_mid.data(), &a.u[T_O]);                // [n, d]
-  residual_forward(a.x_mid.data(), x_in, n, d);                                                  // x_mid = x_in + o
-  rmsnorm_forward(a.xn2.data(), a.x_mid.data(), L.ffn_norm.data(), n, d, hp.rms_eps, pool_);
-  linear_forward(p, layer, T_GATE, L.w_gate, a.xn2.data(), a.gate.data(), &a.u[T_GATE]);       // [n, ff]
-  linear_forward(p, layer, T_UP, L.w_up, a.xn2.data(), a.up.data(), &a.u[T_UP]);               // [n, ff]
-  swiglu_forward(a.h.data(), a.gate.data(), a.up.data(), n, hp.n_ff);                          // [n, ff]
-  linear_forward(p, layer, T_DOWN, L.w_down, a.h.data(), x_out, &a.u[T_DOWN]);                 // [n, d]
-  residual_forward(x_out, a.x_mid.data(), n, d);
-}
-
-// dx[n, d] holds dL/d(block output) on entry and dL/d(block input) on return (if need_dx_in).
-void Trainer::layer_backward(Pass& p, int layer, const float* x_in, LayerActs& a, float* dx, bool need_dx_in) {
-  const auto& hp = model_->hparams();
-  const LlamaLayer& L = model_->layers()[static_cast<size_t>(layer)];
-  const int64_t n = p.n, d = hp.n_embd, hd = hp.head_dim, q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
-  const float* freqs = model_->rope_freqs().empty() ? nullptr : model_->rope_freqs().data();
-  auto zeros = [](int64_t e) { return std::vector<float>(static_cast<size_t>(e), 0.0f); };
-
-  // MLP: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))); dx is also dL/dx_mid's residual part.
-  std::vector<float> dh = zeros(n * hp.n_ff);
-  linear_backward(p, layer, T_DOWN, L.w_down, a.h.data(), &a.u[T_DOWN], dx, dh.data());          // [n, ff]
-  std::vector<float> dgate = zeros(n * hp.n_ff), dup = zeros(n * hp.n_ff);
-  swiglu_backward(dgate.data(), dup.data(), dh.data(), a.gate.data(), a.up.data(), n, hp.n_ff);
-  dh = std::vector<float>();
-  std::vector<float> dxn = zeros(n * d);
-  linear_backward(p, layer, T_GATE, L.w_gate, a.xn2.data(), &a.u[T_GATE], dgate.data(), dxn.data());
-  linear_backward(p, layer, T_UP, L.w_up, a.xn2.data(), &a.u[T_UP], dup.data(), dxn.data());
-  dgate = std::vector<float>();
-  dup = std::vector<float>();
-  rmsnorm_backward(dx, nullptr, dxn.data(), a.x_mid.data(), L.ffn_norm.data(), n, d, hp.rms_eps, pool_);  // dx = dL/dx_mid
-
-  // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))).
-  std::vector<float> datt = zeros(n * q_w);
-  linear_backward(p, layer, T_O, L.wo, a.att.data(), &a.u[T_O], dx, datt.data());               // [n, q_w]
-  std::vector<float> dq = zeros(n * q_w), dk = zeros(n * kv_w), dv = zeros(n * kv_w);
-  attention_backward(dq.data(), dk.data(), dv.data(), datt.data(), a.q.data(), a.k.data(), a.v.data(),
-                     p.seq_start.data(), p.pos.data(), n, hp.n_head, hp.n_head_kv, hd,
-                     1.0f / std::sqrt(static_cast<float>(hd)), pool_);
-  datt = std::vector<float>();
-  rope_backward(dq.data(), p.pos.data(), n, hp.n_head, hd, hp.n_rot, hp.rope_base, freqs);
-  rope_backward(dk.data(), p.pos.data(), n, hp.n_head_kv, hd, hp.n_rot, hp.rope_base, freqs);
-  float* dxn1 = nullptr;
-  if (need_dx_in) {
-    std::fill(dxn.begin(), dxn.end(), 0.0f);
-    dxn1 = dxn.data();
-  }
-  linear_backward(p, layer, T_Q, L.wq, a.xn1.data(), &a.u[T_Q], dq.data(), dxn1);
-  linear_backward(p, layer, T_K, L.wk, a.xn1.data(), &a.u[T_K], dk.data(), dxn1);
-  linear_backward(p, layer, T_V, L.wv, a.xn1.data(), &a.u[T_V], dv.data(), dxn1);
-  if (need_dx_in) rmsnorm_backward(dx, nullptr, dxn1, x_in, L.attn_norm.data(), n, d, hp.rms_eps, pool_);
+BlockContext Trainer::block_context() {
+  return BlockContext{model_->hparams(), model_->rope_freqs().empty() ? nullptr : model_->rope_freqs().data(), pool_};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,10 +298,6 @@ double Trainer::run_pass(const std::vector<TrainExample>& mb, size_t e0, size_t 
     p.inj_vecs.insert(p.inj_vecs.end(), ex.vectors.begin(), ex.vectors.end());
   }
   const int64_t n = p.n = static_cast<int64_t>(p.tokens.size());
-  p.kp.resize(static_cast<size_t>(n));
-  p.vp.resize(static_cast<size_t>(n));
-  p.cp.resize(static_cast<size_t>(n));
-  p.nc.resize(static_cast<size_t>(n));
   const int64_t K = static_cast<int64_t>(p.inj_rows.size());
   std::vector<float> terms(static_cast<size_t>(K * d));
   auto inject = [&](float* x) {
@@ -468,8 +315,8 @@ double Trainer::run_pass(const std::vector<TrainExample>& mb, size_t e0, size_t 
   std::vector<std::vector<float>> xs(n_x, std::vector<float>(static_cast<size_t>(n * d)));
   auto X = [&](int64_t l) -> float* { return xs[backward ? static_cast<size_t>(l) : static_cast<size_t>(l % 2)].data(); };
   const bool keep_all = backward && !opts_.recompute;
-  std::vector<LayerActs> acts(keep_all ? static_cast<size_t>(n_layer) : 1);
-  auto A = [&](int64_t l) -> LayerActs& { return acts[keep_all ? static_cast<size_t>(l) : 0]; };
+  std::vector<BlockTape> acts(keep_all ? static_cast<size_t>(n_layer) : 1);
+  auto A = [&](int64_t l) -> BlockTape& { return acts[keep_all ? static_cast<size_t>(l) : 0]; };
 
   embedding_forward(X(0), p.tokens.data(), n, model_->tok_embd().type, model_->tok_embd().data, d);  // [n, d]
   if (opts_.inject_layer == -1) inject(X(0));

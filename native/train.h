@@ -8,16 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "block.h"
 #include "llama_model.h"
 #include "thread_pool.h"
 
 namespace lro {
 
-// The seven matrices of a block LoRA can target, in PEFT's names: q k v o gate up down.
-constexpr int kLoraTargets = 7;
-const char* lora_target_name(int target);        // "q", ..., "down"
-const char* lora_target_peft_name(int target);   // "q_proj", ..., "down_proj"
-int lora_target_from_name(const std::string& s);  // accepts both spellings; -1 if unknown
+// The seven matrices of a block LoRA can target (block.h's BlockLinear): q k v o gate up down.
+constexpr int kLoraTargets = kBlockLinears;
 
 struct LoraConfig {
   int64_t rank = 8;
@@ -140,7 +138,6 @@ class Trainer {
 
  private:
   struct Pass;
-  struct LayerActs;
   void build_params();
   void init_fresh();
   void init_from_adapter(const std::string& path);
@@ -148,12 +145,10 @@ class Trainer {
   // One packed pass over examples [e0, e1) of mb: forward, loss, and (if grad_scale != 0) backward.
   double run_pass(const std::vector<TrainExample>& mb, size_t e0, size_t e1, double grad_scale, bool backward, bool train);
   double accumulate_impl(const std::vector<TrainExample>& mb, double weight, bool train, int64_t* tokens, int64_t* loss_tokens);
-  void layer_forward(Pass& p, int layer, const float* x_in, float* x_out, LayerActs& a);
-  void layer_backward(Pass& p, int layer, const float* x_in, LayerActs& a, float* dx, bool need_dx_in);
-  void linear_forward(Pass& p, int layer, int target, const Weight& w, const float* x, float* y, std::vector<float>* u);
-  void linear_backward(Pass& p, int layer, int target, const Weight& w, const float* x, const std::vector<float>* u,
-                       const float* dy, float* dx);
-  void dropout_input(const Pass& p, int layer, int target, const float* x, int64_t n, int64_t n_in, float* out);
+  BlockWeights layer_weights(const Pass& p, int layer);
+  BlockContext block_context();
+  void layer_forward(Pass& p, int layer, const float* x_in, float* x_out, BlockTape& a);
+  void layer_backward(Pass& p, int layer, const float* x_in, BlockTape& a, float* dx, bool need_dx_in);
 
   std::shared_ptr<const LlamaModel> model_;
   LoraConfig lora_;

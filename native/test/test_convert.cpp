@@ -127,7 +127,12 @@ void section(const std::string& name, const std::function<void()>& f) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  const std::string shared = argc > 1 ? argv[1] : golden::shared_dir();
+  std::string shared = argc > 1 ? argv[1] : golden::shared_dir();
+  // Absolute: the test links to golden files from a temporary folder.
+  if (char* abs = realpath(shared.c_str(), nullptr)) {
+    shared = abs;
+    std::free(abs);
+  }
   const std::string hf = shared + "/golden/hf", gg = shared + "/golden/gguf";
   char tmpl[] = "/tmp/lro-convert-XXXXXX";
   const std::string tmp = mkdtemp(tmpl);
