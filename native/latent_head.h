@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "ggml_types.h"
 #include "gguf.h"
 
 namespace lro {
@@ -24,6 +25,31 @@ constexpr const char* kLatentLnEps = "lro.latent.layer_norm_eps";       // f32
 constexpr const char* kLatentExclude = "lro.latent.exclude_ids";        // i32[]: never decoded (pad, bot, eot)
 // Tensors: latent.fc1.weight ne [d, h], latent.fc1.bias [h], latent.fc2.weight ne [h, d],
 // latent.fc2.bias [d], latent.ln.weight [d], latent.ln.bias [d] (CODI only).
+
+// The head's weights as its forward and backward see them: the GGUF's tensors (inference) or f32
+// copies being trained.
+struct LatentHeadWeights {
+  bool identity = true;  // Coconut: e = z
+  int64_t d = 0, hidden = 0;
+  GgmlType w1_type = GgmlType::F32, w2_type = GgmlType::F32;
+  const void* w1 = nullptr;  // [hidden, d]
+  const void* w2 = nullptr;  // [d, hidden]
+  const float* b1 = nullptr;  // [hidden]
+  const float* b2 = nullptr;  // [d]
+  const float* ln_w = nullptr;
+  const float* ln_b = nullptr;
+  float ln_eps = 1e-5f;
+};
+// Gradients of a trained head (+=); W1/W2 must then be f32.
+struct LatentHeadGrads {
+  float *w1 = nullptr, *b1 = nullptr, *w2 = nullptr, *b2 = nullptr, *ln_w = nullptr, *ln_b = nullptr;
+};
+
+// e[n, d] = head(z[n, d])
+void latent_head_forward(const LatentHeadWeights& w, const float* z, float* e, int64_t n, ThreadPool& pool);
+// dz[n, d] += dL/dz given de[n, d]; the weights' gradients +=. The forward is recomputed from z.
+void latent_head_backward(const LatentHeadWeights& w, const LatentHeadGrads& g, const float* z, const float* de,
+                          float* dz, int64_t n, ThreadPool& pool);
 
 struct LatentSettings {
   std::string mode = "coconut";
@@ -43,10 +69,12 @@ class LatentHead {
 
   const LatentSettings& settings() const { return s_; }
   const std::string& path() const { return file_->path(); }
+  const GgufFile& file() const { return *file_; }
   int64_t hidden() const { return hidden_; }
 
   // e[n, d] = head(z[n, d])
   void project(const float* z, float* e, int64_t n, ThreadPool& pool) const;
+  LatentHeadWeights weights() const;
 
  private:
   std::shared_ptr<GgufFile> file_;
@@ -59,7 +87,12 @@ class LatentHead {
 
 // out[n, d] = LayerNorm(x) * w + b   (biased variance)
 void layernorm_forward(float* out, const float* x, const float* w, const float* b, int64_t n, int64_t d, float eps);
+// dx[n, d] += dL/dx given dout; dw, db [d] += (unless null)
+void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w, int64_t n,
+                        int64_t d, float eps);
 // out[n] = x * Phi(x), exact (erf)
 void gelu_forward(float* out, const float* x, int64_t n);
+// dx[n] += dout * (Phi(x) + x phi(x))
+void gelu_backward(float* dx, const float* dout, const float* x, int64_t n);
 
 }  // namespace lro

@@ -88,12 +88,13 @@ void crossentropy_backward(float* dlogits, const float* logits, const int32_t* t
 // Output head and cross-entropy in chunks of chunk_rows rows (0: auto), so [n, V] logits or
 // gradients never exist at once: per chunk logits = x W^T, CE, dlogits, dx += dlogits W.
 //   x, dx: [n, d]   W: [n_vocab, d] any type   targets: [n]
-// head_crossentropy_forward returns sum_t CE; the backward also does and adds scale * dCE/dx to dx.
+// head_crossentropy_forward returns sum_t CE; the backward also does and adds scale * dCE/dx to dx
+// (and scale * dCE/dW to dw [n_vocab, d] unless null: a trained f32 head).
 double head_crossentropy_forward(const float* x, const int32_t* targets, int64_t n, int64_t d, GgmlType wtype,
                                  const void* w, int64_t n_vocab, int64_t chunk_rows, ThreadPool& pool);
 double head_crossentropy_backward(float* dx, const float* x, const int32_t* targets, int64_t n, int64_t d,
                                   GgmlType wtype, const void* w, int64_t n_vocab, float scale, int64_t chunk_rows,
-                                  ThreadPool& pool);
+                                  ThreadPool& pool, float* dw = nullptr);
 
 // Activation Oracles steering of rows rows[k] of x[n, d] by vectors[k, d]:
 //   term = coef * ||x_p|| * v / max(||v||, eps);  add: x_p += term;  replace: x_p = term.

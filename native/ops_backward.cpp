@@ -332,7 +332,7 @@ double head_crossentropy_forward(const float* x, const int32_t* targets, int64_t
 
 double head_crossentropy_backward(float* dx, const float* x, const int32_t* targets, int64_t n, int64_t d,
                                   GgmlType wtype, const void* w, int64_t n_vocab, float scale, int64_t chunk_rows,
-                                  ThreadPool& pool) {
+                                  ThreadPool& pool, float* dw) {
   if (n <= 0) return 0;
   const int64_t C = ce_chunk(chunk_rows, n, n_vocab);
   std::vector<float> logits(static_cast<size_t>(C * n_vocab)), losses(static_cast<size_t>(C));
@@ -345,6 +345,7 @@ double head_crossentropy_backward(float* dx, const float* x, const int32_t* targ
     // dlogits overwrite the logits in place: both are [c, V] and the logits are no longer needed.
     crossentropy_backward(logits.data(), logits.data(), targets + t0, c, n_vocab, scale, pool);
     matmul_backward(dx + t0 * d, logits.data(), wtype, w, n_vocab, d, c, pool);  // [c, d] += [c, V] W
+    if (dw) matmul_backward_weight(dw, logits.data(), x + t0 * d, c, n_vocab, d, pool);  // [V, d] += dlogits^T x
   }
   return total;
 }

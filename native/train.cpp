@@ -37,20 +37,6 @@ std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
 
 }  // namespace
 
-const char* lr_schedule_name(LrSchedule s) {
-  switch (s) {
-    case LrSchedule::LINEAR: return "linear";
-    case LrSchedule::COSINE: return "cosine";
-    default: return "constant";
-  }
-}
-LrSchedule lr_schedule_from_name(const std::string& s) {
-  if (s == "constant") return LrSchedule::CONSTANT;
-  if (s == "linear") return LrSchedule::LINEAR;
-  if (s == "cosine") return LrSchedule::COSINE;
-  throw std::invalid_argument("unknown LR schedule '" + s + "' (expected constant, linear or cosine)");
-}
-
 // The rows of one packed pass: examples laid end to end, each with positions 0..n_b-1.
 struct Trainer::Pass {
   int64_t n = 0;
@@ -71,10 +57,7 @@ Trainer::Trainer(std::shared_ptr<const LlamaModel> model, const LoraConfig& lora
     throw std::invalid_argument("inject_layer " + std::to_string(opts_.inject_layer) + " is outside [-1, " +
                                 std::to_string(hp.n_layer) + ")");
   if (lora_.dropout < 0 || lora_.dropout >= 1) throw std::invalid_argument("LoRA dropout must be in [0, 1)");
-  if (optim_.lr < 0) throw std::invalid_argument("learning rate must be >= 0");
-  if (optim_.warmup_fraction < 0 || optim_.warmup_fraction > 1) throw std::invalid_argument("warmup fraction must be in [0, 1]");
-  if ((optim_.schedule != LrSchedule::CONSTANT || optim_.warmup_fraction > 0) && optim_.total_steps <= 0)
-    throw std::invalid_argument("a decaying LR schedule or warmup needs total_steps > 0");
+  validate(optim_);
   if (lora_.init_adapter.empty())
     init_fresh();
   else
@@ -419,74 +402,20 @@ double Trainer::accumulate_impl(const std::vector<TrainExample>& mb, double weig
   return total / static_cast<double>(n_loss);
 }
 
-void Trainer::zero_grad() {
+std::vector<ParamSpan> Trainer::spans() {
+  std::vector<ParamSpan> v;
   for (auto& p : params_) {
-    std::fill(p.ga.begin(), p.ga.end(), 0.0f);
-    std::fill(p.gb.begin(), p.gb.end(), 0.0f);
+    v.push_back({p.a.data(), p.ga.data(), p.ma.data(), p.va.data(), p.a.size()});
+    v.push_back({p.b.data(), p.gb.data(), p.mb.data(), p.vb.data(), p.b.size()});
   }
+  return v;
 }
 
-double Trainer::grad_norm() const {
-  double s = 0;
-  for (const auto& p : params_) {
-    for (float g : p.ga) s += static_cast<double>(g) * g;
-    for (float g : p.gb) s += static_cast<double>(g) * g;
-  }
-  return std::sqrt(s);
-}
-
-double Trainer::clip_gradients(double max_norm) {
-  // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1.
-  const double coef = std::min(1.0, max_norm / (grad_norm() + 1e-6));
-  if (coef < 1.0) {
-    const float c = static_cast<float>(coef);
-    for (auto& p : params_) {
-      for (float& g : p.ga) g *= c;
-      for (float& g : p.gb) g *= c;
-    }
-  }
-  return coef;
-}
-
-double Trainer::lr_at(int64_t s) const {
-  const double base = optim_.lr;
-  const int64_t total = optim_.total_steps;
-  const int64_t warm = static_cast<int64_t>(std::ceil(optim_.warmup_fraction * static_cast<double>(total)));
-  // HF transformers' schedules (get_{constant,linear,cosine}_schedule_with_warmup), step counted from 0.
-  if (s < warm) return base * static_cast<double>(s) / static_cast<double>(std::max<int64_t>(1, warm));
-  if (optim_.schedule == LrSchedule::CONSTANT) return base;
-  const double span = static_cast<double>(std::max<int64_t>(1, total - warm));
-  if (optim_.schedule == LrSchedule::LINEAR) return base * std::max(0.0, static_cast<double>(total - s) / span);
-  const double progress = static_cast<double>(s - warm) / span;
-  return base * std::max(0.0, 0.5 * (1.0 + std::cos(3.14159265358979323846 * progress)));
-}
-
-void Trainer::adamw_update(double lr) {
-  ++step_;
-  const double b1 = optim_.beta1, b2 = optim_.beta2;
-  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
-  const double bc2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(step_)));
-  // Float element ops in torch's order (decay, lerp, addcmul, sqrt/bc2 + eps, addcdiv).
-  const float decay = static_cast<float>(1.0 - lr * optim_.weight_decay);
-  const float w1 = static_cast<float>(1.0 - b1), fb2 = static_cast<float>(b2), w2 = static_cast<float>(1.0 - b2);
-  const float fbc2 = static_cast<float>(bc2_sqrt), feps = static_cast<float>(optim_.eps);
-  const float step_size = static_cast<float>(lr / bc1);
-  auto upd = [&](std::vector<float>& w, const std::vector<float>& g, std::vector<float>& m, std::vector<float>& v) {
-    pool_.parallel_for(static_cast<int64_t>(w.size()), 1024, [&](int, int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        w[i] *= decay;
-        m[i] += w1 * (g[i] - m[i]);
-        v[i] = v[i] * fb2 + w2 * (g[i] * g[i]);
-        const float denom = std::sqrt(v[i]) / fbc2 + feps;
-        w[i] += -step_size * (m[i] / denom);
-      }
-    });
-  };
-  for (auto& p : params_) {
-    upd(p.a, p.ga, p.ma, p.va);
-    upd(p.b, p.gb, p.mb, p.vb);
-  }
-}
+void Trainer::zero_grad() { zero_gradients(spans()); }
+double Trainer::grad_norm() const { return lro::grad_norm(const_cast<Trainer*>(this)->spans()); }
+double Trainer::clip_gradients(double max_norm) { return lro::clip_gradients(spans(), max_norm); }
+double Trainer::lr_at(int64_t s) const { return lro::lr_at(optim_, s); }
+void Trainer::adamw_update(double lr) { lro::adamw_update(spans(), optim_, lr, ++step_, pool_); }
 
 StepResult Trainer::step(const std::vector<std::vector<TrainExample>>& micro_batches) {
   if (micro_batches.empty()) throw std::invalid_argument("step: no micro-batches");

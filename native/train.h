@@ -10,6 +10,7 @@
 
 #include "block.h"
 #include "llama_model.h"
+#include "optimizer.h"
 #include "thread_pool.h"
 
 namespace lro {
@@ -28,16 +29,6 @@ struct LoraConfig {
   // (*.gguf), or a PEFT folder / adapter_model.safetensors, converted on the way
   // (native/convert/lora_convert.h).
   std::string init_adapter;
-};
-
-enum class LrSchedule { CONSTANT, LINEAR, COSINE };
-
-struct OptimConfig {
-  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
-  double max_grad_norm = 0;  // > 0: clip_grad_norm_ to this global norm
-  LrSchedule schedule = LrSchedule::CONSTANT;
-  double warmup_fraction = 0;  // of total_steps, rounded up (HF Trainer's warmup_ratio)
-  int64_t total_steps = 0;     // needed by linear / cosine decay and warmup
 };
 
 struct TrainOptions {
@@ -138,6 +129,7 @@ class Trainer {
 
  private:
   struct Pass;
+  std::vector<ParamSpan> spans();  // A then B of every pair, in pair order
   void build_params();
   void init_fresh();
   void init_from_adapter(const std::string& path);
@@ -161,8 +153,5 @@ class Trainer {
   uint64_t rng_counter_ = 0;      // one tick per training pass: the dropout masks' stream position
   std::vector<std::vector<float>> terms_;
 };
-
-const char* lr_schedule_name(LrSchedule s);
-LrSchedule lr_schedule_from_name(const std::string& s);  // throws std::invalid_argument
 
 }  // namespace lro

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "convert/json.h"
 #include "convert/llama_names.h"
 #include "ggml_types.h"
+#include "gguf.h"
 #include "latent_head.h"
 #include "quants.h"
 
@@ -476,6 +478,12 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
   const int64_t hd = cfg.head_dim_eff;
   std::set<std::string> have;
   std::set<std::string> used_lora;
+  struct Unmerged {
+    std::string weight;  // GGUF name of the base weight
+    const LoraParts* lora;
+    int64_t permute_heads;
+  };
+  std::vector<Unmerged> unmerged;
   bool has_lm_head = false;
   for (const auto& b : base) {
     const std::string& hf = b.first;
@@ -508,6 +516,13 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
     const std::string module = hf.substr(0, hf.rfind('.'));
     if (!bias) {
       auto it = lora.find(module);
+      if (opt.no_merge && it != lora.end()) {
+        unmerged.push_back({g, &it->second, 0});
+        if (g.find(".attn_q.") != std::string::npos) unmerged.back().permute_heads = cfg.n_head;
+        if (g.find(".attn_k.") != std::string::npos) unmerged.back().permute_heads = cfg.n_head_kv;
+        used_lora.insert(module);
+        it = lora.end();
+      }
       if (it != lora.end()) {
         const LoraParts& lp = it->second;
         if (lp.a->shape[1] != want[1] || lp.b->shape[0] != want[0])
@@ -526,7 +541,7 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
   }
   for (const auto& l : lora)
     if (!used_lora.count(l.first)) throw ConvertError(dir + ": LoRA weights for '" + l.first + "' have no base weight to merge into");
-  sum.lora_merged = static_cast<int64_t>(used_lora.size());
+  sum.lora_merged = static_cast<int64_t>(used_lora.size() - unmerged.size());
   // Completeness: every block needs its nine tensors.
   std::vector<std::string> missing;
   for (const char* g : {"token_embd.weight", "output_norm.weight"})
@@ -596,6 +611,43 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
     bytes = encode(p.type, data, cols);
   });
   progress("tensor", total, total, "");
+
+  // The unmerged LoRA as a llama.cpp adapter: lora_a ne [n_in, r], lora_b ne [r, n_out] with the q/k
+  // rows in the base weight's (permuted) order; alpha such that alpha / r is the checkpoint's scale.
+  if (!unmerged.empty()) {
+    const double r = static_cast<double>(unmerged.front().lora->a->shape[0]);
+    const double scale = facts.rslora ? alpha / std::sqrt(r) : alpha / r;
+    GgufWriter aw;
+    aw.set_string("general.architecture", "llama");
+    aw.set_string("general.type", "adapter");
+    aw.set_string("general.name", name + " LoRA");
+    aw.set_string("adapter.type", "lora");
+    aw.set_f32("adapter.lora.alpha", static_cast<float>(scale * r));
+    aw.set_u32("lro.adapter.head_count", static_cast<uint32_t>(cfg.n_head));
+    aw.set_u32("lro.adapter.head_count_kv", static_cast<uint32_t>(cfg.n_head_kv));
+    if (facts.rslora) {
+      aw.set_bool("lro.adapter.use_rslora", true);
+      aw.set_f32("lro.adapter.peft_alpha", static_cast<float>(alpha));
+    }
+    auto bytes_of = [](const std::vector<float>& v) {
+      std::vector<uint8_t> b(v.size() * sizeof(float));
+      std::memcpy(b.data(), v.data(), b.size());
+      return b;
+    };
+    for (const auto& u : unmerged) {
+      if (static_cast<double>(u.lora->a->shape[0]) != r)
+        throw ConvertError(u.lora->a->describe() + ": LoRA ranks differ between modules; one GGUF adapter needs one rank");
+      const int64_t rank = u.lora->a->shape[0], n_in = u.lora->a->shape[1], n_out = u.lora->b->shape[0];
+      std::vector<float> b = u.lora->b->to_f32();
+      if (u.permute_heads > 0) permute_qk_rows(b, n_out, rank, u.permute_heads, false);
+      aw.add_tensor(u.weight + ".lora_a", GgmlType::F32, {n_in, rank}, bytes_of(u.lora->a->to_f32()));
+      aw.add_tensor(u.weight + ".lora_b", GgmlType::F32, {rank, n_out}, bytes_of(b));
+    }
+    sum.lora_out = opt.lora_out.empty() ? (ends_with(out, ".gguf") ? out.substr(0, out.size() - 5) : out) + ".lora.gguf" : opt.lora_out;
+    progress("lora", 0, 1, sum.lora_out);
+    aw.write(sum.lora_out);
+    progress("lora", 1, 1, sum.lora_out);
+  }
 
   // Latent-head sidecar.
   if (latent == "codi" || latent == "coconut") {

@@ -26,6 +26,10 @@ struct HfConvertOptions {
   std::string pad_names = "auto";  // auto | codi | llama (naming of embedding rows past the tokenizer)
   std::string pre;               // tokenizer.ggml.pre override; "" -> detect
   bool vocab_only = false;       // tokenizer metadata (and llama.* keys when a config exists), no tensors
+  // LoRA checkpoints (CODI): write the base unmerged and the LoRA as a llama.cpp GGUF adapter at
+  // lora_out ("" -> <out without .gguf>.lora.gguf), so that training can start from it.
+  bool no_merge = false;
+  std::string lora_out;
   int threads = 0;               // LoRA merge threads; 0 -> hardware concurrency
   ProgressFn progress;
 };
@@ -47,6 +51,7 @@ struct HfConvertSummary {
   bool tied = false;
   bool codi = false;
   int64_t lora_merged = 0;       // matrices that received a merged LoRA delta
+  std::string lora_out;          // no_merge: the adapter written ("" when the checkpoint has no LoRA)
   int64_t lora_rank = 0;
   double lora_alpha = 0;
   std::string lora_alpha_source; // option | README.json | adapter_config.json
