@@ -19,6 +19,7 @@ import {
   type PositionSelector,
 } from './cli-util.js';
 import { registerConvertCommands } from './commands/convert.js';
+import { registerLatentCommands } from './commands/latent.js';
 import { registerOracleCommands } from './commands/oracle.js';
 import { registerReasoningCommands } from './commands/reasoning.js';
 import { registerTaskCommands } from './commands/tasks.js';
@@ -426,6 +427,7 @@ function buildProgram(): Command {
   registerReasoningCommands(program);
   registerConvertCommands(program);
   registerOracleCommands(program);
+  registerLatentCommands(program);
   registerTaskCommands(program);
   return program;
 }

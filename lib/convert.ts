@@ -49,6 +49,9 @@ export const ConvertOptionsSchema = z
      * config.json exists; weights and config are optional, so tokenizer files alone suffice.
      */
     vocabOnly: z.boolean().default(false),
+    /** Keep a LoRA checkpoint's LoRA unmerged: the base as is, the LoRA as a llama.cpp GGUF adapter (loraOut, default <out minus .gguf>.lora.gguf). */
+    noMerge: z.boolean().default(false),
+    loraOut: z.string().min(1).optional(),
     /** Threads for the LoRA merge; 0 = all cores. */
     threads: z.number().int().min(0).max(1024).default(0),
     onProgress: progressFn.optional(),

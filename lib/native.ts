@@ -194,6 +194,11 @@ export interface RandomLlamaSpec {
   name?: string;
   latentPath?: string;
   latentSteps?: number;
+  /** copy this GGUF's tokenizer (and vocabulary size) instead of the byte-level one */
+  tokenizerFrom?: string;
+  ropeBase?: number;
+  /** norms exactly 1 (a fresh model to train) */
+  unitNorms?: boolean;
 }
 
 /** Progress of a conversion: stage "read" | "tensor" | "latent" (done of total units). */
@@ -220,6 +225,9 @@ export interface NativeConvertHfOptions {
   pre?: string;
   /** tokenizer metadata only, no tensors (weights and config.json optional) */
   vocabOnly?: boolean;
+  /** keep a LoRA checkpoint's LoRA unmerged: the base as is, the LoRA as a GGUF adapter (loraOut, default <out minus .gguf>.lora.gguf) */
+  noMerge?: boolean;
+  loraOut?: string;
   threads?: number;
   onProgress?: (p: NativeConvertProgress) => void;
 }
@@ -244,7 +252,7 @@ export interface NativeConvertHfSummary {
   tied: boolean;
   codi: boolean;
   pre: string;
-  lora: { merged: number; rank: number; alpha: number; alphaSource: string | null; rslora: boolean };
+  lora: { merged: number; rank: number; alpha: number; alphaSource: string | null; rslora: boolean; out: string | null };
   latent: { mode: 'codi' | 'coconut'; botId: number; eotId: number; padId: number; steps: number } | null;
   warnings: string[];
 }
@@ -376,6 +384,92 @@ export interface NativeTrainer {
   dispose(): void;
 }
 
+/** One latent-training example as ids; labels are aligned with their ids (labels[t]: the target of the row before t, -100 = none). */
+export interface NativeLatentExample {
+  /** [bos] q [bot]: the student's encoder (codi, coconut) */
+  prompt?: Int32Array;
+  /** what follows the latent steps: [eot] ... [eos] */
+  suffix?: Int32Array;
+  suffixLabels?: Int32Array;
+  /** codi: the teacher's whole sequence (question, CoT, answer); lm: the sequence to model */
+  teacher?: Int32Array;
+  teacherLabels?: Int32Array;
+  /** codi: index in suffix / teacher of the distillation token (the last token of the answer prompt) */
+  studentDistill?: number;
+  teacherDistill?: number;
+}
+
+export interface NativeLatentTrainConfig {
+  objective?: 'codi' | 'coconut' | 'lm';
+  mode?: 'lora' | 'full';
+  /** codi: latent steps; coconut: the stage s */
+  latentSteps?: number;
+  distillFactor?: number;
+  refFactor?: number;
+  smoothL1Beta?: number;
+  /** codi: train the projection head too (default true) */
+  trainHead?: boolean;
+  threads?: number;
+  ceChunkRows?: number;
+  /** lora mode: a fresh LoRA (rank, alpha, initSeed) or initAdapter (a llama.cpp GGUF adapter) */
+  rank?: number;
+  alpha?: number;
+  initSeed?: number;
+  initAdapter?: string;
+}
+
+export interface NativeLatentLoss {
+  loss: number;
+  ce: number;
+  distill: number;
+  refCe: number;
+  distillPerState: number[];
+  ceTokens: number;
+  refTokens: number;
+  tokens: number;
+}
+
+export interface NativeLatentStepResult {
+  loss: number;
+  ce: number;
+  distill: number;
+  refCe: number;
+  gradNorm: number;
+  clipCoef: number;
+  lr: number;
+  tokens: number;
+  step: number;
+  examples: NativeLatentLoss[];
+}
+
+export interface NativeLatentTrainerInfo {
+  step: number;
+  dataPosition: number;
+  threads: number;
+  objective: 'codi' | 'coconut' | 'lm';
+  mode: 'lora' | 'full';
+  latentSteps: number;
+  tensors: number;
+  trainableParams: number;
+}
+
+export interface NativeLatentTrainer {
+  step(examples: NativeLatentExample[], microBatches?: number[][]): Promise<NativeLatentStepResult>;
+  evalLosses(examples: NativeLatentExample[]): Promise<NativeLatentLoss[]>;
+  /** The latest step's gradients in PyTorch shapes, q/k rows in HF order, checkpoint names (before clipping when kept). */
+  gradients(): { name: string; shape: number[]; data: Float32Array }[];
+  /** Keep each step's gradients before clipping for gradients() (twice the gradient memory). */
+  keepPreclipGradients(on: boolean): void;
+  /** full mode: the model GGUF (f32); lora mode: the adapter GGUF */
+  saveModel(path: string, name?: string): void;
+  saveHead(path: string): void;
+  saveCheckpoint(path: string): void;
+  loadCheckpoint(path: string): void;
+  setDataPosition(position: number): void;
+  info(): NativeLatentTrainerInfo;
+  dispose(): void;
+}
+
 export interface GgufInspection {
   path: string;
   ggufVersion: number;
@@ -393,6 +487,13 @@ export interface NativeAddon {
   NativeSession: new (model: NativeModel, options: NativeSessionOptions) => NativeSession;
   /** LoRA training on the frozen model (any weight type). */
   NativeTrainer: new (model: NativeModel, lora?: NativeLoraConfig, optim?: NativeOptimConfig, options?: NativeTrainOptions) => NativeTrainer;
+  /** Training through the latent chain (CODI / Coconut / LM), LoRA or full-parameter; headPath: a latent-head GGUF or null. */
+  NativeLatentTrainer: new (
+    model: NativeModel,
+    headPath: string | null,
+    config?: NativeLatentTrainConfig,
+    optim?: NativeOptimConfig,
+  ) => NativeLatentTrainer;
   /** rowLength defaults to data.length; each row is quantised on its own. */
   quantize(type: TensorTypeName, data: Float32Array, rowLength?: number): Uint8Array;
   dequantize(type: TensorTypeName, data: Uint8Array, n: number): Float32Array;

@@ -11,8 +11,7 @@
 //   adapter.gguf     the final adapter (llama.cpp format)         (--format gguf)
 //   peft/            the final adapter as a PEFT folder           (--format peft)
 //   oracle.json      injection settings for inference (also inside peft/)
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { appendFile, rename, rm } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -20,17 +19,14 @@ import { convertAdapter } from './convert.js';
 import { InputError } from './errors.js';
 import { loadModel, type Model } from './model.js';
 import { native, type NativeStepResult, type NativeTrainer, type NativeTrainExample } from './native.js';
-import {
-  mixSeed,
-  ORACLE_SETTINGS_FILE,
-  rng,
-  shuffleInPlace,
-  type OracleSettings,
-} from './oracle-common.js';
+import { ORACLE_SETTINGS_FILE, type OracleSettings } from './oracle-common.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
 import { abortError } from './session.js';
+import { fileSha256, firstDifference, planRun, truncateLog } from './train-run.js';
+
+export { planEpoch, planRun, type PlannedStep } from './train-run.js';
 
 export const LORA_TARGETS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 const PEFT_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -155,66 +151,6 @@ interface Prepared {
   positions: Int32Array;
 }
 
-export interface PlannedStep {
-  epoch: number;
-  /** Example indices per micro-batch. */
-  micro: number[][];
-}
-
-function chunk<T>(a: T[], n: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < a.length; i += n) out.push(a.slice(i, i + n));
-  return out;
-}
-
-// Batches are grouped by length inside windows of this many steps: enough to pair similar lengths,
-// few enough that a window is still a random draw from the data.
-const GROUP_WINDOW_STEPS = 8;
-
-/** The steps of one epoch: a function of (lengths, seed, epoch) only, so resume can replay it. */
-export function planEpoch(
-  lengths: readonly number[],
-  epoch: number,
-  o: { batchSize: number; gradAccum: number; seed: number; shuffle: boolean; groupByLength: boolean },
-): number[][][] {
-  const stepSize = o.batchSize * o.gradAccum;
-  let order = Array.from({ length: lengths.length }, (_, i) => i);
-  let steps: number[][];
-  if (!o.shuffle) {
-    steps = chunk(order, stepSize);
-  } else {
-    const next = rng(mixSeed(o.seed, epoch));
-    shuffleInPlace(order, next);
-    if (o.groupByLength && lengths.length > stepSize) {
-      const window = stepSize * GROUP_WINDOW_STEPS;
-      order = chunk(order, window).flatMap((w) => w.sort((a, b) => lengths[b] - lengths[a] || a - b));
-      steps = shuffleInPlace(chunk(order, stepSize), next);
-    } else {
-      steps = chunk(order, stepSize);
-    }
-  }
-  return steps.map((s) => chunk(s, o.batchSize));
-}
-
-/** Every step of the run: `steps` if given, else `epochs` passes over the data. */
-export function planRun(
-  lengths: readonly number[],
-  o: { batchSize: number; gradAccum: number; seed: number; shuffle: boolean; groupByLength: boolean; epochs: number; steps?: number },
-): PlannedStep[] {
-  if (lengths.length === 0) return [];
-  const perEpoch = Math.ceil(lengths.length / (o.batchSize * o.gradAccum));
-  const total = o.steps ?? o.epochs * perEpoch;
-  const out: PlannedStep[] = [];
-  for (let e = 0; out.length < total; e++) for (const micro of planEpoch(lengths, e, o)) if (out.length < total) out.push({ epoch: e, micro });
-  return out;
-}
-
-async function fileSha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const b of createReadStream(path)) h.update(b as Buffer);
-  return h.digest('hex');
-}
-
 /** Reads, checks and tokenizes a JSONL file; every error names the file and line. */
 async function prepareExamples(
   model: Model,
@@ -296,34 +232,6 @@ function runIdentity(o: Resolved, base: string, dataHash: string, valHash: strin
   };
 }
 type RunIdentity = ReturnType<typeof runIdentity>;
-
-function firstDifference(a: unknown, b: unknown, path = ''): string | null {
-  if (JSON.stringify(a) === JSON.stringify(b)) return null;
-  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a)) {
-    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
-      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
-      if (d) return d;
-    }
-  }
-  return `${path || '(settings)'}: the run has ${JSON.stringify(a)}, now ${JSON.stringify(b)}`;
-}
-
-/** Keeps the log lines of steps the checkpoint holds; later ones are about to be redone. */
-async function truncateLog(path: string, upToStep: number): Promise<void> {
-  if (!existsSync(path)) return;
-  const kept = readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((l) => {
-      if (l.trim() === '') return false;
-      try {
-        const j = JSON.parse(l) as { step?: unknown };
-        return typeof j.step === 'number' && j.step <= upToStep;
-      } catch {
-        return false; // a line cut short by a crash
-      }
-    });
-  await writeFileAtomic(path, kept.map((l) => l + '\n').join(''));
-}
 
 /**
  * Trains an activation-oracle LoRA on a frozen base. Resumable: with resume, a run continues from

@@ -66,6 +66,21 @@ std::string layer_prefix(int64_t l) { return "model.layers." + std::to_string(l)
 
 }  // namespace
 
+const char* latent_objective_name(LatentObjective o) {
+  switch (o) {
+    case LatentObjective::CODI: return "codi";
+    case LatentObjective::COCONUT: return "coconut";
+    default: return "lm";
+  }
+}
+
+LatentObjective latent_objective_from_name(const std::string& s) {
+  if (s == "codi") return LatentObjective::CODI;
+  if (s == "coconut") return LatentObjective::COCONUT;
+  if (s == "lm") return LatentObjective::LM;
+  throw std::invalid_argument("unknown objective '" + s + "' (expected codi, coconut or lm)");
+}
+
 // One sequence fed in chunks: the residual stream at every block boundary and each block's tape.
 struct LatentTrainer::Seq {
   int64_t T = 0;
@@ -388,7 +403,8 @@ double LatentTrainer::ce_rows(Seq& s, const std::vector<int64_t>& rows, const st
 LatentLoss LatentTrainer::example(const LatentExample& ex, double weight, bool backward, LatentTrace* trace) {
   const auto& hp = model_->hparams();
   const int64_t d = hp.n_embd, L = hp.n_layer, N = cfg_.latent_steps;
-  const bool codi = cfg_.objective == LatentObjective::CODI;
+  const bool codi = cfg_.objective == LatentObjective::CODI, lm = cfg_.objective == LatentObjective::LM;
+  const double teacher_factor = lm ? 1.0 : cfg_.ref_factor;
   LatentLoss out;
   auto make_seq = [&](int64_t T) {
     Seq s;
@@ -424,19 +440,19 @@ LatentLoss LatentTrainer::example(const LatentExample& ex, double weight, bool b
 
   // ---- teacher (CODI): its states are the distillation targets (detached); its CE is trained too
   std::vector<float> t_states;
-  if (codi) {
+  if (codi || lm) {
     const int64_t Tt = static_cast<int64_t>(ex.teacher.size());
     Seq t = make_seq(Tt);
     embed(ex.teacher.data(), Tt, t.X[0].data());
     run_chunk(t, 0, Tt);
-    t_states = states(t, ex.teacher_distill);
+    if (codi) t_states = states(t, ex.teacher_distill);
     std::vector<int64_t> rows;
     std::vector<int32_t> tg;
     targets_of(ex.teacher_labels, 0, rows, tg);
     out.ref_tokens = static_cast<int64_t>(rows.size());
     out.tokens += Tt;
-    const double scale = rows.empty() ? 0 : weight * cfg_.ref_factor / static_cast<double>(rows.size());
-    if (backward && cfg_.ref_factor > 0 && !rows.empty()) {
+    const double scale = rows.empty() ? 0 : weight * teacher_factor / static_cast<double>(rows.size());
+    if (backward && teacher_factor > 0 && !rows.empty()) {
       std::vector<float> dtop(static_cast<size_t>(Tt * d), 0.0f);
       const double sum = ce_rows(t, rows, tg, scale, &dtop);
       out.ref_ce = sum / static_cast<double>(rows.size());
@@ -446,6 +462,10 @@ LatentLoss LatentTrainer::example(const LatentExample& ex, double weight, bool b
       out.ref_ce = ce_rows(t, rows, tg, 0, nullptr) / static_cast<double>(rows.size());
     }
     if (trace) trace->teacher_states = t_states;
+    if (lm) {
+      out.total = out.ref_ce;
+      return out;
+    }
   }
 
   // ---- student: prompt, N latent steps, suffix
@@ -546,7 +566,7 @@ LatentLoss LatentTrainer::example(const LatentExample& ex, double weight, bool b
 std::vector<LatentLoss> LatentTrainer::accumulate(const std::vector<LatentExample>& mb, double weight,
                                                   std::vector<LatentTrace>* traces) {
   const auto& hp = model_->hparams();
-  const bool codi = cfg_.objective == LatentObjective::CODI;
+  const bool codi = cfg_.objective == LatentObjective::CODI, lm = cfg_.objective == LatentObjective::LM;
   for (size_t e = 0; e < mb.size(); ++e) {
     const LatentExample& ex = mb[e];
     const std::string where = "example " + std::to_string(e);
@@ -563,6 +583,12 @@ std::vector<LatentLoss> LatentTrainer::accumulate(const std::vector<LatentExampl
       for (int32_t x : l)
         if (x >= hp.n_vocab) throw std::invalid_argument(where + ": " + what + " label " + std::to_string(x) + " is outside the vocabulary");
     };
+    if (lm) {
+      if (ex.teacher.empty()) throw std::invalid_argument(where + ": the LM objective needs the teacher sequence");
+      ids(ex.teacher, "teacher");
+      labels(ex.teacher_labels, ex.teacher, "teacher");
+      continue;
+    }
     if (ex.prompt.empty()) throw std::invalid_argument(where + " has no prompt ids");
     ids(ex.prompt, "prompt");
     ids(ex.suffix, "suffix");
@@ -618,6 +644,10 @@ LatentStepResult LatentTrainer::step(const std::vector<std::vector<LatentExample
   }
   const auto spans = spans_of(params_);
   r.grad_norm = lro::grad_norm(spans);
+  if (keep_preclip_) {
+    preclip_.resize(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) preclip_[i] = params_[i].g;
+  }
   if (optim_.max_grad_norm > 0) r.clip_coef = clip_gradients(spans, optim_.max_grad_norm);
   r.lr = lr_at(optim_, step_);
   adamw_update(spans, optim_, r.lr, ++step_, pool_);
@@ -630,7 +660,11 @@ LatentStepResult LatentTrainer::step(const std::vector<std::vector<LatentExample
 // files
 
 std::vector<float> LatentTrainer::hf_values(const TrainTensor& t, bool grad) const {
-  std::vector<float> v = grad ? t.g : t.w;
+  std::vector<float> v = t.w;
+  if (grad) {
+    const size_t i = static_cast<size_t>(&t - params_.data());
+    v = keep_preclip_ && i < preclip_.size() ? preclip_[i] : t.g;
+  }
   if (t.permute_heads > 0) convert::permute_qk_rows(v, t.shape[0], static_cast<int64_t>(v.size()) / t.shape[0], t.permute_heads, true);
   return v;
 }
@@ -703,7 +737,8 @@ void LatentTrainer::save_head(const std::string& path) const {
     put("latent.ln.weight", hw.ln_w, {d});
     put("latent.ln.bias", hw.ln_b, {d});
   } else {
-    for (const auto& t : head_->file().tensors()) w.add_tensor(t.name, GgmlType::F32, {t.ne[0]}, f32_bytes(tensor_f32(t)));
+    for (const auto& t : head_->file().tensors())
+      w.add_tensor(t.name, GgmlType::F32, std::vector<int64_t>(t.ne, t.ne + t.n_dims), f32_bytes(tensor_f32(t)));
   }
   w.write(path);
 }
@@ -716,7 +751,7 @@ void LatentTrainer::save_checkpoint(const std::string& path) const {
   w.set_value("lro.train.step", i64_bits(static_cast<uint64_t>(step_)));
   w.set_value("lro.train.data_position", i64_bits(static_cast<uint64_t>(data_pos_)));
   w.set_string("lro.train.mode", cfg_.mode == LatentTrainMode::FULL ? "full" : "lora");
-  w.set_string("lro.train.objective", cfg_.objective == LatentObjective::CODI ? "codi" : "coconut");
+  w.set_string("lro.train.objective", latent_objective_name(cfg_.objective));
   std::vector<std::string> names;
   for (const auto& t : params_) names.push_back(t.name);
   w.set_string_array("lro.train.tensors", names);

@@ -5,6 +5,7 @@
 //         every hidden state at the answer-predicting position toward a teacher (the same weights
 //         reading the CoT) + ref_factor x the teacher's CE.
 //   Coconut: stage s, s latent steps replace the first s CoT steps; CE on the rest (identity head).
+//   LM: plain next-token CE on the teacher sequence (pretraining the teacher task).
 // LoRA mode trains LoRA A/B (and the head); full mode trains every tensor of the model (f32 masters)
 // and the head. The objective is exactly ../shared/golden/hf/README.md's codi-train section.
 #pragma once
@@ -22,7 +23,11 @@
 
 namespace lro {
 
-enum class LatentObjective { CODI, COCONUT };
+// LM: the teacher task alone (next-token CE over the teacher sequence's labels), to pretrain a
+// base on CoT text before distilling it into latent steps.
+enum class LatentObjective { CODI, COCONUT, LM };
+const char* latent_objective_name(LatentObjective o);
+LatentObjective latent_objective_from_name(const std::string& s);  // throws std::invalid_argument
 enum class LatentTrainMode { LORA, FULL };
 
 struct LatentTrainConfig {
@@ -99,8 +104,11 @@ class LatentTrainer {
   const LlamaModel& model() const { return *model_; }
   int threads() const { return pool_.size(); }
 
-  // A tensor in PyTorch's row order (q/k rows un-permuted): its weights, or gradient when grad.
+  // A tensor in PyTorch's row order (q/k rows un-permuted): its weights, or gradient when grad (the
+  // latest step's before clipping when keep_preclip is on).
   std::vector<float> hf_values(const TrainTensor& t, bool grad) const;
+  // Keep a copy of each step's gradients before clipping (for dumps; twice the gradient memory).
+  void set_keep_preclip(bool on) { keep_preclip_ = on; }
   // Full mode: the trained model (the source's metadata, every tensor f32). LoRA mode: the adapter.
   void save_model(const std::string& path, const std::string& name = "") const;
   // The latent head sidecar with the trained head (CODI) or the source settings (Coconut).
@@ -151,6 +159,8 @@ class LatentTrainer {
   std::vector<float> frozen_head_[6];  // the head's tensors as f32 when it is not trained
   int64_t head_hidden_ = 0;
   int64_t step_ = 0, data_pos_ = 0;
+  bool keep_preclip_ = false;
+  std::vector<std::vector<float>> preclip_;  // per params_ entry
 };
 
 }  // namespace lro

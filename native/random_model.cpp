@@ -86,8 +86,10 @@ void write_random_llama(const std::string& path, const RandomLlamaSpec& sp) {
     throw std::invalid_argument("random model: n_embd and n_ff must be multiples of the type's block size " + std::to_string(bs));
   const char* specials[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|pad|>", "<|bot|>", "<|eot_latent|>"};
   const int64_t n_tok = 256 + 6;
-  const int64_t n_vocab = sp.n_vocab > 0 ? sp.n_vocab : n_tok;
-  if (n_vocab < n_tok) throw std::invalid_argument("random model: n_vocab must be at least 262");
+  int64_t n_vocab = sp.n_vocab > 0 ? sp.n_vocab : n_tok;
+  if (!sp.tokenizer_from.empty() && sp.n_vocab <= 0)
+    n_vocab = static_cast<int64_t>(GgufFile::open(sp.tokenizer_from)->get("tokenizer.ggml.tokens").as_array("tokenizer.ggml.tokens").size());
+  else if (n_vocab < n_tok) throw std::invalid_argument("random model: n_vocab must be at least 262");
   const int64_t d = sp.n_embd, hd = sp.n_embd / sp.n_head;
 
   GgufWriter w;
@@ -115,39 +117,57 @@ void write_random_llama(const std::string& path, const RandomLlamaSpec& sp) {
   w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
   w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(hd));
   w.set_u32("llama.vocab_size", static_cast<uint32_t>(n_vocab));
-  std::vector<std::string> tokens;
-  std::vector<int32_t> types;
-  for (int b = 0; b < 256; ++b) {
-    tokens.push_back(byte_token(b));
-    types.push_back(1);
+  int32_t bot = 260, eot = 261, pad = 259;
+  if (!sp.tokenizer_from.empty()) {
+    // Another file's tokenizer, as it is; the latent specials by their names.
+    auto f = GgufFile::open(sp.tokenizer_from);
+    const auto& toks = f->get("tokenizer.ggml.tokens").as_array("tokenizer.ggml.tokens");
+    if (static_cast<int64_t>(toks.size()) > n_vocab && sp.n_vocab > 0)
+      throw std::invalid_argument("random model: n_vocab " + std::to_string(n_vocab) + " is below the tokenizer's " + std::to_string(toks.size()) + " tokens");
+    for (const auto& kv : f->metadata())
+      if (kv.first.rfind("tokenizer.", 0) == 0) w.set_value(kv.first, kv.second);
+    auto id_of = [&](const char* name) {
+      for (size_t i = 0; i < toks.size(); ++i)
+        if (toks[i].as_string("tokenizer.ggml.tokens") == name) return static_cast<int32_t>(i);
+      return int32_t(-1);
+    };
+    bot = id_of("<|bot|>");
+    eot = id_of("<|eot_latent|>");
+    pad = id_of("<|pad|>");
+  } else {
+    std::vector<std::string> tokens;
+    std::vector<int32_t> types;
+    for (int b = 0; b < 256; ++b) {
+      tokens.push_back(byte_token(b));
+      types.push_back(1);
+    }
+    for (const char* s : specials) {
+      tokens.push_back(s);
+      types.push_back(3);
+    }
+    for (int64_t i = n_tok; i < n_vocab; ++i) {
+      tokens.push_back("[PAD" + std::to_string(i) + "]");
+      types.push_back(5);
+    }
+    w.set_string("tokenizer.ggml.model", "gpt2");
+    w.set_string("tokenizer.ggml.pre", "llama-bpe");
+    w.set_string_array("tokenizer.ggml.tokens", tokens);
+    w.set_i32_array("tokenizer.ggml.token_type", types);
+    w.set_string_array("tokenizer.ggml.merges", {});
+    w.set_u32("tokenizer.ggml.bos_token_id", 256);
+    w.set_u32("tokenizer.ggml.eos_token_id", 257);
+    w.set_u32("tokenizer.ggml.eot_token_id", 258);
+    w.set_u32("tokenizer.ggml.padding_token_id", 259);
+    w.set_bool("tokenizer.ggml.add_bos_token", true);
+    w.set_bool("tokenizer.ggml.add_eos_token", false);
   }
-  for (const char* s : specials) {
-    tokens.push_back(s);
-    types.push_back(3);
-  }
-  for (int64_t i = n_tok; i < n_vocab; ++i) {
-    tokens.push_back("[PAD" + std::to_string(i) + "]");
-    types.push_back(5);
-  }
-  w.set_string("tokenizer.ggml.model", "gpt2");
-  w.set_string("tokenizer.ggml.pre", "llama-bpe");
-  w.set_string_array("tokenizer.ggml.tokens", tokens);
-  w.set_i32_array("tokenizer.ggml.token_type", types);
-  w.set_string_array("tokenizer.ggml.merges", {});
-  w.set_u32("tokenizer.ggml.bos_token_id", 256);
-  w.set_u32("tokenizer.ggml.eos_token_id", 257);
-  w.set_u32("tokenizer.ggml.eot_token_id", 258);
-  w.set_u32("tokenizer.ggml.padding_token_id", 259);
-  w.set_bool("tokenizer.ggml.add_bos_token", true);
-  w.set_bool("tokenizer.ggml.add_eos_token", false);
-
   Rng rng(sp.seed);
   auto add_matrix = [&](const std::string& name, int64_t n_in, int64_t n_out, float std_) {
     w.add_tensor(name, sp.type, {n_in, n_out}, quantized(sp.type, random_matrix(rng, n_in, n_out, std_), n_in));
   };
   auto add_norm = [&](const std::string& name) {
     std::vector<float> g(static_cast<size_t>(d));
-    for (auto& v : g) v = 1.0f + 0.1f * rng.normal();
+    for (auto& v : g) v = sp.unit_norms ? 1.0f : 1.0f + 0.1f * rng.normal();
     w.add_tensor(name, GgmlType::F32, {d}, quantized(GgmlType::F32, g, d));
   };
   // Embedding rows of unit-ish scale, so the residual stream starts at a norm like a real model's.
@@ -173,12 +193,15 @@ void write_random_llama(const std::string& path, const RandomLlamaSpec& sp) {
   h.set_string("general.name", sp.name + " latent head");
   h.set_string(kLatentMode, "codi");
   h.set_u32(kLatentSteps, static_cast<uint32_t>(sp.latent_steps));
-  h.set_i32(kLatentBot, 260);
-  h.set_i32(kLatentEot, 261);
-  h.set_i32(kLatentPad, 259);
+  h.set_i32(kLatentBot, bot);
+  h.set_i32(kLatentEot, eot);
+  h.set_i32(kLatentPad, pad);
   h.set_string(kLatentPromptFormat, "codi");
   h.set_f32(kLatentLnEps, 1e-5f);
-  h.set_i32_array(kLatentExclude, {259, 260, 261});
+  std::vector<int32_t> exclude;
+  for (int32_t id : {pad, bot, eot})
+    if (id >= 0) exclude.push_back(id);
+  h.set_i32_array(kLatentExclude, exclude);
   auto vec = [&](float mean, float std_) {
     std::vector<float> v(static_cast<size_t>(d));
     for (auto& x : v) x = mean + std_ * rng.normal();

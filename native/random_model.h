@@ -19,6 +19,10 @@ struct RandomLlamaSpec {
   std::string name = "lro-native demo (random weights)";
   std::string latent_path;  // non-empty: also write a CODI latent-head sidecar here
   int64_t latent_steps = 6;
+  // Non-empty: copy this GGUF's tokenizer.* metadata (and its vocabulary size) instead of the
+  // byte-level one; the latent head's bot / eot / pad are its <|bot|>, <|eot_latent|>, <|pad|>.
+  std::string tokenizer_from;
+  bool unit_norms = false;  // norms exactly 1 (a fresh model to train) instead of 1 + noise
 };
 
 // Writes the model (atomically). Tokenizer: byte-level BPE ("gpt2", pre "llama-bpe", no merges):

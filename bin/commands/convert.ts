@@ -65,6 +65,7 @@ function reportHf(s: ConvertSummary): void {
     `  from ${s.sourceFiles.join(', ')} (${s.sourceFormat}), config ${s.configFile}`,
     `  vocabulary ${s.nVocab} rows (tokenizer ${s.tokenizerSize}, pre ${s.pre}), ${s.tied ? 'tied output' : 'separate output'}`,
   ];
+  if (s.lora.out) lines.push(`  LoRA kept unmerged: ${s.lora.out} (r ${s.lora.rank}, alpha ${s.lora.alpha})`);
   if (s.lora.merged > 0)
     lines.push(`  merged LoRA into ${s.lora.merged} matrices: r ${s.lora.rank}, alpha ${s.lora.alpha} (${s.lora.alphaSource}${s.lora.rslora ? ', rsLoRA' : ''})`);
   if (s.latent && s.latentOut)
@@ -95,6 +96,8 @@ interface ConvertCliOptions {
   padNames: 'auto' | 'codi' | 'llama';
   pre?: string;
   vocabOnly?: boolean;
+  merge: boolean;
+  loraOut?: string;
   threads: number;
   json?: boolean;
   quiet?: boolean;
@@ -126,6 +129,8 @@ export function registerConvertCommands(program: Command): void {
     .addOption(new Option('--pad-names <mode>', 'names of embedding rows past the tokenizer').choices(['auto', 'codi', 'llama']).default('auto'))
     .option('--pre <name>', 'tokenizer.ggml.pre when the pre-tokenizer is not recognised')
     .option('--vocab-only', 'write only the tokenizer metadata (no tensors; tokenizer.json + tokenizer_config.json suffice)')
+    .option('--no-merge', 'keep a LoRA checkpoint unmerged: the base as is, the LoRA as a GGUF adapter (for train-latent --init-adapter)')
+    .option('--lora-out <file>', 'with --no-merge: the adapter path (default <out minus .gguf>.lora.gguf)')
     .addOption(new Option('--threads <n>', 'LoRA merge threads (0: all cores)').argParser(intArg(0, 1024)).default(0))
     .option('--json', 'print the summary as JSON')
     .option('-q, --quiet', 'no progress output')
@@ -145,6 +150,8 @@ export function registerConvertCommands(program: Command): void {
           padNames: opts.padNames,
           pre: opts.pre,
           vocabOnly: opts.vocabOnly,
+          noMerge: !opts.merge,
+          loraOut: opts.loraOut,
           threads: opts.threads,
           onProgress: progress.update,
         });

@@ -11,6 +11,7 @@ void register_session(Napi::Env env, Napi::Object exports);
 void register_functions(Napi::Env env, Napi::Object exports);
 void register_convert(Napi::Env env, Napi::Object exports);
 void register_trainer(Napi::Env env, Napi::Object exports);
+void register_latent_trainer(Napi::Env env, Napi::Object exports);
 }  // namespace lro_napi
 
 namespace {
@@ -24,6 +25,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lro_napi::register_functions(env, exports);
   lro_napi::register_convert(env, exports);
   lro_napi::register_trainer(env, exports);
+  lro_napi::register_latent_trainer(env, exports);
   return exports;
 }
 

@@ -116,6 +116,8 @@ Napi::Value ConvertHf(const Napi::CallbackInfo& info) {
   opt.pad_names = opt_string(o, "padNames", "auto");
   opt.pre = opt_string(o, "pre");
   opt.vocab_only = opt_bool(o, "vocabOnly", false);
+  opt.no_merge = opt_bool(o, "noMerge", false);
+  opt.lora_out = opt_string(o, "loraOut");
   opt.threads = static_cast<int>(opt_number(o, "threads", 0));
   auto* w = new ConvertWorker(env, o.Has("onProgress") ? o.Get("onProgress") : env.Undefined());
   opt.progress = w->progress_fn();
@@ -148,6 +150,7 @@ Napi::Value ConvertHf(const Napi::CallbackInfo& info) {
     lora.Set("alpha", s.lora_alpha);
     lora.Set("alphaSource", s.lora_alpha_source.empty() ? e.Null() : Napi::String::New(e, s.lora_alpha_source));
     lora.Set("rslora", s.rslora);
+    lora.Set("out", s.lora_out.empty() ? e.Null() : Napi::String::New(e, s.lora_out));
     r.Set("lora", lora);
     if (!s.latent_mode.empty()) {
       auto lat = Napi::Object::New(e);

@@ -240,7 +240,8 @@ class RandomModelWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
-// writeRandomLlama(path, {nEmbd, nLayer, nHead, nHeadKv, nFf, nVocab, type, seed, weightStd, name, latentPath, latentSteps})
+// writeRandomLlama(path, {nEmbd, nLayer, nHead, nHeadKv, nFf, nVocab, type, seed, weightStd, name, latentPath, latentSteps,
+//                         tokenizerFrom, ropeBase, unitNorms})
 Napi::Value WriteRandomLlama(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto o = info[1].As<Napi::Object>();
@@ -262,6 +263,9 @@ Napi::Value WriteRandomLlama(const Napi::CallbackInfo& info) {
   if (o.Get("name").IsString()) sp.name = o.Get("name").As<Napi::String>().Utf8Value();
   if (o.Get("latentPath").IsString()) sp.latent_path = o.Get("latentPath").As<Napi::String>().Utf8Value();
   if (o.Get("type").IsString()) sp.type = parse_type(o.Get("type").As<Napi::String>().Utf8Value());
+  if (o.Get("tokenizerFrom").IsString()) sp.tokenizer_from = o.Get("tokenizerFrom").As<Napi::String>().Utf8Value();
+  if (o.Get("ropeBase").IsNumber()) sp.rope_base = o.Get("ropeBase").As<Napi::Number>().FloatValue();
+  sp.unit_norms = o.Get("unitNorms").ToBoolean().Value();
   auto* w = new RandomModelWorker(env, info[0].As<Napi::String>().Utf8Value(), sp);
   auto p = w->Promise();
   w->Queue();

@@ -1,0 +1,113 @@
+// Training examples for latent reasoners: a problem (question, CoT steps, answer) turned into the
+// ids and labels of the CODI / Coconut / LM objectives, exactly as ../shared/golden/hf/README.md's
+// codi-train section lays them out. Text rules only; the engine computes everything else.
+//
+//   tok(s) = the model's tokenizer without BOS;  P = tok(" The answer is:");  A = tok(" " + answer)
+//   CODI student: prompt [bos] tok(q) [bot], latents, suffix [eot] P A [eos] (targets A, eos)
+//   CODI teacher: [bos] tok(q) [bot] tok(" " + cot) [eot] P A [eos]            (targets CoT, A, eos)
+//   Coconut stage s: prompt as CODI, s latents, [eot] tok(" " + steps[s..]) P A [eos] (targets after eot)
+//   LM: the CODI teacher sequence (targets CoT, A, eos)
+import { goldAnswer } from './answers.js';
+import type { LatentSettings } from './latent-head.js';
+import type { Model } from './model.js';
+import type { NativeLatentExample } from './native.js';
+
+export const ANSWER_PROMPT = ' The answer is:';
+const IGNORE = -100;
+
+export interface LatentProblem {
+  question: string;
+  /** CoT steps in order (GSM8K: the <<...>> annotations). */
+  steps: string[];
+  answer: string;
+}
+
+/**
+ * A problem from a data line: GSM8K's {question, answer} (the CoT is the answer's <<...>>
+ * annotations, the answer the text after ####, commas removed), or {question, cot, answer} with cot
+ * a string (its <<...>> annotations, else the whole string as one step) or an array of steps.
+ * Throws an Error naming the field that is missing or malformed.
+ */
+export function problemFromLine(line: Record<string, unknown>): LatentProblem {
+  const q = line.question;
+  if (typeof q !== 'string' || q.trim() === '') throw new Error("field 'question': expected a non-empty string");
+  const question = q.trim();
+  if (line.cot !== undefined) {
+    const cot = line.cot;
+    let steps: string[];
+    if (Array.isArray(cot) && cot.every((s) => typeof s === 'string')) steps = cot as string[];
+    else if (typeof cot === 'string') steps = annotations(cot).length ? annotations(cot) : cot.trim() ? [cot.trim()] : [];
+    else throw new Error("field 'cot': expected a string or an array of strings");
+    const a = line.answer;
+    const answer = typeof a === 'number' ? String(a) : typeof a === 'string' ? (goldAnswer(a) ?? a.trim().replace(/,/g, '')) : null;
+    if (!answer) throw new Error("field 'answer': expected a number or a non-empty string");
+    return { question, steps, answer };
+  }
+  if (typeof line.answer !== 'string') throw new Error("field 'answer': expected GSM8K's answer text (with '#### N'), or give 'cot' and 'answer'");
+  const answer = goldAnswer(line.answer);
+  if (answer === null) throw new Error("field 'answer': no '#### N' final answer in it");
+  return { question, steps: annotations(line.answer), answer };
+}
+
+/** The <<...>> calculator annotations of a text, in order. */
+export function annotations(text: string): string[] {
+  return text.match(/<<[^<>]*>>/g) ?? [];
+}
+
+export type LatentObjectiveName = 'codi' | 'coconut' | 'lm';
+
+export interface LatentIdsOptions {
+  objective: LatentObjectiveName;
+  /** Coconut: the stage s (latent steps replacing the first s CoT steps). */
+  stage?: number;
+  /** Also supervise the answer prompt P (the golden does not; a model trained so writes P itself). */
+  supervisePrompt?: boolean;
+}
+
+/** The ids of one problem for the objective; bot / eot from the latent head, bos / eos from the tokenizer. */
+export function latentIds(model: Model, head: LatentSettings | null, p: LatentProblem, o: LatentIdsOptions): NativeLatentExample {
+  const { bos, eos } = model.info.tokenizer;
+  const tok = (s: string) => model.tokenize(s, { addBos: false });
+  const bot = head?.botId ?? -1;
+  const eot = head?.eotId ?? -1;
+  if (o.objective !== 'lm' && (bot < 0 || eot < 0))
+    throw new Error('the latent head defines no bot / eot token ids; training through latent steps needs both');
+  if (bos < 0 || eos < 0) throw new Error("the model's tokenizer has no BOS or EOS token");
+  const P = tok(ANSWER_PROMPT);
+  const A = tok(' ' + p.answer);
+  const q = tok(p.question);
+  const sup = (ids: number[], on: boolean) => ids.map((id) => (on ? id : IGNORE));
+  const prompt = [bos, ...q, ...(bot >= 0 ? [bot] : [])];
+  const i32 = (a: number[]) => Int32Array.from(a);
+  const supP = o.supervisePrompt ?? false;
+
+  if (o.objective === 'coconut') {
+    const s = o.stage ?? 0;
+    if (!Number.isInteger(s) || s < 0) throw new Error(`coconut stage ${s}: expected a non-negative integer`);
+    const rest = p.steps.slice(s).join(' ');
+    const C = rest ? tok(' ' + rest) : [];
+    const suffix = [eot, ...C, ...P, ...A, eos];
+    const labels = [IGNORE, ...C, ...P, ...A, eos];
+    return {
+      prompt: i32(prompt),
+      suffix: i32(suffix),
+      suffixLabels: i32(labels),
+    };
+  }
+  const C = p.steps.length ? tok(' ' + p.steps.join(' ')) : [];
+  const teacher = [...prompt, ...C, eot, ...P, ...A, eos];
+  const teacherLabels = [...sup(prompt, false), ...C, IGNORE, ...sup(P, supP), ...A, eos];
+  if (o.objective === 'lm') return { teacher: i32(teacher), teacherLabels: i32(teacherLabels) };
+  const suffix = [eot, ...P, ...A, eos];
+  const suffixLabels = [IGNORE, ...sup(P, supP), ...A, eos];
+  return {
+    prompt: i32(prompt),
+    suffix: i32(suffix),
+    suffixLabels: i32(suffixLabels),
+    teacher: i32(teacher),
+    teacherLabels: i32(teacherLabels),
+    // The last token of P predicts the answer: its hidden states are distilled.
+    studentDistill: P.length,
+    teacherDistill: prompt.length + C.length + P.length,
+  };
+}

@@ -1,0 +1,388 @@
+// Training a latent reasoner through its latent chain (CODI, Coconut, or the LM teacher task):
+// reading problems, the seeded batch plan, the per-step log, checkpoints and a bit-identical
+// resume, the step-0 gradient dump, and the outputs. Every number on weights or activations
+// (losses, gradients, clipping, AdamW, the schedule) comes from the engine.
+//
+// Output folder:
+//   run.json          the run's identity (model / head / data hashes, settings); resume refuses another
+//   checkpoint.gguf   the latest checkpoint (weights, AdamW moments, step, data position), atomic
+//   log.jsonl         per step {step, epoch, loss, ce, distill, ref_ce, grad_norm, clip_coef, lr, tokens, time_s}
+//   model.gguf        full mode: the trained model (f32)
+//   adapter.gguf      lora mode: the trained LoRA (llama.cpp format; load it with the base model)
+//   model.latent.gguf the latent head sidecar (trained prj for CODI)
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { appendFile, rename, rm } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
+import { writeFileAtomic } from './atomic-file.js';
+import { InputError } from './errors.js';
+import { latentIds, problemFromLine, type LatentObjectiveName, type LatentProblem } from './latent-data.js';
+import { LatentHead } from './latent-head.js';
+import { loadModel, type Model } from './model.js';
+import { native, type NativeLatentExample, type NativeLatentStepResult, type NativeLatentTrainer } from './native.js';
+import { parseOptions } from './options.js';
+import { writeSafetensors } from './safetensors.js';
+import { abortError } from './session.js';
+import { contentHash, firstDifference, planRun, truncateLog } from './train-run.js';
+
+const int = z.number().int();
+
+export const TrainLatentOptionsSchema = z
+  .object({
+    /** Model GGUF: the base (lora mode) or the model to train (full mode). */
+    base: z.string().min(1),
+    /** Latent-head sidecar; default <base>.latent.gguf or the model file's own. */
+    latentHead: z.string().min(1).optional(),
+    /** lora mode: start from this llama.cpp GGUF adapter (convert <codi-dir> --no-merge writes one). */
+    initAdapter: z.string().min(1).optional(),
+    data: z.string().min(1),
+    out: z.string().min(1),
+    objective: z.enum(['codi', 'coconut', 'lm']).default('codi'),
+    /** Coconut: the curriculum stage s. */
+    stage: int.min(0).max(64).default(1),
+    mode: z.enum(['lora', 'full']).default('lora'),
+    /** CODI: latent steps (default: the head's). */
+    latentSteps: int.min(0).max(64).optional(),
+    distillFactor: z.number().min(0).finite().default(1),
+    refFactor: z.number().min(0).finite().default(1),
+    /** Also supervise " The answer is:" after eot (the model then writes it itself). */
+    supervisePrompt: z.boolean().default(false),
+    trainHead: z.boolean().default(true),
+    loraR: int.positive().max(4096).default(16),
+    loraAlpha: z.number().positive().finite().default(32),
+    lr: z.number().positive().finite().default(1e-4),
+    weightDecay: z.number().min(0).finite().default(0.01),
+    batchSize: int.positive().default(8),
+    gradAccum: int.positive().default(1),
+    clip: z.number().min(0).finite().default(1.0),
+    schedule: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+    warmup: z.number().min(0).max(1).default(0),
+    epochs: int.positive().default(1),
+    steps: int.positive().optional(),
+    seed: int.min(0).max(0xffffffff).default(0),
+    shuffle: z.boolean().default(true),
+    /** First N problems of the data only. */
+    limit: int.positive().optional(),
+    log: z.string().min(1).optional(),
+    resume: z.boolean().default(false),
+    saveEvery: int.nonnegative().default(100),
+    threads: int.min(0).max(1024).default(0),
+    /** Writes DIR/step0.safetensors: every trainable tensor's step-0 gradient before clipping. */
+    dumpGrads: z.string().min(1).optional(),
+    /** Name written into the outputs' general.name. */
+    name: z.string().min(1).optional(),
+  })
+  .strict();
+export type TrainLatentOptions = z.input<typeof TrainLatentOptionsSchema>;
+type Resolved = z.output<typeof TrainLatentOptionsSchema>;
+
+export interface TrainLatentProgress {
+  phase: 'prepare' | 'train' | 'save';
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss?: number;
+  ce?: number;
+  distill?: number;
+  refCe?: number;
+  lr?: number;
+  gradNorm?: number;
+  tokens: number;
+  tokensPerSec: number;
+  elapsedMs: number;
+  etaMs: number | null;
+}
+
+export interface TrainLatentSummary {
+  out: string;
+  steps: number;
+  totalSteps: number;
+  resumedFrom: number | null;
+  examples: number;
+  loss: number | null;
+  tokens: number;
+  tokensPerSec: number;
+  elapsedMs: number;
+  trainableParams: number;
+  checkpoint: string;
+  log: string;
+  model?: string;
+  adapter?: string;
+  head?: string;
+  grads?: string;
+}
+
+export interface TrainLatentCallbacks {
+  onProgress?: (p: TrainLatentProgress) => void;
+  /** Stops after the step in flight; the finished steps are checkpointed first. */
+  signal?: AbortSignal;
+}
+
+/** Problems of a JSONL file; every error names the file and line. */
+export function readProblems(path: string, limit = Infinity): LatentProblem[] {
+  if (!existsSync(path)) throw new InputError(`data file not found: ${path}`);
+  const out: LatentProblem[] = [];
+  const lines = readFileSync(path, 'utf8').split('\n');
+  for (let i = 0; i < lines.length && out.length < limit; i++) {
+    const text = lines[i].trim();
+    if (text === '') continue;
+    let j: unknown;
+    try {
+      j = JSON.parse(text);
+    } catch (e) {
+      throw new InputError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
+    }
+    if (!j || typeof j !== 'object' || Array.isArray(j)) throw new InputError(`${path}:${i + 1}: expected a JSON object`);
+    try {
+      out.push(problemFromLine(j as Record<string, unknown>));
+    } catch (e) {
+      throw new InputError(`${path}:${i + 1}: ${(e as Error).message}`);
+    }
+  }
+  if (out.length === 0) throw new InputError(`${path}: no problems`);
+  return out;
+}
+
+/** Ids of every problem for the run's objective. */
+export function buildLatentExamples(model: Model, head: LatentHead | null, problems: LatentProblem[], o: {
+  objective: LatentObjectiveName;
+  stage?: number;
+  supervisePrompt?: boolean;
+}): NativeLatentExample[] {
+  return problems.map((p, i) => {
+    try {
+      return latentIds(model, head?.settings ?? null, p, o);
+    } catch (e) {
+      throw new InputError(`problem ${i}: ${(e as Error).message}`);
+    }
+  });
+}
+
+function exampleLength(e: NativeLatentExample): number {
+  return (e.prompt?.length ?? 0) + (e.suffix?.length ?? 0) + (e.teacher?.length ?? 0);
+}
+
+/**
+ * Trains through the latent chain. Resumable: with resume, a run continues from OUT/checkpoint.gguf
+ * and ends with the same files, bit for bit, as an uninterrupted run.
+ */
+export async function trainLatent(options: TrainLatentOptions, callbacks: TrainLatentCallbacks = {}): Promise<TrainLatentSummary> {
+  const o: Resolved = parseOptions(TrainLatentOptionsSchema, options, 'train-latent options');
+  const { onProgress, signal } = callbacks;
+  const base = resolve(o.base);
+  if (!existsSync(base) || !statSync(base).isFile()) throw new InputError(`--base: model file not found: ${o.base}`);
+  if (o.initAdapter && !existsSync(o.initAdapter)) throw new InputError(`--init-adapter: file not found: ${o.initAdapter}`);
+  if (o.initAdapter && o.mode !== 'lora') throw new InputError('--init-adapter needs --mode lora');
+  const out = resolve(o.out);
+  if (existsSync(out) && !statSync(out).isDirectory()) throw new InputError(`--out is a file, expected a folder: ${o.out}`);
+  const checkpoint = join(out, 'checkpoint.gguf');
+  const runFile = join(out, 'run.json');
+  const logPath = o.log ? (isAbsolute(o.log) ? o.log : resolve(o.log)) : join(out, 'log.jsonl');
+  if (!o.resume && (existsSync(checkpoint) || existsSync(runFile)))
+    throw new InputError(`${o.out} already holds a training run; pass --resume to continue it, or choose another --out`);
+  mkdirSync(out, { recursive: true });
+
+  const t0 = Date.now();
+  const progress = (p: Omit<TrainLatentProgress, 'elapsedMs'>) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 });
+  const model = await loadModel(base);
+  let trainer: NativeLatentTrainer | undefined;
+  try {
+    const head = LatentHead.find(model, o.latentHead);
+    if (o.objective === 'codi' && head?.settings.mode !== 'codi')
+      throw new InputError(`--objective codi needs a CODI latent head (${o.latentHead ?? base.replace(/\.gguf$/i, '') + '.latent.gguf'} not found or not CODI)`);
+    if (o.objective !== 'lm' && !head)
+      throw new InputError(`--objective ${o.objective} needs a latent head for its bot / eot ids (give --latent-head)`);
+    progress({ phase: 'prepare', step: 0, totalSteps: 0, epoch: 0, tokens: 0, tokensPerSec: 0, etaMs: null });
+    const problems = readProblems(o.data, o.limit);
+    const examples = buildLatentExamples(model, head, problems, o);
+    const latentSteps = o.objective === 'coconut' ? o.stage : (o.latentSteps ?? head?.settings.steps ?? 6);
+    const plan = planRun(examples.map(exampleLength), { ...o, groupByLength: false });
+    const totalSteps = plan.length;
+
+    const identity = {
+      base: { sha256: await contentHash(base), bytes: statSync(base).size },
+      head: head ? { sha256: await contentHash(head.settings.path) } : null,
+      initAdapter: o.initAdapter ? { sha256: await contentHash(o.initAdapter) } : null,
+      data: { sha256: await contentHash(o.data), problems: problems.length },
+      objective: o.objective,
+      stage: o.objective === 'coconut' ? o.stage : null,
+      mode: o.mode,
+      latentSteps,
+      distillFactor: o.distillFactor,
+      refFactor: o.refFactor,
+      supervisePrompt: o.supervisePrompt,
+      trainHead: o.trainHead,
+      lora: o.mode === 'lora' && !o.initAdapter ? { r: o.loraR, alpha: o.loraAlpha } : null,
+      lr: o.lr,
+      weightDecay: o.weightDecay,
+      batchSize: o.batchSize,
+      gradAccum: o.gradAccum,
+      clip: o.clip,
+      schedule: o.schedule,
+      warmup: o.warmup,
+      totalSteps,
+      seed: o.seed,
+      shuffle: o.shuffle,
+    };
+    if (existsSync(runFile)) {
+      let prev: { identity?: unknown };
+      try {
+        prev = JSON.parse(readFileSync(runFile, 'utf8')) as { identity?: unknown };
+      } catch (e) {
+        throw new InputError(`${runFile}: not valid JSON (${(e as Error).message})`);
+      }
+      const d = firstDifference(prev.identity, identity);
+      if (d) throw new InputError(`--resume: ${runFile} was written by a different run (${d}); use another --out`);
+    } else {
+      await writeFileAtomic(
+        runFile,
+        JSON.stringify({ format: 'lro-latent-run', version: 1, createdAt: new Date().toISOString(), paths: { base, data: resolve(o.data) }, identity }, null, 1) + '\n',
+      );
+    }
+
+    trainer = new (native().NativeLatentTrainer)(
+      model.nativeHandle,
+      head ? head.settings.path : null,
+      {
+        objective: o.objective,
+        mode: o.mode,
+        latentSteps,
+        distillFactor: o.distillFactor,
+        refFactor: o.refFactor,
+        trainHead: o.trainHead,
+        threads: o.threads,
+        rank: o.loraR,
+        alpha: o.loraAlpha,
+        initSeed: o.seed,
+        initAdapter: o.initAdapter ? resolve(o.initAdapter) : undefined,
+      },
+      { lr: o.lr, weightDecay: o.weightDecay, maxGradNorm: o.clip, schedule: o.schedule, warmupFraction: o.warmup, totalSteps },
+    );
+    const tr = trainer;
+    if (o.dumpGrads) tr.keepPreclipGradients(true);
+
+    const consumed = [0];
+    for (const s of plan) consumed.push(consumed[consumed.length - 1] + s.micro.reduce((a, m) => a + m.length, 0));
+    let start = 0;
+    let resumedFrom: number | null = null;
+    if (existsSync(checkpoint)) {
+      tr.loadCheckpoint(checkpoint);
+      const ti = tr.info();
+      if (ti.step > totalSteps || ti.dataPosition !== consumed[ti.step])
+        throw new InputError(`--resume: ${checkpoint} is at step ${ti.step} (data position ${ti.dataPosition}), which does not fit this run's plan of ${totalSteps} steps`);
+      start = resumedFrom = ti.step;
+      await truncateLog(logPath, start);
+    } else if (existsSync(logPath)) {
+      await truncateLog(logPath, -1);
+    }
+
+    let tokens = 0;
+    let trainMs = 0;
+    let last: NativeLatentStepResult | undefined;
+    const log = (line: Record<string, unknown>) => appendFile(logPath, JSON.stringify(line) + '\n');
+    const save = (step: number) => {
+      progress({ phase: 'save', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: null });
+      tr.saveCheckpoint(checkpoint);
+    };
+    const stopped = (s: number) =>
+      Object.assign(abortError(), {
+        message: s === 0 ? 'training stopped before the first step' : `training stopped after step ${s} of ${totalSteps}; the checkpoint in ${o.out} keeps it (rerun with --resume)`,
+        step: s,
+      });
+    let grads: string | undefined;
+    for (let s = start; s < totalSteps; s++) {
+      if (signal?.aborted) {
+        if (s > start) save(s);
+        throw stopped(s);
+      }
+      const { epoch, micro } = plan[s];
+      const flat = micro.flat();
+      const local = new Map(flat.map((g, i) => [g, i]));
+      const t = Date.now();
+      const r = await tr.step(
+        flat.map((g) => examples[g]),
+        micro.map((m) => m.map((g) => local.get(g)!)),
+      );
+      trainMs += Date.now() - t;
+      tokens += r.tokens;
+      last = r;
+      if (s === 0 && o.dumpGrads) {
+        mkdirSync(o.dumpGrads, { recursive: true });
+        grads = join(resolve(o.dumpGrads), 'step0.safetensors');
+        await writeSafetensors(
+          grads,
+          tr.gradients().map((g) => ({ name: g.name, dtype: 'F32' as const, shape: g.shape, data: new Uint8Array(g.data.buffer, g.data.byteOffset, g.data.byteLength) })),
+        );
+        tr.keepPreclipGradients(false);
+      }
+      await log({
+        step: r.step,
+        epoch,
+        loss: r.loss,
+        ce: r.ce,
+        distill: r.distill,
+        ref_ce: r.refCe,
+        grad_norm: r.gradNorm,
+        clip_coef: r.clipCoef,
+        lr: r.lr,
+        tokens: r.tokens,
+        time_s: (Date.now() - t) / 1000,
+      });
+      const done = s + 1 - start;
+      progress({
+        phase: 'train',
+        step: r.step,
+        totalSteps,
+        epoch,
+        loss: r.loss,
+        ce: r.ce,
+        distill: r.distill,
+        refCe: r.refCe,
+        lr: r.lr,
+        gradNorm: r.gradNorm,
+        tokens,
+        tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0,
+        etaMs: (trainMs / done) * (totalSteps - s - 1),
+      });
+      if (o.saveEvery > 0 && r.step % o.saveEvery === 0 && r.step !== totalSteps) save(r.step);
+    }
+    save(totalSteps);
+    if (signal?.aborted) throw stopped(totalSteps);
+
+    // Outputs under temp names, then renamed: each file is either absent or whole.
+    progress({ phase: 'save', step: totalSteps, totalSteps, epoch: plan[totalSteps - 1]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: 0 });
+    const name = o.name ?? `${model.info.name} (${o.objective}, ${o.mode})`;
+    const summary: TrainLatentSummary = {
+      out,
+      steps: tr.info().step,
+      totalSteps,
+      resumedFrom,
+      examples: examples.length,
+      loss: last?.loss ?? null,
+      tokens,
+      tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0,
+      elapsedMs: Date.now() - t0,
+      trainableParams: tr.info().trainableParams,
+      checkpoint,
+      log: logPath,
+      ...(grads ? { grads } : {}),
+    };
+    const place = async (file: string, write: (tmp: string) => void) => {
+      const tmp = join(out, `.${file}.tmp-${process.pid}`);
+      try {
+        write(tmp);
+        await rename(tmp, join(out, file));
+      } finally {
+        await rm(tmp, { force: true });
+      }
+      return join(out, file);
+    };
+    if (o.mode === 'full') summary.model = await place('model.gguf', (p) => tr.saveModel(p, name));
+    else summary.adapter = await place('adapter.gguf', (p) => tr.saveModel(p, name));
+    if (head) summary.head = await place('model.latent.gguf', (p) => tr.saveHead(p));
+    return summary;
+  } finally {
+    trainer?.dispose();
+    model.dispose();
+  }
+}

@@ -1,0 +1,128 @@
+// What every training command shares: the seeded batch plan (a pure function of the data's
+// lengths and the seed, so a resume replays it), the run identity check, the log truncation on
+// resume, and the data fingerprint.
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from './atomic-file.js';
+import { mixSeed, rng, shuffleInPlace } from './oracle-common.js';
+
+export interface PlannedStep {
+  epoch: number;
+  /** Example indices per micro-batch. */
+  micro: number[][];
+}
+
+function chunk<T>(a: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < a.length; i += n) out.push(a.slice(i, i + n));
+  return out;
+}
+
+// Batches are grouped by length inside windows of this many steps: enough to pair similar lengths,
+// few enough that a window is still a random draw from the data.
+const GROUP_WINDOW_STEPS = 8;
+
+/** The steps of one epoch: a function of (lengths, seed, epoch) only, so resume can replay it. */
+export function planEpoch(
+  lengths: readonly number[],
+  epoch: number,
+  o: { batchSize: number; gradAccum: number; seed: number; shuffle: boolean; groupByLength: boolean },
+): number[][][] {
+  const stepSize = o.batchSize * o.gradAccum;
+  let order = Array.from({ length: lengths.length }, (_, i) => i);
+  let steps: number[][];
+  if (!o.shuffle) {
+    steps = chunk(order, stepSize);
+  } else {
+    const next = rng(mixSeed(o.seed, epoch));
+    shuffleInPlace(order, next);
+    if (o.groupByLength && lengths.length > stepSize) {
+      const window = stepSize * GROUP_WINDOW_STEPS;
+      order = chunk(order, window).flatMap((w) => w.sort((a, b) => lengths[b] - lengths[a] || a - b));
+      steps = shuffleInPlace(chunk(order, stepSize), next);
+    } else {
+      steps = chunk(order, stepSize);
+    }
+  }
+  return steps.map((s) => chunk(s, o.batchSize));
+}
+
+/** Every step of the run: `steps` if given, else `epochs` passes over the data. */
+export function planRun(
+  lengths: readonly number[],
+  o: { batchSize: number; gradAccum: number; seed: number; shuffle: boolean; groupByLength: boolean; epochs: number; steps?: number },
+): PlannedStep[] {
+  if (lengths.length === 0) return [];
+  const perEpoch = Math.ceil(lengths.length / (o.batchSize * o.gradAccum));
+  const total = o.steps ?? o.epochs * perEpoch;
+  const out: PlannedStep[] = [];
+  for (let e = 0; out.length < total; e++) for (const micro of planEpoch(lengths, e, o)) if (out.length < total) out.push({ epoch: e, micro });
+  return out;
+}
+
+export async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const b of createReadStream(path)) h.update(b as Buffer);
+  return h.digest('hex');
+}
+
+/** The first setting that differs between two run identities, said for a person; null when equal. */
+export function firstDifference(a: unknown, b: unknown, path = ''): string | null {
+  if (JSON.stringify(a) === JSON.stringify(b)) return null;
+  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a)) {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const d = firstDifference((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
+      if (d) return d;
+    }
+  }
+  return `${path || '(settings)'}: the run has ${JSON.stringify(a)}, now ${JSON.stringify(b)}`;
+}
+
+/** Keeps the log lines of steps the checkpoint holds; later ones are about to be redone. */
+export async function truncateLog(path: string, upToStep: number): Promise<void> {
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((l) => {
+      if (l.trim() === '') return false;
+      try {
+        const j = JSON.parse(l) as { step?: unknown };
+        return typeof j.step === 'number' && j.step <= upToStep;
+      } catch {
+        return false; // a line cut short by a crash
+      }
+    });
+  await writeFileAtomic(path, kept.map((l) => l + '\n').join(''));
+}
+
+
+/**
+ * A file's sha256, computed once: cached under ~/.cache/lro-native/hashes by absolute path, size and
+ * mtime, so a run's identity names a big model by its content without re-reading it every time.
+ */
+export async function contentHash(path: string): Promise<string> {
+  const { statSync, mkdirSync, writeFileSync } = await import('node:fs');
+  const { homedir } = await import('node:os');
+  const { join, resolve } = await import('node:path');
+  const abs = resolve(path);
+  const st = statSync(abs);
+  const key = createHash('sha256').update(`${abs}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 32);
+  const dir = join(process.env.LRO_CACHE_DIR ?? join(homedir(), '.cache', 'lro-native'), 'hashes');
+  const file = join(dir, key + '.json');
+  if (existsSync(file)) {
+    try {
+      const j = JSON.parse(readFileSync(file, 'utf8')) as { sha256?: unknown };
+      if (typeof j.sha256 === 'string' && /^[0-9a-f]{64}$/.test(j.sha256)) return j.sha256;
+    } catch {
+      // a damaged cache entry: hash again
+    }
+  }
+  const sha256 = await fileSha256(abs);
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(file, JSON.stringify({ path: abs, size: st.size, mtimeMs: st.mtimeMs, sha256 }) + '\n');
+  } catch {
+    // an unwritable cache only costs a re-hash next time
+  }
+  return sha256;
+}

@@ -1,0 +1,336 @@
+// NativeLatentTrainer: CODI / Coconut / LM training through the latent chain (LoRA or full).
+#include "bindings/common.h"
+#include "bindings/model_wrap.h"
+#include "latent_train.h"
+
+namespace lro_napi {
+
+namespace {
+
+// Typed-array fields of a JS example: one set of guards naming the field.
+std::vector<int32_t> i32_field(const Napi::Object& o, const char* key, const std::string& where, bool required) {
+  Napi::Value f = o.Get(key);
+  if (f.IsUndefined() || f.IsNull()) {
+    if (required) throw std::invalid_argument(where + "." + key + " is required");
+    return {};
+  }
+  if (!f.IsTypedArray() || f.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw std::invalid_argument(where + "." + key + " must be an Int32Array");
+  auto a = f.As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+int64_t int_field(const Napi::Object& o, const char* key, const std::string& where, int64_t fallback) {
+  Napi::Value f = o.Get(key);
+  if (f.IsUndefined() || f.IsNull()) return fallback;
+  if (!f.IsNumber()) throw std::invalid_argument(where + "." + key + " must be a number");
+  const double v = f.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 9.0e15)
+    throw std::invalid_argument(where + "." + key + " must be an integer");
+  return static_cast<int64_t>(v);
+}
+
+// {prompt, suffix, suffixLabels, teacher?, teacherLabels?, studentDistill?, teacherDistill?}
+std::vector<lro::LatentExample> latent_examples(const Napi::Value& v) {
+  if (!v.IsArray()) throw std::invalid_argument("latent trainer: examples must be an array");
+  auto a = v.As<Napi::Array>();
+  std::vector<lro::LatentExample> out;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    const std::string where = "latent trainer: examples[" + std::to_string(i) + "]";
+    Napi::Value e = a.Get(i);
+    if (!e.IsObject()) throw std::invalid_argument(where + " must be an object");
+    auto o = e.As<Napi::Object>();
+    lro::LatentExample x;
+    x.prompt = i32_field(o, "prompt", where, false);
+    x.suffix = i32_field(o, "suffix", where, false);
+    x.suffix_labels = i32_field(o, "suffixLabels", where, false);
+    x.teacher = i32_field(o, "teacher", where, false);
+    x.teacher_labels = i32_field(o, "teacherLabels", where, false);
+    x.student_distill = int_field(o, "studentDistill", where, -1);
+    x.teacher_distill = int_field(o, "teacherDistill", where, -1);
+    out.push_back(std::move(x));
+  }
+  return out;
+}
+
+Napi::Object loss_to_js(Napi::Env env, const lro::LatentLoss& l) {
+  auto o = Napi::Object::New(env);
+  o.Set("loss", l.total);
+  o.Set("ce", l.ce);
+  o.Set("distill", l.distill);
+  o.Set("refCe", l.ref_ce);
+  auto per = Napi::Array::New(env, l.distill_per_state.size());
+  for (size_t i = 0; i < l.distill_per_state.size(); ++i) per.Set(static_cast<uint32_t>(i), l.distill_per_state[i]);
+  o.Set("distillPerState", per);
+  o.Set("ceTokens", static_cast<double>(l.ce_tokens));
+  o.Set("refTokens", static_cast<double>(l.ref_tokens));
+  o.Set("tokens", static_cast<double>(l.tokens));
+  return o;
+}
+
+}  // namespace
+
+class LatentTrainerWrap : public Napi::ObjectWrap<LatentTrainerWrap> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function f = DefineClass(
+        env, "NativeLatentTrainer",
+        {InstanceMethod("step", &LatentTrainerWrap::Step), InstanceMethod("evalLosses", &LatentTrainerWrap::EvalLosses),
+         InstanceMethod("gradients", &LatentTrainerWrap::Gradients),
+         InstanceMethod("keepPreclipGradients", &LatentTrainerWrap::KeepPreclip), InstanceMethod("saveModel", &LatentTrainerWrap::SaveModel),
+         InstanceMethod("saveHead", &LatentTrainerWrap::SaveHead), InstanceMethod("saveCheckpoint", &LatentTrainerWrap::SaveCheckpoint),
+         InstanceMethod("loadCheckpoint", &LatentTrainerWrap::LoadCheckpoint), InstanceMethod("info", &LatentTrainerWrap::Info),
+         InstanceMethod("setDataPosition", &LatentTrainerWrap::SetDataPosition), InstanceMethod("dispose", &LatentTrainerWrap::Dispose)});
+    register_class(env, f);
+    exports.Set("NativeLatentTrainer", f);
+    return exports;
+  }
+  explicit LatentTrainerWrap(const Napi::CallbackInfo& info);
+  std::unique_ptr<lro::LatentTrainer> trainer;
+  std::atomic<bool> busy{false};
+  bool dispose_pending = false;
+
+  lro::LatentTrainer& get(const Napi::Env& env) {
+    if (!trainer) throw Napi::Error::New(env, "latent trainer has been disposed");
+    if (busy) throw Napi::Error::New(env, "latent trainer is busy with a step; await it first");
+    return *trainer;
+  }
+
+ private:
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value EvalLosses(const Napi::CallbackInfo& info);
+  std::string path_arg(const Napi::CallbackInfo& info, const char* method) {
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), std::string(method) + "(path): path must be a string");
+    return info[0].As<Napi::String>().Utf8Value();
+  }
+  Napi::Value Gradients(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto& t = get(env);
+    auto arr = Napi::Array::New(env, t.params().size());
+    uint32_t i = 0;
+    for (const auto& p : t.params()) {
+      auto o = Napi::Object::New(env);
+      o.Set("name", p.name);
+      auto shape = Napi::Array::New(env, p.shape.size());
+      for (size_t k = 0; k < p.shape.size(); ++k) shape.Set(static_cast<uint32_t>(k), static_cast<double>(p.shape[k]));
+      o.Set("shape", shape);
+      const auto v = t.hf_values(p, true);
+      o.Set("data", to_f32(env, v.data(), v.size()));
+      arr.Set(i++, o);
+    }
+    return arr;
+  }
+  Napi::Value KeepPreclip(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "keepPreclipGradients(on): a boolean");
+    get(info.Env()).set_keep_preclip(info[0].As<Napi::Boolean>().Value());
+    return info.Env().Undefined();
+  }
+  Napi::Value SaveModel(const Napi::CallbackInfo& info) {
+    auto& t = get(info.Env());
+    t.save_model(path_arg(info, "saveModel"), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "");
+    return info.Env().Undefined();
+  }
+  Napi::Value SaveHead(const Napi::CallbackInfo& info) {
+    get(info.Env()).save_head(path_arg(info, "saveHead"));
+    return info.Env().Undefined();
+  }
+  Napi::Value SaveCheckpoint(const Napi::CallbackInfo& info) {
+    get(info.Env()).save_checkpoint(path_arg(info, "saveCheckpoint"));
+    return info.Env().Undefined();
+  }
+  Napi::Value LoadCheckpoint(const Napi::CallbackInfo& info) {
+    get(info.Env()).load_checkpoint(path_arg(info, "loadCheckpoint"));
+    return info.Env().Undefined();
+  }
+  Napi::Value SetDataPosition(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "setDataPosition(position): a number");
+    const double p = info[0].As<Napi::Number>().DoubleValue();
+    if (!(p >= 0) || p != std::floor(p)) throw Napi::RangeError::New(info.Env(), "setDataPosition: a non-negative integer");
+    get(info.Env()).set_data_position(static_cast<int64_t>(p));
+    return info.Env().Undefined();
+  }
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!trainer) throw Napi::Error::New(env, "latent trainer has been disposed");
+    auto& t = *trainer;
+    auto o = Napi::Object::New(env);
+    o.Set("step", static_cast<double>(t.step_count()));
+    o.Set("dataPosition", static_cast<double>(t.data_position()));
+    o.Set("threads", t.threads());
+    o.Set("objective", lro::latent_objective_name(t.config().objective));
+    o.Set("mode", t.config().mode == lro::LatentTrainMode::FULL ? "full" : "lora");
+    o.Set("latentSteps", static_cast<double>(t.config().latent_steps));
+    double n = 0;
+    for (const auto& p : t.params()) n += static_cast<double>(p.w.size());
+    o.Set("tensors", static_cast<double>(t.params().size()));
+    o.Set("trainableParams", n);
+    return o;
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (busy) dispose_pending = true;
+    else trainer.reset();
+    return info.Env().Undefined();
+  }
+};
+
+// new NativeLatentTrainer(model, headPath | null, config, optim)
+LatentTrainerWrap::LatentTrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LatentTrainerWrap>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "new NativeLatentTrainer(model, headPath, config?, optim?)");
+  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+  std::shared_ptr<lro::LatentHead> head;
+  if (info.Length() > 1 && info[1].IsString()) head = lro::LatentHead::load(info[1].As<Napi::String>().Utf8Value(), mw->model->hparams().n_embd);
+  else if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined())
+    throw Napi::TypeError::New(env, "NativeLatentTrainer: headPath must be a string or null");
+  auto arg = [&](size_t i) { return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(env); };
+  Napi::Object co = arg(2), oo = arg(3);
+  lro::LatentTrainConfig cfg;
+  cfg.objective = lro::latent_objective_from_name(opt_string(co, "objective", "codi"));
+  const std::string mode = opt_string(co, "mode", "lora");
+  if (mode != "lora" && mode != "full") throw std::invalid_argument("latent trainer: mode must be 'lora' or 'full'");
+  cfg.mode = mode == "full" ? lro::LatentTrainMode::FULL : lro::LatentTrainMode::LORA;
+  cfg.latent_steps = static_cast<int64_t>(opt_number(co, "latentSteps", static_cast<double>(cfg.latent_steps)));
+  cfg.distill_factor = opt_number(co, "distillFactor", cfg.distill_factor);
+  cfg.ref_factor = opt_number(co, "refFactor", cfg.ref_factor);
+  cfg.smooth_l1_beta = opt_number(co, "smoothL1Beta", cfg.smooth_l1_beta);
+  cfg.train_head = opt_bool(co, "trainHead", cfg.train_head);
+  cfg.threads = static_cast<int>(opt_number(co, "threads", 0));
+  cfg.ce_chunk_rows = static_cast<int64_t>(opt_number(co, "ceChunkRows", 0));
+  cfg.lora.rank = static_cast<int64_t>(opt_number(co, "rank", static_cast<double>(cfg.lora.rank)));
+  cfg.lora.alpha = static_cast<float>(opt_number(co, "alpha", cfg.lora.alpha));
+  cfg.lora.init_seed = static_cast<uint64_t>(opt_number(co, "initSeed", 0));
+  cfg.lora.init_adapter = opt_string(co, "initAdapter", "");
+  lro::OptimConfig oc;
+  oc.lr = opt_number(oo, "lr", oc.lr);
+  oc.beta1 = opt_number(oo, "beta1", oc.beta1);
+  oc.beta2 = opt_number(oo, "beta2", oc.beta2);
+  oc.eps = opt_number(oo, "eps", oc.eps);
+  oc.weight_decay = opt_number(oo, "weightDecay", oc.weight_decay);
+  oc.max_grad_norm = opt_number(oo, "maxGradNorm", oc.max_grad_norm);
+  oc.schedule = lro::lr_schedule_from_name(opt_string(oo, "schedule", "constant"));
+  oc.warmup_fraction = opt_number(oo, "warmupFraction", oc.warmup_fraction);
+  oc.total_steps = static_cast<int64_t>(opt_number(oo, "totalSteps", 0));
+  trainer = std::make_unique<lro::LatentTrainer>(mw->model, head, cfg, oc);
+}
+
+class LatentTrainWorker : public Napi::AsyncWorker {
+ public:
+  LatentTrainWorker(Napi::Env env, LatentTrainerWrap* owner)
+      : Napi::AsyncWorker(env), owner_(owner), deferred_(Napi::Promise::Deferred::New(env)) {
+    owner_->Ref();
+  }
+  ~LatentTrainWorker() override { owner_->Unref(); }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  bool eval_only = false;
+  std::vector<std::vector<lro::LatentExample>> micro_batches;
+  lro::LatentStepResult result;
+  std::vector<lro::LatentLoss> losses;
+
+  void Execute() override {
+    try {
+      if (eval_only) losses = owner_->trainer->accumulate(micro_batches.front(), 0.0);
+      else result = owner_->trainer->step(micro_batches);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void Finish() {
+    owner_->busy = false;
+    if (owner_->dispose_pending) owner_->trainer.reset();
+  }
+  void OnOK() override {
+    Finish();
+    Napi::Env env = Env();
+    const auto& ls = eval_only ? losses : result.examples;
+    auto per = Napi::Array::New(env, ls.size());
+    for (size_t i = 0; i < ls.size(); ++i) per.Set(static_cast<uint32_t>(i), loss_to_js(env, ls[i]));
+    if (eval_only) {
+      deferred_.Resolve(per);
+      return;
+    }
+    auto o = Napi::Object::New(env);
+    o.Set("loss", result.loss);
+    o.Set("ce", result.ce);
+    o.Set("distill", result.distill);
+    o.Set("refCe", result.ref_ce);
+    o.Set("gradNorm", result.grad_norm);
+    o.Set("clipCoef", result.clip_coef);
+    o.Set("lr", result.lr);
+    o.Set("tokens", static_cast<double>(result.tokens));
+    o.Set("step", static_cast<double>(result.step));
+    o.Set("examples", per);
+    deferred_.Resolve(o);
+  }
+  void OnError(const Napi::Error& e) override {
+    Finish();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  LatentTrainerWrap* owner_;
+  Napi::Promise::Deferred deferred_;
+};
+
+// step(examples, microBatches?: number[][])
+Napi::Value LatentTrainerWrap::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  get(env);
+  auto* w = new LatentTrainWorker(env, this);
+  try {
+    auto ex = latent_examples(info.Length() > 0 ? info[0] : env.Undefined());
+    if (info.Length() > 1 && info[1].IsArray()) {
+      auto mbs = info[1].As<Napi::Array>();
+      std::vector<bool> used(ex.size(), false);
+      for (uint32_t i = 0; i < mbs.Length(); ++i) {
+        if (!mbs.Get(i).IsArray()) throw std::invalid_argument("latent trainer: microBatches must be an array of index arrays");
+        auto idx = mbs.Get(i).As<Napi::Array>();
+        std::vector<lro::LatentExample> mb;
+        for (uint32_t j = 0; j < idx.Length(); ++j) {
+          Napi::Value kv = idx.Get(j);
+          if (!kv.IsNumber()) throw std::invalid_argument("latent trainer: microBatches entries must be numbers");
+          const int64_t k = kv.As<Napi::Number>().Int64Value();
+          if (k < 0 || k >= static_cast<int64_t>(ex.size()) || used[static_cast<size_t>(k)])
+            throw std::invalid_argument("latent trainer: microBatches index " + std::to_string(k) + " is out of range or repeated");
+          used[static_cast<size_t>(k)] = true;
+          mb.push_back(ex[static_cast<size_t>(k)]);
+        }
+        if (mb.empty()) throw std::invalid_argument("latent trainer: an empty micro-batch");
+        w->micro_batches.push_back(std::move(mb));
+      }
+    } else {
+      w->micro_batches.push_back(std::move(ex));
+    }
+    if (w->micro_batches.empty() || w->micro_batches.front().empty()) throw std::invalid_argument("latent trainer: no examples");
+  } catch (const std::exception& e) {
+    delete w;
+    throw Napi::Error::New(env, e.what());
+  }
+  busy = true;
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// evalLosses(examples): per-example losses, no gradients.
+Napi::Value LatentTrainerWrap::EvalLosses(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  get(env);
+  auto* w = new LatentTrainWorker(env, this);
+  try {
+    w->eval_only = true;
+    w->micro_batches.push_back(latent_examples(info.Length() > 0 ? info[0] : env.Undefined()));
+  } catch (const std::exception& e) {
+    delete w;
+    throw Napi::Error::New(env, e.what());
+  }
+  busy = true;
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+void register_latent_trainer(Napi::Env env, Napi::Object exports) { LatentTrainerWrap::Init(env, exports); }
+
+}  // namespace lro_napi
