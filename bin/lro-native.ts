@@ -21,6 +21,7 @@ import {
 import { registerConvertCommands } from './commands/convert.js';
 import { registerLatentCommands } from './commands/latent.js';
 import { registerOracleCommands } from './commands/oracle.js';
+import { registerOrganismCommands } from './commands/organism.js';
 import { registerReasoningCommands } from './commands/reasoning.js';
 import { registerTaskCommands } from './commands/tasks.js';
 import { capture, expandCapturePoints, type CaptureProgress, type CaptureRecord } from '../lib/capture.js';
@@ -429,6 +430,7 @@ function buildProgram(): Command {
   registerOracleCommands(program);
   registerLatentCommands(program);
   registerTaskCommands(program);
+  registerOrganismCommands(program);
   return program;
 }
 

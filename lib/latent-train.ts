@@ -71,6 +71,8 @@ export const TrainLatentOptionsSchema = z
     dumpGrads: z.string().min(1).optional(),
     /** Name written into the outputs' general.name. */
     name: z.string().min(1).optional(),
+    /** Extra string metadata for the trained model file (full mode). */
+    metadata: z.record(z.string()).optional(),
   })
   .strict();
 export type TrainLatentOptions = z.input<typeof TrainLatentOptionsSchema>;
@@ -377,7 +379,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
       }
       return join(out, file);
     };
-    if (o.mode === 'full') summary.model = await place('model.gguf', (p) => tr.saveModel(p, name));
+    if (o.mode === 'full') summary.model = await place('model.gguf', (p) => tr.saveModel(p, name, o.metadata));
     else summary.adapter = await place('adapter.gguf', (p) => tr.saveModel(p, name));
     if (head) summary.head = await place('model.latent.gguf', (p) => tr.saveHead(p));
     return summary;

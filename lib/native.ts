@@ -460,8 +460,8 @@ export interface NativeLatentTrainer {
   gradients(): { name: string; shape: number[]; data: Float32Array }[];
   /** Keep each step's gradients before clipping for gradients() (twice the gradient memory). */
   keepPreclipGradients(on: boolean): void;
-  /** full mode: the model GGUF (f32); lora mode: the adapter GGUF */
-  saveModel(path: string, name?: string): void;
+  /** full mode: the model GGUF (f32); lora mode: the adapter GGUF; metadata: extra string keys */
+  saveModel(path: string, name?: string, metadata?: Record<string, string>): void;
   saveHead(path: string): void;
   saveCheckpoint(path: string): void;
   loadCheckpoint(path: string): void;

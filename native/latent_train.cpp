@@ -669,8 +669,12 @@ std::vector<float> LatentTrainer::hf_values(const TrainTensor& t, bool grad) con
   return v;
 }
 
-void LatentTrainer::save_model(const std::string& path, const std::string& name) const {
+void LatentTrainer::save_model(const std::string& path, const std::string& name,
+                               const std::vector<std::pair<std::string, std::string>>& extra) const {
   GgufWriter w;
+  auto add_extra = [&] {
+    for (const auto& kv : extra) w.set_string(kv.first, kv.second);
+  };
   if (cfg_.mode == LatentTrainMode::LORA) {
     // One alpha for the file (llama.cpp): every pair's scale must be alpha over its rank.
     double alpha = -1;
@@ -690,6 +694,7 @@ void LatentTrainer::save_model(const std::string& path, const std::string& name)
     w.set_f32("adapter.lora.alpha", static_cast<float>(alpha));
     w.set_u32("lro.adapter.head_count", static_cast<uint32_t>(hp.n_head));
     w.set_u32("lro.adapter.head_count_kv", static_cast<uint32_t>(hp.n_head_kv));
+    add_extra();
     for (const auto& lp : layer_params_)
       for (int t = 0; t < kBlockLinears; ++t)
         if (lp.lora_a[t]) {
@@ -703,8 +708,11 @@ void LatentTrainer::save_model(const std::string& path, const std::string& name)
   for (const auto& kv : model_->file().metadata()) {
     if (kv.first == "general.file_type" || kv.first.rfind("lro.latent.", 0) == 0) continue;
     if (kv.first == "general.name" && !name.empty()) continue;
-    w.set_value(kv.first, kv.second);
+    bool replaced = false;
+    for (const auto& e : extra) replaced |= e.first == kv.first;
+    if (!replaced) w.set_value(kv.first, kv.second);
   }
+  add_extra();
   if (!name.empty()) w.set_string("general.name", name);
   w.set_u32("general.file_type", 0);  // ALL_F32
   for (const auto& t : params_) {

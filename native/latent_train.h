@@ -110,7 +110,9 @@ class LatentTrainer {
   // Keep a copy of each step's gradients before clipping (for dumps; twice the gradient memory).
   void set_keep_preclip(bool on) { keep_preclip_ = on; }
   // Full mode: the trained model (the source's metadata, every tensor f32). LoRA mode: the adapter.
-  void save_model(const std::string& path, const std::string& name = "") const;
+  // extra: string metadata added to the file (a recipe, a data seed, measured results).
+  void save_model(const std::string& path, const std::string& name = "",
+                  const std::vector<std::pair<std::string, std::string>>& extra = {}) const;
   // The latent head sidecar with the trained head (CODI) or the source settings (Coconut).
   void save_head(const std::string& path) const;
   // Everything resume needs (weights, moments, step, data position); atomic.

@@ -218,6 +218,21 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 void matmul_backward(float* dx, const float* dy, GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, int64_t n,
                      ThreadPool& pool, int64_t block_rows) {
   if (n <= 0 || n_out <= 0 || n_in <= 0) return;
+  // A few rows of an f32 W (a latent step is one row): transposing all of W would cost more than the
+  // product itself, so each row of dx sums the rows of W directly, threads owning column slices.
+  if (wtype == GgmlType::F32 && n <= 4) {
+    const float* W = static_cast<const float*>(w);
+    const int64_t slice = 64;
+    pool.parallel_for((n_in + slice - 1) / slice, 1, [&](int, int64_t c0, int64_t c1) {
+      const int64_t i0 = c0 * slice, i1 = std::min(n_in, c1 * slice);
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t o = 0; o < n_out; ++o) {
+          const float g = dy[t * n_out + o];
+          if (g != 0.0f) axpy_f32(dx + t * n_in + i0, g, W + o * n_in + i0, i1 - i0);
+        }
+    });
+    return;
+  }
   const size_t rs = row_size(wtype, n_in);
   int64_t R = block_rows > 0 ? block_rows : std::max<int64_t>(16, (int64_t(1) << 20) / n_in / 16 * 16);
   R = std::min(R, n_out);

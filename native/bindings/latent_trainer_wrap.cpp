@@ -127,7 +127,18 @@ class LatentTrainerWrap : public Napi::ObjectWrap<LatentTrainerWrap> {
   }
   Napi::Value SaveModel(const Napi::CallbackInfo& info) {
     auto& t = get(info.Env());
-    t.save_model(path_arg(info, "saveModel"), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "");
+    std::vector<std::pair<std::string, std::string>> extra;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      auto md = info[2].As<Napi::Object>();
+      auto keys = md.GetPropertyNames();
+      for (uint32_t i = 0; i < keys.Length(); ++i) {
+        const std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
+        Napi::Value v = md.Get(k);
+        if (!v.IsString()) throw Napi::TypeError::New(info.Env(), "saveModel: metadata '" + k + "' must be a string");
+        extra.push_back({k, v.As<Napi::String>().Utf8Value()});
+      }
+    }
+    t.save_model(path_arg(info, "saveModel"), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "", extra);
     return info.Env().Undefined();
   }
   Napi::Value SaveHead(const Napi::CallbackInfo& info) {

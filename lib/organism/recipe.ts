@@ -1,0 +1,197 @@
+// The model organism's recipe: a small latent reasoner that lro-native trains itself on problems
+// whose intermediate values are known. Steps, each resumable and skipped once its output exists:
+//   1. data      seeded problems (train templates) -> data/train.jsonl
+//   2. tokenizer a BPE learned on the training corpus -> vocab.gguf
+//   3. init      a fresh, seeded Llama of the recipe's shape with that tokenizer and a CODI head
+//   4. pretrain  the teacher task (LM objective: question, CoT, answer), full-parameter
+//   5. codi      CODI distillation into latent steps, full-parameter, head trained
+//   6. organism.gguf + organism.latent.gguf, the recipe and data seed in their metadata
+// Deterministic for a seed and a thread count.
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { writeFileAtomic } from '../atomic-file.js';
+import { InputError } from '../errors.js';
+import { trainLatent, type TrainLatentProgress } from '../latent-train.js';
+import { native } from '../native.js';
+import { generateProblems, organismCorpus, type OrganismProblem } from './data.js';
+import { trainOrganismTokenizer, writeTokenizerGguf } from './tokenizer.js';
+
+export interface OrganismRecipe {
+  version: 1;
+  name: string;
+  dataSeed: number;
+  trainProblems: number;
+  minSteps: number;
+  maxSteps: number;
+  vocabSize: number;
+  model: { nEmbd: number; nLayer: number; nHead: number; nHeadKv: number; nFf: number; ropeBase: number; weightStd: number };
+  initSeed: number;
+  latentSteps: number;
+  pretrain: { steps: number; batchSize: number; lr: number; warmup: number };
+  codi: { steps: number; batchSize: number; lr: number; warmup: number; distillFactor: number; refFactor: number };
+}
+
+/** The shipped organism's recipe (about 50 minutes on 2 cores). */
+export const ORGANISM_RECIPE: OrganismRecipe = {
+  version: 1,
+  name: 'lro-native organism',
+  dataSeed: 1,
+  trainProblems: 40000,
+  minSteps: 2,
+  maxSteps: 4,
+  vocabSize: 384,
+  model: { nEmbd: 128, nLayer: 4, nHead: 4, nHeadKv: 4, nFf: 384, ropeBase: 10000, weightStd: 0.02 },
+  initSeed: 1,
+  latentSteps: 6,
+  pretrain: { steps: 1500, batchSize: 16, lr: 2e-3, warmup: 0.03 },
+  codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
+};
+
+/** A minute's worth, for tests: the same path on a tiny model. */
+export const QUICK_RECIPE: OrganismRecipe = {
+  ...ORGANISM_RECIPE,
+  name: 'lro-native organism (quick)',
+  trainProblems: 400,
+  vocabSize: 320,
+  model: { ...ORGANISM_RECIPE.model, nEmbd: 64, nLayer: 2, nHead: 2, nHeadKv: 2, nFf: 128 },
+  latentSteps: 3,
+  pretrain: { steps: 30, batchSize: 8, lr: 3e-3, warmup: 0 },
+  codi: { steps: 20, batchSize: 8, lr: 1e-3, warmup: 0, distillFactor: 1, refFactor: 1 },
+};
+
+export interface OrganismTrainOptions {
+  out: string;
+  quick?: boolean;
+  /** Override the recipe (tests, experiments). */
+  recipe?: OrganismRecipe;
+  threads?: number;
+  resume?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (stage: string, p?: TrainLatentProgress) => void;
+}
+
+export interface OrganismTrainSummary {
+  out: string;
+  model: string;
+  head: string;
+  recipe: OrganismRecipe;
+  pretrainLoss: number | null;
+  codiLoss: number | null;
+  elapsedMs: number;
+}
+
+function jsonl(records: readonly OrganismProblem[]): string {
+  return records.map((r) => JSON.stringify(r)).join('\n') + '\n';
+}
+
+export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTrainSummary> {
+  const recipe = o.recipe ?? (o.quick ? QUICK_RECIPE : ORGANISM_RECIPE);
+  const out = resolve(o.out);
+  const t0 = Date.now();
+  const recipeFile = join(out, 'recipe.json');
+  const recipeText = JSON.stringify(recipe, null, 1) + '\n';
+  if (existsSync(recipeFile)) {
+    if (!o.resume) throw new InputError(`${o.out} already holds an organism run; pass --resume to continue it, or choose another --out`);
+    if (readFileSync(recipeFile, 'utf8') !== recipeText) throw new InputError(`--resume: ${recipeFile} holds another recipe; use another --out`);
+  }
+  mkdirSync(join(out, 'data'), { recursive: true });
+  await writeFileAtomic(recipeFile, recipeText);
+  const say = (stage: string, p?: TrainLatentProgress) => o.onProgress?.(stage, p);
+
+  // 1. data
+  const trainFile = join(out, 'data', 'train.jsonl');
+  let train: OrganismProblem[] | null = null;
+  if (!existsSync(trainFile)) {
+    say('data');
+    train = generateProblems({ seed: recipe.dataSeed, n: recipe.trainProblems, minSteps: recipe.minSteps, maxSteps: recipe.maxSteps, templates: 'train' });
+    await writeFileAtomic(trainFile, jsonl(train));
+  }
+  // 2. tokenizer
+  const vocab = join(out, 'vocab.gguf');
+  if (!existsSync(vocab)) {
+    say('tokenizer');
+    train ??= readFileSync(trainFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as OrganismProblem);
+    const tok = trainOrganismTokenizer(organismCorpus(train), { vocabSize: recipe.vocabSize });
+    writeTokenizerGguf(vocab, tok, [{ key: 'general.name', type: 'string', value: `${recipe.name} tokenizer` }]);
+  }
+  // 3. init
+  const init = join(out, 'init.gguf');
+  if (!existsSync(init)) {
+    say('init');
+    const m = recipe.model;
+    await native().writeRandomLlama(init + '.tmp', {
+      ...m,
+      seed: recipe.initSeed,
+      unitNorms: true,
+      tokenizerFrom: vocab,
+      name: `${recipe.name} (init)`,
+      latentPath: join(out, 'init.latent.gguf'),
+      latentSteps: recipe.latentSteps,
+    });
+    renameSync(init + '.tmp', init);
+  }
+  const threads = o.threads ?? 0;
+  const common = { data: trainFile, mode: 'full' as const, supervisePrompt: true, schedule: 'cosine' as const, clip: 1, weightDecay: 0.01, seed: recipe.initSeed, threads, saveEvery: 100 };
+  // 4. pretrain: the teacher task
+  const pre = join(out, 'pretrain');
+  let pretrainLoss: number | null = null;
+  if (!existsSync(join(pre, 'model.gguf'))) {
+    const r = await trainLatent(
+      {
+        ...common,
+        base: init,
+        latentHead: join(out, 'init.latent.gguf'),
+        out: pre,
+        objective: 'lm',
+        lr: recipe.pretrain.lr,
+        warmup: recipe.pretrain.warmup,
+        batchSize: recipe.pretrain.batchSize,
+        steps: recipe.pretrain.steps,
+        resume: existsSync(join(pre, 'run.json')),
+        name: `${recipe.name} (pretrained teacher)`,
+      },
+      { signal: o.signal, onProgress: (p) => say('pretrain', p) },
+    );
+    pretrainLoss = r.loss;
+  }
+  // 5. CODI
+  const codi = join(out, 'codi');
+  let codiLoss: number | null = null;
+  const metadata = {
+    'lro.organism.recipe': JSON.stringify(recipe),
+    'lro.organism.data_seed': String(recipe.dataSeed),
+    'lro.organism.generator': 'lro-native organism data (lib/organism/data.ts)',
+  };
+  if (!existsSync(join(codi, 'model.gguf'))) {
+    const r = await trainLatent(
+      {
+        ...common,
+        base: join(pre, 'model.gguf'),
+        latentHead: join(pre, 'model.latent.gguf'),
+        out: codi,
+        objective: 'codi',
+        latentSteps: recipe.latentSteps,
+        distillFactor: recipe.codi.distillFactor,
+        refFactor: recipe.codi.refFactor,
+        lr: recipe.codi.lr,
+        warmup: recipe.codi.warmup,
+        batchSize: recipe.codi.batchSize,
+        steps: recipe.codi.steps,
+        resume: existsSync(join(codi, 'run.json')),
+        name: recipe.name,
+        metadata,
+      },
+      { signal: o.signal, onProgress: (p) => say('codi', p) },
+    );
+    codiLoss = r.loss;
+  }
+  // 6. the organism
+  const model = join(out, 'organism.gguf');
+  const head = join(out, 'organism.latent.gguf');
+  copyFileSync(join(codi, 'model.gguf'), model + '.tmp');
+  renameSync(model + '.tmp', model);
+  copyFileSync(join(codi, 'model.latent.gguf'), head + '.tmp');
+  renameSync(head + '.tmp', head);
+  writeFileSync(join(out, 'DONE'), new Date().toISOString() + '\n');
+  return { out, model, head, recipe, pretrainLoss, codiLoss, elapsedMs: Date.now() - t0 };
+}
