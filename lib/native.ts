@@ -507,6 +507,8 @@ export interface NativeAddon {
   /** v + scale * ||v|| * g / ||g||, g ~ N(0, I) seeded */
   addScaledNoise(v: Float32Array, scale: number, seed: number): Float32Array;
   meanRows(x: Float32Array, width: number): Float32Array;
+  /** A linear probe: ridge regression of one-hot labels on z-scored features; the predicted class of each test row. */
+  ridgeClassify(xTrain: Float32Array, labels: Int32Array, xTest: Float32Array, width: number, nClasses: number, lambda: number): Int32Array;
   /** A deterministic random Llama GGUF (byte-level tokenizer), plus a CODI latent head sidecar when latentPath is set. */
   writeRandomLlama(path: string, spec: RandomLlamaSpec): Promise<void>;
   cpuFeatures(): string;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <numeric>
 
 namespace lro {
@@ -92,6 +94,72 @@ void mean_rows(float* out, const float* x, int64_t n, int64_t d) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < d; ++i) acc[i] += x[t * d + i];
   for (int64_t i = 0; i < d; ++i) out[i] = n > 0 ? static_cast<float>(acc[i] / static_cast<double>(n)) : 0.0f;
+}
+
+void ridge_classify(const float* x_train, const int32_t* labels, int64_t n, const float* x_test, int64_t m, int64_t d,
+                    int64_t k, double lambda, int32_t* out) {
+  if (n <= 0 || d <= 0 || k <= 0) throw std::invalid_argument("ridge_classify: needs training rows, a width and classes");
+  if (!(lambda > 0)) throw std::invalid_argument("ridge_classify: lambda must be positive");
+  for (int64_t i = 0; i < n; ++i)
+    if (labels[i] < 0 || labels[i] >= k) throw std::invalid_argument("ridge_classify: label " + std::to_string(labels[i]) + " is outside [0, " + std::to_string(k) + ")");
+  std::vector<double> mu(static_cast<size_t>(d), 0.0), sd(static_cast<size_t>(d), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < d; ++j) mu[j] += x_train[i * d + j];
+  for (auto& v : mu) v /= static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < d; ++j) sd[j] += (x_train[i * d + j] - mu[j]) * (x_train[i * d + j] - mu[j]);
+  for (auto& v : sd) v = std::sqrt(v / static_cast<double>(n)) + 1e-8;
+  // A = Z^T Z + lambda n I, B = Z^T (Y - ybar); Z centred, so the intercept is ybar.
+  std::vector<double> A(static_cast<size_t>(d * d), 0.0), B(static_cast<size_t>(d * k), 0.0), ybar(static_cast<size_t>(k), 0.0);
+  std::vector<double> z(static_cast<size_t>(d));
+  for (int64_t i = 0; i < n; ++i) ybar[labels[i]] += 1.0 / static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < d; ++j) z[j] = (x_train[i * d + j] - mu[j]) / sd[j];
+    for (int64_t a = 0; a < d; ++a) {
+      for (int64_t b = 0; b <= a; ++b) A[a * d + b] += z[a] * z[b];
+      B[a * k + labels[i]] += z[a];  // the centring of Y drops out: sum_i z_i = 0
+    }
+  }
+  for (int64_t a = 0; a < d; ++a) {
+    A[a * d + a] += lambda * static_cast<double>(n);
+    for (int64_t b = 0; b < a; ++b) A[b * d + a] = A[a * d + b];
+  }
+  // Cholesky A = L L^T (in place, lower), then solve for every column of B.
+  for (int64_t j = 0; j < d; ++j) {
+    double s = A[j * d + j];
+    for (int64_t p = 0; p < j; ++p) s -= A[j * d + p] * A[j * d + p];
+    if (!(s > 0)) throw std::runtime_error("ridge_classify: the system is not positive definite");
+    const double ljj = std::sqrt(s);
+    A[j * d + j] = ljj;
+    for (int64_t i = j + 1; i < d; ++i) {
+      double t = A[i * d + j];
+      for (int64_t p = 0; p < j; ++p) t -= A[i * d + p] * A[j * d + p];
+      A[i * d + j] = t / ljj;
+    }
+  }
+  for (int64_t c = 0; c < k; ++c) {
+    for (int64_t i = 0; i < d; ++i) {  // L y = b
+      double t = B[i * k + c];
+      for (int64_t p = 0; p < i; ++p) t -= A[i * d + p] * B[p * k + c];
+      B[i * k + c] = t / A[i * d + i];
+    }
+    for (int64_t i = d - 1; i >= 0; --i) {  // L^T w = y
+      double t = B[i * k + c];
+      for (int64_t p = i + 1; p < d; ++p) t -= A[p * d + i] * B[p * k + c];
+      B[i * k + c] = t / A[i * d + i];
+    }
+  }
+  std::vector<double> score(static_cast<size_t>(k));
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < d; ++j) z[j] = (x_test[r * d + j] - mu[j]) / sd[j];
+    for (int64_t c = 0; c < k; ++c) score[c] = ybar[c];
+    for (int64_t j = 0; j < d; ++j)
+      for (int64_t c = 0; c < k; ++c) score[c] += z[j] * B[j * k + c];
+    int32_t best = 0;
+    for (int64_t c = 1; c < k; ++c)
+      if (score[c] > score[best]) best = static_cast<int32_t>(c);
+    out[r] = best;
+  }
 }
 
 }  // namespace lro

@@ -29,4 +29,11 @@ void add_scaled_noise(float* out, const float* v, int64_t d, double scale, uint6
 // out[d] = mean of n rows of x[n, d] (double accumulation)
 void mean_rows(float* out, const float* x, int64_t n, int64_t d);
 
+// A linear probe: ridge regression of one-hot labels on z-scored features (statistics of the
+// training rows), with an intercept; predicts the argmax class (lowest on ties) of each test row.
+//   x_train [n, d], labels [n] in [0, k), x_test [m, d] -> out [m]
+// lambda is per training row (the penalty is lambda * n * ||W||^2). Throws std::invalid_argument.
+void ridge_classify(const float* x_train, const int32_t* labels, int64_t n, const float* x_test, int64_t m, int64_t d,
+                    int64_t k, double lambda, int32_t* out);
+
 }  // namespace lro

@@ -8,7 +8,10 @@ import { InputError } from '../../lib/errors.js';
 import { readPromptJsonl } from '../../lib/jsonl.js';
 import { generateProblems, MAX_STEPS, organismCorpus, TEMPLATE_SETS, type TemplateSet } from '../../lib/organism/data.js';
 import { trainOrganismTokenizer, writeTokenizerGguf } from '../../lib/organism/tokenizer.js';
-import { intArg, requireFile } from '../cli-util.js';
+import { evaluateOrganism, type OrganismEvalReport } from '../../lib/organism/evaluate.js';
+import { trainOrganism } from '../../lib/organism/recipe.js';
+import { interruptSignal, isAbort, progressLine, requireFile, floatArg, intArg } from '../cli-util.js';
+import { latentProgressText } from './latent.js';
 
 /** "3" or "2-4", within 1..MAX_STEPS. */
 export function stepsArg(value: string): [number, number] {
@@ -111,4 +114,83 @@ export function registerOrganismCommands(program: Command): void {
     .option('--overwrite', 'replace --out when it exists')
     .option('-q, --quiet', 'no summary on stderr')
     .action((opts: TokenizerCliOptions) => tokenizerCommand(opts));
+
+  organism
+    .command('train')
+    .description('train the model organism: data, tokenizer, seeded init, LM pretraining of the teacher task, CODI distillation (resumable)')
+    .requiredOption('-o, --out <dir>', 'run folder; the result is DIR/organism.gguf + DIR/organism.latent.gguf')
+    .option('--quick', 'a minute-long tiny preset (for tests: the loss falls and the outputs load)')
+    .option('--resume', 'continue the run in --out')
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .option('-q, --quiet', 'no progress output')
+    .action(async (opts: { out: string; quick?: boolean; resume?: boolean; threads: number; quiet?: boolean }) => {
+      let stage = '';
+      const progress = progressLine<{ stage: string; text: string }>(!opts.quiet, (p) => p.text);
+      const signal = interruptSignal(() => process.stderr.write('\norganism train: stopping after the current step (rerun with --resume)\n'));
+      try {
+        const r = await trainOrganism({
+          out: opts.out,
+          quick: opts.quick,
+          resume: opts.resume,
+          threads: opts.threads,
+          signal,
+          onProgress: (s, p) => {
+            if (s !== stage && !opts.quiet) process.stderr.write(`${stage ? '\n' : ''}organism train: ${s}\n`);
+            stage = s;
+            if (p) progress.update({ stage: s, text: latentProgressText(p, s) });
+          },
+        });
+        progress.end();
+        process.stdout.write(`organism: ${r.model}\nlatent head: ${r.head}\n(${Math.round(r.elapsedMs / 1000)} s in this run)\n`);
+      } catch (e) {
+        progress.end();
+        if (isAbort(e)) {
+          process.stderr.write(`lro-native: ${(e as Error).message}\n`);
+          process.exit(130);
+        }
+        throw e;
+      }
+    });
+
+  organism
+    .command('eval')
+    .description('accuracy on fresh problems with and without latent steps, with each latent step zeroed, and linear probes of every step\'s result')
+    .requiredOption('--model <m.gguf>', 'the organism (its <m>.latent.gguf beside it)')
+    .option('--latent-head <file>', 'latent-head sidecar')
+    .addOption(new Option('-n, --n <count>', 'test problems').argParser(intArg(1, 1_000_000)).default(200))
+    .addOption(new Option('--seed <n>', 'test problems\' seed (problems seen in training are dropped)').argParser(intArg(0)).default(1001))
+    .addOption(new Option('--steps <range>', 'operations per problem').argParser(stepsArg).default([3, 3], '3'))
+    .addOption(new Option('--templates <set>', 'phrasings: train, heldout or all').choices([...TEMPLATE_SETS]).default('all'))
+    .addOption(new Option('--probe-train <n>', 'problems to fit the probes on (0: no probes)').argParser(intArg(0, 1_000_000)).default(400))
+    .addOption(new Option('--probe-lambda <x>', 'ridge penalty').argParser(floatArg(0, Infinity, true)).default(1e-2))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .option('--json', 'print the report as JSON')
+    .option('-q, --quiet', 'no progress output')
+    .action(async (opts: { model: string; latentHead?: string; n: number; seed: number; steps: [number, number]; templates: TemplateSet; probeTrain: number; probeLambda: number; threads: number; json?: boolean; quiet?: boolean }) => {
+      requireFile(opts.model, 'model file');
+      const progress = progressLine<string>(!opts.quiet, (t) => t);
+      const r = await evaluateOrganism({ ...opts, onProgress: (s, d, t) => progress.update(`organism eval: ${s} ${d}/${t}`) });
+      progress.end();
+      if (opts.json) process.stdout.write(JSON.stringify(r, null, 1) + '\n');
+      else process.stdout.write(organismReportText(r));
+    });
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+export function organismReportText(r: OrganismEvalReport): string {
+  const s = r.settings;
+  const lines = [
+    `${r.model}: ${s.n} fresh ${s.steps[0] === s.steps[1] ? s.steps[0] : s.steps.join('-')}-step problems (seed ${s.seed}, ${s.templates} phrasings, ${s.droppedAsInTrain} seen in training dropped), ${s.latentSteps} latent steps`,
+    `  with latents     ${pct(r.withLatents.accuracy)} (${r.withLatents.correct}/${r.withLatents.n})`,
+    `  without latents  ${pct(r.withoutLatents.accuracy)} (no bot, no latent steps)`,
+    `  latent step zeroed: ${r.zeroAblation.map((a, k) => `${k}: ${pct(a.accuracy)}`).join('  ')}`,
+  ];
+  if (r.probe) {
+    const p = r.probe;
+    lines.push(`  linear probe of step j's result (ridge, fitted on ${p.trainProblems} problems, scored on ${p.testProblems}); best latent position per layer:`);
+    lines.push(`    ${'step'.padEnd(6)}${p.points.map((x) => x.padStart(14)).join('')}${'majority'.padStart(10)}`);
+    p.best.forEach((row, j) => lines.push(`    ${String(j + 1).padEnd(6)}${row.map((x) => pct(x).padStart(14)).join('')}${pct(p.majority[j]).padStart(10)}`));
+  }
+  return lines.join('\n') + '\n';
 }

@@ -68,6 +68,29 @@ Napi::Value MeanRows(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// ridgeClassify(xTrain, labels, xTest, width, nClasses, lambda) -> Int32Array of predicted classes
+Napi::Value RidgeClassify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() || !info[3].IsNumber() ||
+      !info[4].IsNumber() || !info[5].IsNumber())
+    throw Napi::TypeError::New(env, "ridgeClassify(xTrain: Float32Array, labels: Int32Array, xTest: Float32Array, width, nClasses, lambda)");
+  auto xt = info[0].As<Napi::TypedArray>();
+  auto lb = info[1].As<Napi::TypedArray>();
+  auto xs = info[2].As<Napi::TypedArray>();
+  if (xt.TypedArrayType() != napi_float32_array || xs.TypedArrayType() != napi_float32_array || lb.TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(env, "ridgeClassify: xTrain and xTest must be Float32Array, labels Int32Array");
+  const int64_t d = info[3].As<Napi::Number>().Int64Value(), k = info[4].As<Napi::Number>().Int64Value();
+  const double lambda = info[5].As<Napi::Number>().DoubleValue();
+  if (d <= 0 || d > (1 << 16) || k <= 0 || k > (1 << 16)) throw Napi::RangeError::New(env, "ridgeClassify: width and nClasses must be in 1..65536");
+  const size_t n = lb.ElementLength();
+  if (xt.ElementLength() != n * static_cast<size_t>(d)) throw Napi::RangeError::New(env, "ridgeClassify: xTrain must hold labels.length x width values");
+  if (xs.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, "ridgeClassify: xTest length is not a multiple of width");
+  const size_t m = xs.ElementLength() / static_cast<size_t>(d);
+  auto out = Napi::Int32Array::New(env, m);
+  lro::ridge_classify(xt.As<Napi::Float32Array>().Data(), lb.As<Napi::Int32Array>().Data(), static_cast<int64_t>(n),
+                      xs.As<Napi::Float32Array>().Data(), static_cast<int64_t>(m), d, k, lambda, out.Data());
+  return out;
+}
 
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -280,6 +303,7 @@ void register_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("vectorStats", Napi::Function::New(env, VectorStatsFn));
   exports.Set("addScaledNoise", Napi::Function::New(env, AddScaledNoise));
   exports.Set("meanRows", Napi::Function::New(env, MeanRows));
+  exports.Set("ridgeClassify", Napi::Function::New(env, RidgeClassify));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
   exports.Set("writeGguf", Napi::Function::New(env, WriteGguf));

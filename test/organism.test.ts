@@ -1,0 +1,57 @@
+// The organism recipe's quick preset: the whole path (data, tokenizer, init, LM pretraining, CODI)
+// runs, the losses fall, the outputs load as a model with a CODI head, the run is deterministic,
+// and `organism eval` reports on them. The shipped organism's accuracy is measured by the bench
+// and `organism eval`, not here.
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { LatentHead } from '../lib/latent-head.js';
+import { loadModel } from '../lib/model.js';
+import { runCli } from './helpers/cli.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'lro-organism-'));
+
+function losses(log: string): number[] {
+  return readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { loss: number }).loss);
+}
+
+const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+
+describe('organism train --quick', () => {
+  it('trains, the losses fall, the outputs load, the same seed gives the same file, and eval reports', async () => {
+    const out = join(tmp, 'a');
+    const r = await runCli(['organism', 'train', '--quick', '--out', out, '--threads', '2', '-q']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const pre = losses(join(out, 'pretrain', 'log.jsonl'));
+    const codi = losses(join(out, 'codi', 'log.jsonl'));
+    expect(mean(pre.slice(-5))).toBeLessThan(0.8 * mean(pre.slice(0, 5)));
+    expect(mean(codi.slice(-5))).toBeLessThan(mean(codi.slice(0, 5)));
+
+    const m = await loadModel(join(out, 'organism.gguf'));
+    const head = LatentHead.find(m);
+    expect(head?.settings.mode).toBe('codi');
+    expect(typeof m.metadata()['lro.organism.recipe']).toBe('string');
+    m.dispose();
+
+    const again = join(tmp, 'b');
+    expect((await runCli(['organism', 'train', '--quick', '--out', again, '--threads', '2', '-q'])).code).toBe(0);
+    expect(readFileSync(join(again, 'organism.gguf')).equals(readFileSync(join(out, 'organism.gguf')))).toBe(true);
+
+    const refused = await runCli(['organism', 'train', '--quick', '--out', out, '-q']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/--resume/);
+
+    const ev = await runCli(['organism', 'eval', '--model', join(out, 'organism.gguf'), '-n', '8', '--probe-train', '12', '--json', '-q']);
+    expect(ev.code).toBe(0);
+    const rep = JSON.parse(ev.stdout) as { withLatents: { n: number }; zeroAblation: unknown[]; probe: { best: number[][] } };
+    expect(rep.withLatents.n).toBe(8);
+    expect(rep.zeroAblation.length).toBe(3);
+    expect(rep.probe.best.length).toBe(3);
+    expect(existsSync(join(out, 'DONE'))).toBe(true);
+  }, 240_000);
+});
