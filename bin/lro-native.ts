@@ -24,6 +24,7 @@ import { registerOracleCommands } from './commands/oracle.js';
 import { registerOrganismCommands } from './commands/organism.js';
 import { registerReasoningCommands } from './commands/reasoning.js';
 import { registerTaskCommands } from './commands/tasks.js';
+import { LAYER_POINTS, MODEL_POINTS, REASONING_POINTS } from '../lib/hook-points.js';
 import { capture, expandCapturePoints, type CaptureProgress, type CaptureRecord } from '../lib/capture.js';
 import { InputError } from '../lib/errors.js';
 import { countJsonlRecords, readPromptJsonl } from '../lib/jsonl.js';
@@ -404,7 +405,7 @@ function buildProgram(): Command {
     .option('--data <file.jsonl>', 'JSONL, one record a line, text in "question" or "prompt" (GSM8K works as is)')
     .option('--field <name>', 'JSONL field holding the text (instead of question/prompt)')
     .addOption(
-      new Option('--points <list>', 'logits, final_norm, embed, latent_proj, resid_pre, resid_mid, resid_post, attn_out, mlp_out (NAME.L for one layer)')
+      new Option('--points <list>', `${[...MODEL_POINTS, ...REASONING_POINTS, ...LAYER_POINTS].join(', ')} (NAME.L for one layer)`)
         .argParser(pointsArg)
         .default(['logits', 'final_norm', 'resid_post'], 'logits,final_norm,resid_post'),
     )

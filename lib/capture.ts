@@ -17,25 +17,22 @@ import { Reasoner, type PositionKind, type ReasonResult } from './reasoner.js';
 import { readSafetensorsTensor } from './safetensors.js';
 import { abortError, type Session } from './session.js';
 
-/** Points that exist once per layer; named POINT.LAYER (e.g. resid_post.3). */
-export const LAYER_POINTS = ['resid_pre', 'attn_out', 'resid_mid', 'mlp_out', 'resid_post'] as const;
-/** Points without a layer. embed is the layer-0 input (equal to resid_pre.0). */
-export const MODEL_POINTS = ['embed', 'final_norm', 'logits'] as const;
-/** Points of the reasoning loop only: latent_proj is e_k = head(h_k), the vector fed at latent position k. */
-export const REASONING_POINTS = ['latent_proj'] as const;
+import { LAYER_POINTS, MODEL_POINTS, REASONING_POINTS } from './hook-points.js';
+
+export { LAYER_POINTS, MODEL_POINTS, REASONING_POINTS };
 
 const POINT_LIST = [...MODEL_POINTS, ...LAYER_POINTS, ...REASONING_POINTS].join(', ');
 
 /** Checks one concrete point name (with its layer where it needs one); latent_proj only when reasoning. */
 export function checkPointName(name: string, nLayer: number, reasoning = false): void {
-  if ((MODEL_POINTS as readonly string[]).includes(name)) return;
-  if ((REASONING_POINTS as readonly string[]).includes(name)) {
+  if (MODEL_POINTS.includes(name)) return;
+  if (REASONING_POINTS.includes(name)) {
     if (reasoning) return;
     throw new InputError(`capture point "${name}" exists only in the reasoning loop (a model with a latent head, or --latent-head)`);
   }
   const m = /^([a-z_]+)\.(\d+)$/.exec(name);
-  if (!m || !(LAYER_POINTS as readonly string[]).includes(m[1])) {
-    if ((LAYER_POINTS as readonly string[]).includes(name))
+  if (!m || !LAYER_POINTS.includes(m[1])) {
+    if (LAYER_POINTS.includes(name))
       throw new InputError(`capture point "${name}" needs a layer (e.g. ${name}.0) or a layer list`);
     throw new InputError(`unknown capture point "${name}" (expected ${POINT_LIST}; layer points as NAME.LAYER)`);
   }
@@ -58,7 +55,7 @@ export function expandCapturePoints(points: readonly string[], layers: 'all' | r
   const sel = layers === 'all' ? Array.from({ length: nLayer }, (_, i) => i) : [...layers];
   const out: string[] = [];
   for (const p of points) {
-    const names = (LAYER_POINTS as readonly string[]).includes(p) ? sel.map((l) => `${p}.${l}`) : [p];
+    const names = LAYER_POINTS.includes(p) ? sel.map((l) => `${p}.${l}`) : [p];
     for (const n of names) {
       checkPointName(n, nLayer, reasoning);
       if (!out.includes(n)) out.push(n);

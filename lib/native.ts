@@ -511,6 +511,8 @@ export interface NativeAddon {
   ridgeClassify(xTrain: Float32Array, labels: Int32Array, xTest: Float32Array, width: number, nClasses: number, lambda: number): Int32Array;
   /** A deterministic random Llama GGUF (byte-level tokenizer), plus a CODI latent head sidecar when latentPath is set. */
   writeRandomLlama(path: string, spec: RandomLlamaSpec): Promise<void>;
+  /** The engine's hook points in forward order (the one table of their names). */
+  hookPoints(): { name: string; perLayer: boolean }[];
   cpuFeatures(): string;
   physicalCores(): number;
   /** Hugging Face Llama folder (safetensors or torch zip; CODI checkpoints merged) -> GGUF, as llama.cpp's converter lays it out. */

@@ -6,6 +6,7 @@ import { native, type NativeEdit } from './native.js';
 import type { Model } from './model.js';
 import type { Session } from './session.js';
 import { abortError } from './session.js';
+import { CAPTURE_POINT } from './hook-points.js';
 import { buildPrompt, LatentHead, type PromptFormat } from './latent-head.js';
 
 export type PositionKind = 'prompt' | 'bot' | 'latent' | 'eot' | 'answer';
@@ -121,7 +122,6 @@ interface Branch {
   early?: number;
 }
 
-const HOOK_POINTS = /^(embed|final_norm|logits|latent_proj|(resid_pre|resid_mid|resid_post|attn_out|mlp_out)\.\d+)$/;
 
 export class Reasoner {
   readonly model: Model;
@@ -150,7 +150,7 @@ export class Reasoner {
     const sample = { temperature: options.temperature ?? 0, topK: options.topK ?? 0, topP: options.topP ?? 1, seed: options.seed ?? 0 };
     const signal = options.signal;
     const capture = options.capture ?? [];
-    for (const p of capture) if (!HOOK_POINTS.test(p)) throw new TypeError(`unknown capture point '${p}'`);
+    for (const p of capture) if (!CAPTURE_POINT.test(p)) throw new TypeError(`unknown capture point '${p}'`);
     if (hs.eotId < 0) throw new Error(`latent head ${hs.path} has no eot id; cannot end the latent phase`);
 
     const promptTokens = typeof question === 'string' ? buildPrompt(model, hs, question, format) : question.tokens;

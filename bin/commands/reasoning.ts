@@ -1,6 +1,7 @@
 // `lro-native trace`, `eval` and `run`: latent reasoning over a dataset (JSONL traces, resumable),
 // GSM8K accuracy with and without latents, and one question shown step by step in the terminal.
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { EDIT_POINT } from '../../lib/hook-points.js';
 import { basename } from 'node:path';
 import {
   choiceListArg,
@@ -242,7 +243,7 @@ function interventionsArg(value: string): Intervention[] {
       if (nums.some((n) => !Number.isFinite(n) || n < 0)) throw bad(spec, 'numbers must be non-negative');
       const step = nums[0];
       if (!Number.isInteger(step)) throw bad(spec, 'needs a step number');
-      if (at !== undefined && !/^(embed|(resid_pre|resid_mid|resid_post|attn_out|mlp_out)\.\d+)$/.test(at)) throw bad(spec, `unknown hook point "${at}"`);
+      if (at !== undefined && !EDIT_POINT.test(at)) throw bad(spec, `unknown hook point "${at}"`);
       switch (parts[0]) {
         case 'zero':
           return { kind: 'zero', step, at };

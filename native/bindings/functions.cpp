@@ -295,6 +295,20 @@ Napi::Value WriteRandomLlama(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// hookPoints(): the engine's hook-point table [{name, perLayer}], in forward order.
+Napi::Value HookPoints(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto& t = lro::hook_points();
+  auto a = Napi::Array::New(env, t.size());
+  for (size_t i = 0; i < t.size(); ++i) {
+    auto o = Napi::Object::New(env);
+    o.Set("name", t[i].name);
+    o.Set("perLayer", t[i].per_layer);
+    a.Set(static_cast<uint32_t>(i), o);
+  }
+  return a;
+}
+
 Napi::Value CpuFeatures(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), lro::cpu_features()); }
 Napi::Value PhysicalCores(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), lro::ThreadPool::physical_cores()); }
 
@@ -304,6 +318,7 @@ void register_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("addScaledNoise", Napi::Function::New(env, AddScaledNoise));
   exports.Set("meanRows", Napi::Function::New(env, MeanRows));
   exports.Set("ridgeClassify", Napi::Function::New(env, RidgeClassify));
+  exports.Set("hookPoints", Napi::Function::New(env, HookPoints));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
   exports.Set("writeGguf", Napi::Function::New(env, WriteGguf));

@@ -18,14 +18,14 @@ CaptureSpec parse_capture(const std::string& name, int64_t n_layer) {
   if (dot == std::string::npos)
     throw std::invalid_argument("capture point '" + name + "' needs a layer, e.g. resid_post.0");
   std::string p = name.substr(0, dot), ls = name.substr(dot + 1);
-  lro::HookPoint hp;
-  if (p == "resid_pre") hp = lro::HookPoint::RESID_PRE;
-  else if (p == "attn_out") hp = lro::HookPoint::ATTN_OUT;
-  else if (p == "resid_mid") hp = lro::HookPoint::RESID_MID;
-  else if (p == "mlp_out") hp = lro::HookPoint::MLP_OUT;
-  else if (p == "resid_post") hp = lro::HookPoint::RESID_POST;
-  else
-    throw std::invalid_argument("unknown capture point '" + p + "' (expected embed, resid_pre, resid_mid, resid_post, attn_out, mlp_out, final_norm)");
+  const lro::HookPointInfo* found = nullptr;
+  std::string names = "embed";
+  for (const auto& h : lro::hook_points()) {
+    names += std::string(", ") + h.name;
+    if (h.per_layer && p == h.name) found = &h;
+  }
+  if (!found) throw std::invalid_argument("unknown capture point '" + p + "' (expected " + names + ")");
+  const lro::HookPoint hp = found->point;
   if (ls.empty() || ls.find_first_not_of("0123456789") != std::string::npos || ls.size() > 6)
     throw std::invalid_argument("capture point '" + name + "': layer must be a number");
   int layer = std::stoi(ls);

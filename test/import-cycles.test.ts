@@ -1,0 +1,45 @@
+// lib/ and bin/ import in one direction only: no module of the compiled package imports itself
+// through others (node would hand a half-initialised module to one side of the cycle).
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { projectRoot } from './helpers/paths.js';
+
+function jsFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((e) => {
+    const p = join(dir, e);
+    return statSync(p).isDirectory() ? jsFiles(p) : p.endsWith('.js') ? [p] : [];
+  });
+}
+
+function cycles(root: string): string[][] {
+  const files = jsFiles(root);
+  const known = new Set(files);
+  const graph = new Map<string, string[]>();
+  for (const f of files) {
+    const src = readFileSync(f, 'utf8');
+    const deps = [...src.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?\bfrom\s+['"](\.[^'"]+)['"]/g)].map((m) => resolve(dirname(f), m[1]));
+    graph.set(f, deps.filter((d) => known.has(d)));
+  }
+  const state = new Map<string, number>();
+  const stack: string[] = [];
+  const found: string[][] = [];
+  const visit = (n: string) => {
+    state.set(n, 1);
+    stack.push(n);
+    for (const m of graph.get(n) ?? []) {
+      if (state.get(m) === 1) found.push([...stack.slice(stack.indexOf(m)), m].map((x) => relative(root, x)));
+      else if (!state.get(m)) visit(m);
+    }
+    stack.pop();
+    state.set(n, 2);
+  };
+  for (const f of files) if (!state.get(f)) visit(f);
+  return found;
+}
+
+describe('module graph', () => {
+  it('has no import cycle in the compiled lib/ and bin/', () => {
+    expect(cycles(join(projectRoot, 'dist'))).toEqual([]);
+  });
+});
