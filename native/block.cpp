@@ -245,8 +245,26 @@ void block_forward(const BlockContext& c, int layer, const BlockWeights& w, cons
   hook(HookPoint::RESID_POST, x_out);
 }
 
+void BlockKv::attend_backward(const BlockContext& c, const BlockRun& r, BlockTape& a, const float* datt, float* dq) {
+  const LlamaHparams& hp = c.hp;
+  const int64_t n = r.n, r0 = r.row0, hd = hp.head_dim, q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
+  const int64_t rows = r0 + n;
+  if (static_cast<int64_t>(a.dk.size()) < rows * kv_w) {
+    a.dk.resize(static_cast<size_t>(rows * kv_w), 0.0f);
+    a.dv.resize(a.dk.size(), 0.0f);
+  }
+  std::vector<int64_t> starts;
+  const int64_t* seq_start = r.seq_start;
+  if (!seq_start) {
+    starts.assign(static_cast<size_t>(rows), 0);
+    seq_start = starts.data();
+  }
+  attention_backward(dq, a.dk.data(), a.dv.data(), datt, a.q.data() + r0 * q_w, a.k.data(), a.v.data(), seq_start, r.pos, rows,
+                     hp.n_head, hp.n_head_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd)), c.pool, r0);
+}
+
 void block_backward(const BlockContext& c, int layer, const BlockWeights& w, const BlockRun& r, const float* x_in,
-                    BlockTape& a, float* dx, bool need_dx_in) {
+                    BlockTape& a, float* dx, bool need_dx_in, BlockKv& kv) {
   const LlamaHparams& hp = c.hp;
   const int64_t n = r.n, r0 = r.row0, d = hp.n_embd, hd = hp.head_dim, q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
   const int32_t* pos = r.pos + r0;
@@ -280,20 +298,7 @@ void block_backward(const BlockContext& c, int layer, const BlockWeights& w, con
   std::vector<float> datt = zeros(n * q_w);
   lin(LIN_O, att, dx, datt.data());  // [n, q_w]
   std::vector<float> dq = zeros(n * q_w);
-  const int64_t rows = r0 + n;
-  if (static_cast<int64_t>(a.dk.size()) < rows * kv_w) {
-    a.dk.resize(static_cast<size_t>(rows * kv_w), 0.0f);
-    a.dv.resize(a.dk.size(), 0.0f);
-  }
-  std::vector<int64_t> starts;
-  const int64_t* seq_start = r.seq_start;
-  if (!seq_start) {
-    starts.assign(static_cast<size_t>(rows), 0);
-    seq_start = starts.data();
-  }
-  attention_backward(dq.data(), a.dk.data(), a.dv.data(), datt.data(), a.q.data() + r0 * q_w, a.k.data(), a.v.data(),
-                     seq_start, r.pos, rows, hp.n_head, hp.n_head_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd)),
-                     c.pool, r0);
+  kv.attend_backward(c, r, a, datt.data(), dq.data());
   datt = std::vector<float>();
   float* dk = a.dk.data() + r0 * kv_w;  // complete: later chunks added theirs before
   float* dv = a.dv.data() + r0 * kv_w;

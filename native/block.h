@@ -91,12 +91,19 @@ struct BlockTape {
   void resize(int64_t rows, const LlamaHparams& hp, const BlockWeights& w);
 };
 
+struct BlockContext;
+struct BlockRun;
+
 // Where a block's attention finds keys and values: a session's KV cache, or the tape itself.
 class BlockKv {
  public:
   virtual ~BlockKv() = default;
   // Takes the rows' keys (after rope) and values [n, n_head_kv * head_dim], returns the rows' view.
   virtual AttentionRows attend(int layer, const float* k, const float* v, int64_t n, bool* kv_f16) = 0;
+  // Backward of the rows' attention: dq [n, q_w] += for the rows' queries (tape.q rows), and
+  // tape.dk / tape.dv rows [row0, row0 + n) hold, on return, their keys' complete gradients (this
+  // call's queries plus every later chunk's). Default: keys and values are the tape's own rows.
+  virtual void attend_backward(const BlockContext& c, const BlockRun& r, BlockTape& tape, const float* datt, float* dq);
 };
 
 // The rows of one call.
@@ -122,7 +129,7 @@ void block_forward(const BlockContext& c, int layer, const BlockWeights& w, cons
 // keys of rows before row0 (earlier chunks) receive their gradients in tape.dk / tape.dv; rows
 // [row0, row0 + n) must have all of theirs from later chunks already.
 void block_backward(const BlockContext& c, int layer, const BlockWeights& w, const BlockRun& r, const float* x_in,
-                    BlockTape& tape, float* dx, bool need_dx_in);
+                    BlockTape& tape, float* dx, bool need_dx_in, BlockKv& kv);
 
 // Keys and values straight from the tape: row t attends the rows of its sequence up to itself.
 class TapeKv : public BlockKv {

@@ -81,16 +81,106 @@ LatentObjective latent_objective_from_name(const std::string& s) {
   throw std::invalid_argument("unknown objective '" + s + "' (expected codi, coconut or lm)");
 }
 
-// One sequence fed in chunks: the residual stream at every block boundary and each block's tape.
+// Sequences laid end to end (one per example), fed in chunks: the residual stream at every block
+// boundary and each block's tape, over all rows.
 struct LatentTrainer::Seq {
   int64_t T = 0;
-  std::vector<int32_t> tokens;  // -1 at latent rows
   std::vector<int32_t> pos;
   std::vector<int64_t> seq_start;
   std::vector<std::vector<float>> X;  // [n_layer + 1][T, d]: X[l] is block l's input, X[n_layer] the output
   std::vector<BlockTape> tapes;
   std::vector<BlockWeights> weights;
 };
+
+namespace {
+
+// The tape's per-row buffers with their widths, to gather a chunk's rows out of them and back.
+std::vector<std::pair<std::vector<float>*, int64_t>> tape_fields(BlockTape& t, const LlamaHparams& hp) {
+  const int64_t d = hp.n_embd, q_w = hp.n_head * hp.head_dim, kv_w = hp.n_head_kv * hp.head_dim, ff = hp.n_ff;
+  std::vector<std::pair<std::vector<float>*, int64_t>> f = {{&t.xn1, d},  {&t.q, q_w},    {&t.k, kv_w},  {&t.v, kv_w},
+                                                            {&t.att, q_w}, {&t.x_mid, d}, {&t.xn2, d},   {&t.gate, ff},
+                                                            {&t.up, ff},   {&t.h, ff}};
+  for (int i = 0; i < kBlockLinears; ++i)
+    if (t.u_rank[i] > 0) f.push_back({&t.u[i], t.u_rank[i]});
+  return f;
+}
+
+void gather_rows(float* dst, const float* src, const std::vector<int64_t>& rows, int64_t w) {
+  for (size_t i = 0; i < rows.size(); ++i) std::memcpy(dst + static_cast<int64_t>(i) * w, src + rows[i] * w, static_cast<size_t>(w) * 4);
+}
+void scatter_rows(float* dst, const float* src, const std::vector<int64_t>& rows, int64_t w) {
+  for (size_t i = 0; i < rows.size(); ++i) std::memcpy(dst + rows[i] * w, src + static_cast<int64_t>(i) * w, static_cast<size_t>(w) * 4);
+}
+
+// A chunk made of several examples' rows: the block runs on them gathered into a small tape, and
+// its attention reads (and differentiates) the keys and values of the whole pass's tape.
+class GatherKv : public BlockKv {
+ public:
+  GatherKv(BlockTape& full, const std::vector<int32_t>& pos, const std::vector<int64_t>& seq_start,
+           const std::vector<std::pair<int64_t, int64_t>>& ranges, const std::vector<int64_t>& rows, int64_t kv_w)
+      : full_(full), pos_(pos), seq_start_(seq_start), ranges_(ranges), rows_(rows), kv_w_(kv_w) {}
+
+  AttentionRows attend(int, const float* k, const float* v, int64_t n, bool* kv_f16) override {
+    scatter_rows(full_.k.data(), k, rows_, kv_w_);
+    scatter_rows(full_.v.data(), v, rows_, kv_w_);
+    kp_.resize(static_cast<size_t>(n));
+    vp_.resize(kp_.size());
+    cp_.resize(kp_.size());
+    nc_.resize(kp_.size());
+    qpos_.resize(kp_.size());
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = rows_[static_cast<size_t>(i)], s0 = seq_start_[static_cast<size_t>(t)];
+      kp_[i] = full_.k.data() + s0 * kv_w_;
+      vp_[i] = full_.v.data() + s0 * kv_w_;
+      cp_[i] = pos_.data() + s0;
+      nc_[i] = t - s0 + 1;
+      qpos_[i] = pos_[static_cast<size_t>(t)];
+    }
+    *kv_f16 = false;
+    return AttentionRows{kp_.data(), vp_.data(), cp_.data(), nc_.data(), qpos_.data()};
+  }
+
+  void attend_backward(const BlockContext& c, const BlockRun&, BlockTape& a, const float* datt, float* dq) override {
+    const LlamaHparams& hp = c.hp;
+    const int64_t q_w = hp.n_head * hp.head_dim;
+    int64_t off = 0;
+    std::vector<int64_t> zeros;
+    for (const auto& rg : ranges_) {
+      const int64_t s0 = seq_start_[static_cast<size_t>(rg.first)], rows = rg.first + rg.second - s0;
+      zeros.assign(static_cast<size_t>(rows), 0);
+      attention_backward(dq + off * q_w, full_.dk.data() + s0 * kv_w_, full_.dv.data() + s0 * kv_w_, datt + off * q_w,
+                         a.q.data() + off * q_w, full_.k.data() + s0 * kv_w_, full_.v.data() + s0 * kv_w_, zeros.data(),
+                         pos_.data() + s0, rows, hp.n_head, hp.n_head_kv, hp.head_dim,
+                         1.0f / std::sqrt(static_cast<float>(hp.head_dim)), c.pool, rg.first - s0);
+      off += rg.second;
+    }
+    a.dk.resize(rows_.size() * static_cast<size_t>(kv_w_));
+    a.dv.resize(a.dk.size());
+    gather_rows(a.dk.data(), full_.dk.data(), rows_, kv_w_);
+    gather_rows(a.dv.data(), full_.dv.data(), rows_, kv_w_);
+  }
+
+ private:
+  BlockTape& full_;
+  const std::vector<int32_t>& pos_;
+  const std::vector<int64_t>& seq_start_;
+  const std::vector<std::pair<int64_t, int64_t>>& ranges_;
+  const std::vector<int64_t>& rows_;
+  int64_t kv_w_;
+  std::vector<const void*> kp_, vp_;
+  std::vector<const int32_t*> cp_;
+  std::vector<int64_t> nc_;
+  std::vector<int32_t> qpos_;
+};
+
+std::vector<int64_t> rows_of(const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+  std::vector<int64_t> rows;
+  for (const auto& r : ranges)
+    for (int64_t i = 0; i < r.second; ++i) rows.push_back(r.first + i);
+  return rows;
+}
+
+}  // namespace
 
 LatentTrainer::LatentTrainer(std::shared_ptr<const LlamaModel> model, std::shared_ptr<const LatentHead> head,
                              const LatentTrainConfig& cfg, const OptimConfig& optim)
@@ -338,43 +428,97 @@ void LatentTrainer::embed(const int32_t* ids, int64_t n, float* out) {
   embedding_forward(out, ids, n, tok_embd_.type, tok_embd_.data, model_->hparams().n_embd);
 }
 
-void LatentTrainer::run_chunk(Seq& s, int64_t r0, int64_t n) {
-  const int64_t d = model_->hparams().n_embd, kv_w = model_->hparams().n_head_kv * model_->hparams().head_dim;
+void LatentTrainer::run_chunk(Seq& s, const Ranges& ranges) {
+  const auto& hp = model_->hparams();
+  const int64_t d = hp.n_embd, kv_w = hp.n_head_kv * hp.head_dim;
+  const BlockContext ctx = context();
+  if (ranges.size() == 1) {  // one contiguous run of rows: straight on the pass's tape
+    BlockRun run;
+    run.n = ranges[0].second;
+    run.row0 = ranges[0].first;
+    run.pos = s.pos.data();
+    run.seq_start = s.seq_start.data();
+    const int64_t r0 = run.row0;
+    for (size_t l = 0; l < s.tapes.size(); ++l) {
+      TapeKv kv(s.tapes[l], run, kv_w);
+      block_forward(ctx, static_cast<int>(l), s.weights[l], run, s.X[l].data() + r0 * d, s.X[l + 1].data() + r0 * d,
+                    s.tapes[l], kv);
+    }
+    return;
+  }
+  const std::vector<int64_t> rows = rows_of(ranges);
+  const int64_t n = static_cast<int64_t>(rows.size());
+  std::vector<int32_t> pos(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) pos[i] = s.pos[static_cast<size_t>(rows[i])];
   BlockRun run;
   run.n = n;
-  run.row0 = r0;
-  run.pos = s.pos.data();
-  run.seq_start = s.seq_start.data();
-  const BlockContext ctx = context();
+  run.pos = pos.data();
+  std::vector<float> x(static_cast<size_t>(n * d)), y(x.size());
+  gather_rows(x.data(), s.X[0].data(), rows, d);
   for (size_t l = 0; l < s.tapes.size(); ++l) {
-    TapeKv kv(s.tapes[l], run, kv_w);
-    block_forward(ctx, static_cast<int>(l), s.weights[l], run, s.X[l].data() + r0 * d, s.X[l + 1].data() + r0 * d,
-                  s.tapes[l], kv);
+    BlockTape t;
+    t.resize(n, hp, s.weights[l]);
+    GatherKv kv(s.tapes[l], s.pos, s.seq_start, ranges, rows, kv_w);
+    block_forward(ctx, static_cast<int>(l), s.weights[l], run, x.data(), y.data(), t, kv);
+    auto full = tape_fields(s.tapes[l], hp);
+    auto mine = tape_fields(t, hp);
+    for (size_t f = 0; f < full.size(); ++f) scatter_rows(full[f].first->data(), mine[f].first->data(), rows, full[f].second);
+    scatter_rows(s.X[l + 1].data(), y.data(), rows, d);
+    std::swap(x, y);
   }
 }
 
-// Rows [r0, r0 + n): dtop holds dL/d(last block's output) for them; on return the chunk's
-// dL/d(input embeddings) is in dtop's rows (the caller routes it to the table or the head).
-// distill_grads: (entry j, d) added to dL/dX[j] at distill_row when it lies in the chunk.
-void LatentTrainer::backward_chunk(Seq& s, int64_t r0, int64_t n, std::vector<float>& dtop,
-                                   const std::vector<std::pair<int, std::vector<float>>>* distill_grads, int64_t distill_row) {
-  const int64_t d = model_->hparams().n_embd, L = static_cast<int64_t>(s.tapes.size());
-  std::vector<float> dx(dtop.begin() + r0 * d, dtop.begin() + (r0 + n) * d);
-  BlockRun run;
-  run.n = n;
-  run.row0 = r0;
-  run.pos = s.pos.data();
-  run.seq_start = s.seq_start.data();
+// The chunk's rows: dtop holds dL/d(last block's output) for them; on return their dL/d(input
+// embeddings) is in dtop's rows (the caller routes it to the table or the head). Distillation
+// gradients (row, entry j, vector) are added to dL/dX[j] at their rows inside the chunk.
+void LatentTrainer::backward_chunk(Seq& s, const Ranges& ranges, std::vector<float>& dtop, const DistillGrads& distill) {
+  const auto& hp = model_->hparams();
+  const int64_t d = hp.n_embd, L = static_cast<int64_t>(s.tapes.size()), kv_w = hp.n_head_kv * hp.head_dim;
   const BlockContext ctx = context();
-  const bool here = distill_grads && distill_row >= r0 && distill_row < r0 + n;
-  for (int64_t l = L - 1; l >= 0; --l) {
-    block_backward(ctx, static_cast<int>(l), s.weights[static_cast<size_t>(l)], run, s.X[static_cast<size_t>(l)].data() + r0 * d,
-                   s.tapes[static_cast<size_t>(l)], dx.data(), true);
-    if (here)
-      for (const auto& g : *distill_grads)
-        if (g.first == l) axpy_f32(dx.data() + (distill_row - r0) * d, 1.0f, g.second.data(), d);
+  const std::vector<int64_t> rows = rows_of(ranges);
+  const int64_t n = static_cast<int64_t>(rows.size());
+  std::vector<float> dx(static_cast<size_t>(n * d));
+  gather_rows(dx.data(), dtop.data(), rows, d);
+  auto add_distill = [&](int64_t l) {
+    for (const auto& g : distill) {
+      if (g.entry != l) continue;
+      for (int64_t i = 0; i < n; ++i)
+        if (rows[static_cast<size_t>(i)] == g.row) axpy_f32(dx.data() + i * d, 1.0f, g.grad.data(), d);
+    }
+  };
+  if (ranges.size() == 1) {
+    BlockRun run;
+    run.n = n;
+    run.row0 = ranges[0].first;
+    run.pos = s.pos.data();
+    run.seq_start = s.seq_start.data();
+    for (int64_t l = L - 1; l >= 0; --l) {
+      TapeKv kv(s.tapes[static_cast<size_t>(l)], run, kv_w);
+      block_backward(ctx, static_cast<int>(l), s.weights[static_cast<size_t>(l)], run,
+                     s.X[static_cast<size_t>(l)].data() + run.row0 * d, s.tapes[static_cast<size_t>(l)], dx.data(), true, kv);
+      add_distill(l);
+    }
+  } else {
+    std::vector<int32_t> pos(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) pos[i] = s.pos[static_cast<size_t>(rows[i])];
+    BlockRun run;
+    run.n = n;
+    run.pos = pos.data();
+    std::vector<float> x(static_cast<size_t>(n * d));
+    for (int64_t l = L - 1; l >= 0; --l) {
+      BlockTape& full = s.tapes[static_cast<size_t>(l)];
+      BlockTape t;
+      t.resize(n, hp, s.weights[static_cast<size_t>(l)]);
+      auto fs = tape_fields(full, hp);
+      auto mine = tape_fields(t, hp);
+      for (size_t f = 0; f < fs.size(); ++f) gather_rows(mine[f].first->data(), fs[f].first->data(), rows, fs[f].second);
+      gather_rows(x.data(), s.X[static_cast<size_t>(l)].data(), rows, d);
+      GatherKv kv(full, s.pos, s.seq_start, ranges, rows, kv_w);
+      block_backward(ctx, static_cast<int>(l), s.weights[static_cast<size_t>(l)], run, x.data(), t, dx.data(), true, kv);
+      add_distill(l);
+    }
   }
-  std::copy(dx.begin(), dx.end(), dtop.begin() + r0 * d);
+  scatter_rows(dtop.data(), dx.data(), rows, d);
 }
 
 // Mean-free CE over the given rows of the top of the stream: returns the sum; with dtop, adds
@@ -400,32 +544,40 @@ double LatentTrainer::ce_rows(Seq& s, const std::vector<int64_t>& rows, const st
   return sum;
 }
 
-LatentLoss LatentTrainer::example(const LatentExample& ex, double weight, bool backward, LatentTrace* trace) {
+std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& mb, double weight, bool backward,
+                                             std::vector<LatentTrace>* traces) {
   const auto& hp = model_->hparams();
-  const int64_t d = hp.n_embd, L = hp.n_layer, N = cfg_.latent_steps;
+  const int64_t d = hp.n_embd, L = hp.n_layer, N = cfg_.latent_steps, B = static_cast<int64_t>(mb.size());
   const bool codi = cfg_.objective == LatentObjective::CODI, lm = cfg_.objective == LatentObjective::LM;
   const double teacher_factor = lm ? 1.0 : cfg_.ref_factor;
-  LatentLoss out;
-  auto make_seq = [&](int64_t T) {
+  const double w = B ? weight / static_cast<double>(B) : 0;  // each example's share of the batch mean
+  std::vector<LatentLoss> out(static_cast<size_t>(B));
+  // Sequences of the given lengths laid end to end.
+  auto make_seq = [&](const std::vector<int64_t>& lens) {
     Seq s;
-    s.T = T;
-    s.pos.resize(static_cast<size_t>(T));
-    for (int64_t t = 0; t < T; ++t) s.pos[static_cast<size_t>(t)] = static_cast<int32_t>(t);
-    s.seq_start.assign(static_cast<size_t>(T), 0);
-    s.X.assign(static_cast<size_t>(L + 1), std::vector<float>(static_cast<size_t>(T * d)));
+    for (int64_t n : lens) {
+      for (int64_t t = 0; t < n; ++t) {
+        s.pos.push_back(static_cast<int32_t>(t));
+        s.seq_start.push_back(s.T);
+      }
+      s.T += n;
+    }
+    s.X.assign(static_cast<size_t>(L + 1), std::vector<float>(static_cast<size_t>(s.T * d)));
     s.tapes.resize(static_cast<size_t>(L));
     for (int64_t l = 0; l < L; ++l) {
       s.weights.push_back(layer_weights(static_cast<int>(l)));
-      s.tapes[static_cast<size_t>(l)].resize(T, hp, s.weights.back());
-      s.tapes[static_cast<size_t>(l)].dk.assign(static_cast<size_t>(T * hp.n_head_kv * hp.head_dim), 0.0f);
-      s.tapes[static_cast<size_t>(l)].dv.assign(s.tapes[static_cast<size_t>(l)].dk.size(), 0.0f);
+      BlockTape& t = s.tapes[static_cast<size_t>(l)];
+      t.resize(s.T, hp, s.weights.back());
+      t.dk.assign(static_cast<size_t>(s.T * hp.n_head_kv * hp.head_dim), 0.0f);
+      t.dv.assign(t.dk.size(), 0.0f);
     }
     return s;
   };
   // rows predicting labels[j] (aligned with the ids starting at row `first`): row first + j - 1
-  auto targets_of = [](const std::vector<int32_t>& labels, int64_t first, std::vector<int64_t>& rows, std::vector<int32_t>& tg) {
+  auto targets_of = [](const std::vector<int32_t>& labels, int64_t first, int64_t seq0, std::vector<int64_t>& rows,
+                       std::vector<int32_t>& tg) {
     for (size_t j = 0; j < labels.size(); ++j)
-      if (labels[j] >= 0 && first + static_cast<int64_t>(j) >= 1) {
+      if (labels[j] >= 0 && first + static_cast<int64_t>(j) - 1 >= seq0) {
         rows.push_back(first + static_cast<int64_t>(j) - 1);
         tg.push_back(labels[j]);
       }
@@ -437,129 +589,190 @@ LatentLoss LatentTrainer::example(const LatentExample& ex, double weight, bool b
     final_norm(s.X.back().data() + row * d, st.data() + L * d, 1);
     return st;
   };
+  auto embed_ranges = [&](Seq& s, const Ranges& rg, const std::vector<const int32_t*>& ids) {
+    for (size_t i = 0; i < rg.size(); ++i) embed(ids[i], rg[i].second, s.X[0].data() + rg[i].first * d);
+  };
+  auto embed_backward = [&](const std::vector<float>& dtop, const Ranges& rg, const std::vector<const int32_t*>& ids) {
+    if (!p_tok_) return;
+    for (size_t i = 0; i < rg.size(); ++i) embedding_backward(p_tok_->g.data(), dtop.data() + rg[i].first * d, ids[i], rg[i].second, d);
+  };
+  if (traces) traces->assign(static_cast<size_t>(B), {});
 
-  // ---- teacher (CODI): its states are the distillation targets (detached); its CE is trained too
-  std::vector<float> t_states;
+  // ---- teachers (CODI, LM), all in one packed pass: their states are the distillation targets
+  // (detached); their CE is trained too.
+  std::vector<std::vector<float>> t_states(static_cast<size_t>(B));
   if (codi || lm) {
-    const int64_t Tt = static_cast<int64_t>(ex.teacher.size());
-    Seq t = make_seq(Tt);
-    embed(ex.teacher.data(), Tt, t.X[0].data());
-    run_chunk(t, 0, Tt);
-    if (codi) t_states = states(t, ex.teacher_distill);
+    std::vector<int64_t> lens;
+    for (const auto& ex : mb) lens.push_back(static_cast<int64_t>(ex.teacher.size()));
+    Seq t = make_seq(lens);
+    Ranges all = {{0, t.T}};
+    Ranges each;
+    std::vector<const int32_t*> ids;
+    for (int64_t b = 0, o = 0; b < B; o += lens[static_cast<size_t>(b)], ++b) {
+      each.push_back({o, lens[static_cast<size_t>(b)]});
+      ids.push_back(mb[static_cast<size_t>(b)].teacher.data());
+    }
+    embed_ranges(t, each, ids);
+    run_chunk(t, all);
+    std::vector<float> dtop;
+    const bool grad = backward && teacher_factor > 0;
+    if (grad) dtop.assign(static_cast<size_t>(t.T * d), 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      const LatentExample& ex = mb[static_cast<size_t>(b)];
+      LatentLoss& lo = out[static_cast<size_t>(b)];
+      const int64_t o = each[static_cast<size_t>(b)].first;
+      if (codi) t_states[static_cast<size_t>(b)] = states(t, o + ex.teacher_distill);
+      std::vector<int64_t> rows;
+      std::vector<int32_t> tg;
+      targets_of(ex.teacher_labels, o, o, rows, tg);
+      lo.ref_tokens = static_cast<int64_t>(rows.size());
+      lo.tokens += lens[static_cast<size_t>(b)];
+      if (!rows.empty()) {
+        const double scale = w * teacher_factor / static_cast<double>(rows.size());
+        lo.ref_ce = ce_rows(t, rows, tg, scale, grad ? &dtop : nullptr) / static_cast<double>(rows.size());
+      }
+      if (traces) (*traces)[static_cast<size_t>(b)].teacher_states = t_states[static_cast<size_t>(b)];
+      if (lm) lo.total = lo.ref_ce;
+    }
+    if (grad) {
+      backward_chunk(t, all, dtop, {});
+      embed_backward(dtop, each, ids);
+    }
+    if (lm) return out;
+  }
+
+  // ---- students, fed together: every prompt, then latent step k of every example, then every suffix
+  std::vector<int64_t> lens, off;
+  for (const auto& ex : mb) lens.push_back(static_cast<int64_t>(ex.prompt.size() + ex.suffix.size()) + N);
+  Seq s = make_seq(lens);
+  Ranges prompts, suffixes;
+  std::vector<const int32_t*> prompt_ids, suffix_ids;
+  for (int64_t b = 0, o = 0; b < B; o += lens[static_cast<size_t>(b)], ++b) {
+    const LatentExample& ex = mb[static_cast<size_t>(b)];
+    const int64_t np = static_cast<int64_t>(ex.prompt.size());
+    off.push_back(o);
+    prompts.push_back({o, np});
+    suffixes.push_back({o + np + N, static_cast<int64_t>(ex.suffix.size())});
+    prompt_ids.push_back(ex.prompt.data());
+    suffix_ids.push_back(ex.suffix.data());
+    out[static_cast<size_t>(b)].tokens += static_cast<int64_t>(ex.prompt.size() + ex.suffix.size());
+  }
+  auto latent_ranges = [&](int64_t k) {
+    Ranges r;
+    for (int64_t b = 0; b < B; ++b) r.push_back({prompts[static_cast<size_t>(b)].first + prompts[static_cast<size_t>(b)].second + k, 1});
+    return r;
+  };
+  const LatentHeadWeights hw = head_weights();
+  // h[k]: [B, d] the final states the head reads at step k; e[k] = head(h[k])
+  std::vector<std::vector<float>> h(static_cast<size_t>(N + 1)), e(static_cast<size_t>(N + 1));
+  std::vector<int64_t> src(static_cast<size_t>(B));
+  embed_ranges(s, prompts, prompt_ids);
+  run_chunk(s, prompts);
+  for (int64_t k = 0; k <= N; ++k) {
+    for (int64_t b = 0; b < B; ++b) src[static_cast<size_t>(b)] = prompts[static_cast<size_t>(b)].first + prompts[static_cast<size_t>(b)].second + k - 1;
+    std::vector<float> top(static_cast<size_t>(B * d));
+    gather_rows(top.data(), s.X.back().data(), src, d);
+    h[static_cast<size_t>(k)].resize(top.size());
+    e[static_cast<size_t>(k)].resize(top.size());
+    final_norm(top.data(), h[static_cast<size_t>(k)].data(), B);
+    latent_head_forward(hw, h[static_cast<size_t>(k)].data(), e[static_cast<size_t>(k)].data(), B, pool_);
+    if (k == N) break;  // e_N is computed but never fed
+    const Ranges lr = latent_ranges(k);
+    std::vector<int64_t> dst;
+    for (const auto& r : lr) dst.push_back(r.first);
+    scatter_rows(s.X[0].data(), e[static_cast<size_t>(k)].data(), dst, d);
+    run_chunk(s, lr);
+  }
+  embed_ranges(s, suffixes, suffix_ids);
+  run_chunk(s, suffixes);
+  if (traces)
+    for (int64_t b = 0; b < B; ++b) {
+      auto& tr = (*traces)[static_cast<size_t>(b)];
+      for (int64_t k = 0; k <= N; ++k) {
+        tr.h.insert(tr.h.end(), h[static_cast<size_t>(k)].begin() + b * d, h[static_cast<size_t>(k)].begin() + (b + 1) * d);
+        tr.e.insert(tr.e.end(), e[static_cast<size_t>(k)].begin() + b * d, e[static_cast<size_t>(k)].begin() + (b + 1) * d);
+      }
+    }
+
+  std::vector<float> dtop;
+  if (backward) dtop.assign(static_cast<size_t>(s.T * d), 0.0f);
+  DistillGrads dgrads;
+  for (int64_t b = 0; b < B; ++b) {
+    const LatentExample& ex = mb[static_cast<size_t>(b)];
+    LatentLoss& lo = out[static_cast<size_t>(b)];
     std::vector<int64_t> rows;
     std::vector<int32_t> tg;
-    targets_of(ex.teacher_labels, 0, rows, tg);
-    out.ref_tokens = static_cast<int64_t>(rows.size());
-    out.tokens += Tt;
-    const double scale = rows.empty() ? 0 : weight * teacher_factor / static_cast<double>(rows.size());
-    if (backward && teacher_factor > 0 && !rows.empty()) {
-      std::vector<float> dtop(static_cast<size_t>(Tt * d), 0.0f);
-      const double sum = ce_rows(t, rows, tg, scale, &dtop);
-      out.ref_ce = sum / static_cast<double>(rows.size());
-      backward_chunk(t, 0, Tt, dtop, nullptr, -1);
-      if (p_tok_) embedding_backward(p_tok_->g.data(), dtop.data(), ex.teacher.data(), Tt, d);
-    } else if (!rows.empty()) {
-      out.ref_ce = ce_rows(t, rows, tg, 0, nullptr) / static_cast<double>(rows.size());
-    }
-    if (trace) trace->teacher_states = t_states;
-    if (lm) {
-      out.total = out.ref_ce;
-      return out;
-    }
-  }
+    targets_of(ex.suffix_labels, suffixes[static_cast<size_t>(b)].first, off[static_cast<size_t>(b)], rows, tg);
+    lo.ce_tokens = static_cast<int64_t>(rows.size());
+    if (!rows.empty())
+      lo.ce = ce_rows(s, rows, tg, w / static_cast<double>(rows.size()), backward ? &dtop : nullptr) / static_cast<double>(rows.size());
 
-  // ---- student: prompt, N latent steps, suffix
-  const int64_t np = static_cast<int64_t>(ex.prompt.size()), ns = static_cast<int64_t>(ex.suffix.size());
-  const int64_t T = np + N + ns;
-  Seq s = make_seq(T);
-  out.tokens += np + ns;
-  const LatentHeadWeights hw = head_weights();
-  std::vector<float> h(static_cast<size_t>((N + 1) * d)), e(h.size());
-  embed(ex.prompt.data(), np, s.X[0].data());
-  run_chunk(s, 0, np);
-  for (int64_t k = 0; k <= N; ++k) {
-    const int64_t src = np + k - 1;  // the row whose final state is h_k
-    final_norm(s.X.back().data() + src * d, h.data() + k * d, 1);
-    latent_head_forward(hw, h.data() + k * d, e.data() + k * d, 1, pool_);
-    if (k == N) break;  // e_N is computed but never fed
-    std::memcpy(s.X[0].data() + (np + k) * d, e.data() + k * d, static_cast<size_t>(d) * sizeof(float));
-    run_chunk(s, np + k, 1);
-  }
-  embed(ex.suffix.data(), ns, s.X[0].data() + (np + N) * d);
-  run_chunk(s, np + N, ns);
-  if (trace) {
-    trace->h = h;
-    trace->e = e;
-  }
-
-  std::vector<int64_t> rows;
-  std::vector<int32_t> tg;
-  targets_of(ex.suffix_labels, np + N, rows, tg);
-  out.ce_tokens = static_cast<int64_t>(rows.size());
-  std::vector<float> dtop;
-  if (backward) dtop.assign(static_cast<size_t>(T * d), 0.0f);
-  const double ce_scale = rows.empty() ? 0 : weight / static_cast<double>(rows.size());
-  out.ce = rows.empty() ? 0 : ce_rows(s, rows, tg, ce_scale, backward ? &dtop : nullptr) / static_cast<double>(rows.size());
-
-  // ---- distillation: d_j = SmoothL1(s_j, t_j) / std(t_j), mean over the L + 1 states
-  std::vector<std::pair<int, std::vector<float>>> dgrads;
-  int64_t drow = -1;
-  if (codi) {
-    drow = np + N + ex.student_distill;
-    const std::vector<float> s_states = states(s, drow);
-    if (trace) trace->student_states = s_states;
-    const double beta = cfg_.smooth_l1_beta, J = static_cast<double>(L + 1);
-    const double gscale = weight * cfg_.distill_factor;
-    out.distill_per_state.resize(static_cast<size_t>(L + 1));
-    double sum = 0;
-    for (int64_t j = 0; j <= L; ++j) {
-      const float* sj = s_states.data() + j * d;
-      const float* tj = t_states.data() + j * d;
-      double mean = 0, var = 0, l1 = 0;
-      for (int64_t i = 0; i < d; ++i) mean += tj[i];
-      mean /= static_cast<double>(d);
-      for (int64_t i = 0; i < d; ++i) var += (tj[i] - mean) * (tj[i] - mean);
-      const double sd = std::sqrt(var / static_cast<double>(d - 1));
-      std::vector<float> g(static_cast<size_t>(d));
-      for (int64_t i = 0; i < d; ++i) {
-        const double x = static_cast<double>(sj[i]) - tj[i], ax = std::fabs(x);
-        l1 += ax < beta ? 0.5 * x * x / beta : ax - 0.5 * beta;
-        const double dl = ax < beta ? x / beta : (x > 0 ? 1.0 : -1.0);
-        g[static_cast<size_t>(i)] = static_cast<float>(gscale * dl / (static_cast<double>(d) * sd * J));
+    // distillation: d_j = SmoothL1(s_j, t_j) / std(t_j), mean over the L + 1 states
+    if (codi) {
+      const int64_t drow = suffixes[static_cast<size_t>(b)].first + ex.student_distill;
+      const std::vector<float> s_states = states(s, drow);
+      const std::vector<float>& ts = t_states[static_cast<size_t>(b)];
+      if (traces) (*traces)[static_cast<size_t>(b)].student_states = s_states;
+      const double beta = cfg_.smooth_l1_beta, J = static_cast<double>(L + 1);
+      const double gscale = w * cfg_.distill_factor;
+      lo.distill_per_state.resize(static_cast<size_t>(L + 1));
+      double sum = 0;
+      for (int64_t j = 0; j <= L; ++j) {
+        const float* sj = s_states.data() + j * d;
+        const float* tj = ts.data() + j * d;
+        double mean = 0, var = 0, l1 = 0;
+        for (int64_t i = 0; i < d; ++i) mean += tj[i];
+        mean /= static_cast<double>(d);
+        for (int64_t i = 0; i < d; ++i) var += (tj[i] - mean) * (tj[i] - mean);
+        const double sd = std::sqrt(var / static_cast<double>(d - 1));
+        std::vector<float> g(static_cast<size_t>(d));
+        for (int64_t i = 0; i < d; ++i) {
+          const double x = static_cast<double>(sj[i]) - tj[i], ax = std::fabs(x);
+          l1 += ax < beta ? 0.5 * x * x / beta : ax - 0.5 * beta;
+          const double dl = ax < beta ? x / beta : (x > 0 ? 1.0 : -1.0);
+          g[static_cast<size_t>(i)] = static_cast<float>(gscale * dl / (static_cast<double>(d) * sd * J));
+        }
+        const double dj = l1 / static_cast<double>(d) / sd;
+        lo.distill_per_state[static_cast<size_t>(j)] = dj;
+        sum += dj;
+        if (!backward || cfg_.distill_factor == 0) continue;
+        if (j == L) {  // the final-norm state: back through the norm into the top of the stream
+          std::vector<float> dx(static_cast<size_t>(d), 0.0f);
+          final_norm_backward(dx.data(), g.data(), s.X.back().data() + drow * d, 1);
+          axpy_f32(dtop.data() + drow * d, 1.0f, dx.data(), d);
+        } else {
+          dgrads.push_back({drow, j, std::move(g)});
+        }
       }
-      const double dj = l1 / static_cast<double>(d) / sd;
-      out.distill_per_state[static_cast<size_t>(j)] = dj;
-      sum += dj;
-      if (!backward || cfg_.distill_factor == 0) continue;
-      if (j == L) {  // the final-norm state: back through the norm into the top of the stream
-        std::vector<float> dx(static_cast<size_t>(d), 0.0f);
-        final_norm_backward(dx.data(), g.data(), s.X.back().data() + drow * d, 1);
-        axpy_f32(dtop.data() + drow * d, 1.0f, dx.data(), d);
-      } else {
-        dgrads.push_back({static_cast<int>(j), std::move(g)});
-      }
+      lo.distill = sum / J;
     }
-    out.distill = sum / J;
+    lo.total = lo.ce + cfg_.distill_factor * lo.distill + cfg_.ref_factor * lo.ref_ce;
   }
-  out.total = out.ce + cfg_.distill_factor * out.distill + cfg_.ref_factor * out.ref_ce;
   if (!backward) return out;
 
-  // ---- student backward: suffix, then each latent row (its input gradient goes through the head
-  // into the row before it), then the prompt.
+  // ---- students backward: suffixes, then each latent step (its input gradient goes through the
+  // head into the row before it), then the prompts.
   const LatentHeadGrads hg = head_grads();
-  backward_chunk(s, np + N, ns, dtop, &dgrads, drow);
-  if (p_tok_) embedding_backward(p_tok_->g.data(), dtop.data() + (np + N) * d, ex.suffix.data(), ns, d);
+  backward_chunk(s, suffixes, dtop, dgrads);
+  embed_backward(dtop, suffixes, suffix_ids);
   for (int64_t k = N - 1; k >= 0; --k) {
-    const int64_t r = np + k;
-    backward_chunk(s, r, 1, dtop, &dgrads, drow);
-    // e_k = head(h_k), h_k = final_norm(top of row r - 1)
-    std::vector<float> dh(static_cast<size_t>(d), 0.0f), dx(static_cast<size_t>(d), 0.0f);
-    latent_head_backward(hw, hg, h.data() + k * d, dtop.data() + r * d, dh.data(), 1, pool_);
-    final_norm_backward(dx.data(), dh.data(), s.X.back().data() + (r - 1) * d, 1);
-    axpy_f32(dtop.data() + (r - 1) * d, 1.0f, dx.data(), d);
+    const Ranges lr = latent_ranges(k);
+    backward_chunk(s, lr, dtop, dgrads);
+    std::vector<int64_t> rows, prev;
+    for (const auto& r : lr) {
+      rows.push_back(r.first);
+      prev.push_back(r.first - 1);
+    }
+    // e_k = head(h_k), h_k = final_norm(top of the row before)
+    std::vector<float> de(static_cast<size_t>(B * d)), dh(de.size(), 0.0f), dx(de.size(), 0.0f), top(de.size());
+    gather_rows(de.data(), dtop.data(), rows, d);
+    latent_head_backward(hw, hg, h[static_cast<size_t>(k)].data(), de.data(), dh.data(), B, pool_);
+    gather_rows(top.data(), s.X.back().data(), prev, d);
+    final_norm_backward(dx.data(), dh.data(), top.data(), B);
+    for (int64_t b = 0; b < B; ++b) axpy_f32(dtop.data() + prev[static_cast<size_t>(b)] * d, 1.0f, dx.data() + b * d, d);
   }
-  backward_chunk(s, 0, np, dtop, &dgrads, drow);
-  if (p_tok_) embedding_backward(p_tok_->g.data(), dtop.data(), ex.prompt.data(), np, d);
+  backward_chunk(s, prompts, dtop, dgrads);
+  embed_backward(dtop, prompts, prompt_ids);
   return out;
 }
 
@@ -605,11 +818,7 @@ std::vector<LatentLoss> LatentTrainer::accumulate(const std::vector<LatentExampl
                                     " is outside the teacher sequence [0, " + std::to_string(ex.teacher.size()) + ")");
     }
   }
-  std::vector<LatentLoss> out;
-  if (traces) traces->assign(mb.size(), {});
-  const double w = mb.empty() ? 0 : weight / static_cast<double>(mb.size());
-  for (size_t e = 0; e < mb.size(); ++e) out.push_back(example(mb[e], w, weight != 0, traces ? &(*traces)[e] : nullptr));
-  return out;
+  return batch(mb, weight, weight != 0, traces);
 }
 
 namespace {

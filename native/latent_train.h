@@ -131,12 +131,21 @@ class LatentTrainer {
   void final_norm(const float* x, float* out, int64_t n);
   void final_norm_backward(float* dx, const float* dout, const float* x, int64_t n);
   void embed(const int32_t* ids, int64_t n, float* out);
-  void run_chunk(Seq& s, int64_t r0, int64_t n);
-  void backward_chunk(Seq& s, int64_t r0, int64_t n, std::vector<float>& dtop,
-                      const std::vector<std::pair<int, std::vector<float>>>* distill_grads, int64_t distill_row);
+  // Rows of a chunk: (first row, count) per example fed together.
+  using Ranges = std::vector<std::pair<int64_t, int64_t>>;
+  struct DistillGrad {
+    int64_t row;
+    int64_t entry;  // j: added to dL/dX[j]
+    std::vector<float> grad;
+  };
+  using DistillGrads = std::vector<DistillGrad>;
+  void run_chunk(Seq& s, const Ranges& ranges);
+  void backward_chunk(Seq& s, const Ranges& ranges, std::vector<float>& dtop, const DistillGrads& distill);
   double ce_rows(Seq& s, const std::vector<int64_t>& rows, const std::vector<int32_t>& targets, double scale,
                  std::vector<float>* dtop);
-  LatentLoss example(const LatentExample& ex, double weight, bool backward, LatentTrace* trace);
+  // Forward (and backward) of a micro-batch: teachers in one packed pass, students fed together.
+  std::vector<LatentLoss> batch(const std::vector<LatentExample>& mb, double weight, bool backward,
+                                std::vector<LatentTrace>* traces);
 
   std::shared_ptr<const LlamaModel> model_;
   std::shared_ptr<const LatentHead> head_;

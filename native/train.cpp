@@ -246,7 +246,8 @@ void Trainer::layer_backward(Pass& p, int layer, const float* x_in, BlockTape& a
   run.train = p.train;
   std::fill(a.dk.begin(), a.dk.end(), 0.0f);
   std::fill(a.dv.begin(), a.dv.end(), 0.0f);
-  block_backward(block_context(), layer, w, run, x_in, a, dx, need_dx_in);
+  TapeKv kv(a, run, model_->hparams().n_head_kv * model_->hparams().head_dim);
+  block_backward(block_context(), layer, w, run, x_in, a, dx, need_dx_in, kv);
 }
 
 BlockContext Trainer::block_context() {
