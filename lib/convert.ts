@@ -1,6 +1,6 @@
 // Conversion of Hugging Face checkpoints to GGUF and of LoRA adapters between PEFT and GGUF.
 // Options are validated here; every byte is read, merged and written by the native engine.
-import { statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { InputError } from './errors.js';
@@ -114,4 +114,16 @@ export async function convertAdapter(input: string, out: string, options: Conver
   requireParentDir(out, 'output');
   if (o.baseConfig && kind(o.baseConfig) === 'missing') throw new InputError(`base config not found: ${o.baseConfig}`);
   return native().convertAdapter(input, out, o);
+}
+
+/** GGUF Llama -> Hugging Face folder; refuses a non-empty --out unless overwrite. */
+export function exportHf(model: string, out: string, options: { latentHead?: string; overwrite?: boolean } = {}) {
+  if (kind(model) !== 'file') throw new InputError(`model file not found: ${model}`);
+  if (options.latentHead && kind(options.latentHead) !== 'file') throw new InputError(`latent head not found: ${options.latentHead}`);
+  const k = kind(out);
+  if (k === 'file' || k === 'other') throw new InputError(`--out is a file, expected a folder: ${out}`);
+  if (k === 'dir' && readdirSync(out).length > 0 && !options.overwrite)
+    throw new InputError(`${out} is not empty; pass --overwrite to write into it, or choose another --out`);
+  if (k === 'missing') requireParentDir(out, 'output');
+  return native().exportHf(model, out, { latentHead: options.latentHead });
 }

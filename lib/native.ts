@@ -517,6 +517,8 @@ export interface NativeAddon {
   physicalCores(): number;
   /** Hugging Face Llama folder (safetensors or torch zip; CODI checkpoints merged) -> GGUF, as llama.cpp's converter lays it out. */
   convertHf(dir: string, out: string, options: NativeConvertHfOptions): Promise<NativeConvertHfSummary>;
+  /** GGUF Llama -> Hugging Face folder (config, f32 safetensors with HF q/k order, tokenizer.json; prj.* and README.json for a latent model). */
+  exportHf(model: string, outDir: string, options?: { latentHead?: string }): { dir: string; files: string[]; tensors: number; latentMode: string | null };
   /** PEFT LoRA folder <-> llama.cpp GGUF LoRA adapter; the direction follows the input. */
   convertAdapter(input: string, out: string, options: NativeConvertAdapterOptions): Promise<NativeConvertAdapterSummary>;
 }

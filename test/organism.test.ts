@@ -53,5 +53,40 @@ describe('organism train --quick', () => {
     expect(rep.zeroAblation.length).toBe(3);
     expect(rep.probe.best.length).toBe(3);
     expect(existsSync(join(out, 'DONE'))).toBe(true);
+
+    // export-hf round trip: GGUF -> HF folder -> convert -> GGUF computes the same.
+    const hf = join(tmp, 'hf');
+    const ex = await runCli(['export-hf', join(out, 'organism.gguf'), '--out', hf, '--json']);
+    expect(ex.code).toBe(0);
+    expect((JSON.parse(ex.stdout) as { files: string[] }).files).toEqual(
+      expect.arrayContaining(['config.json', 'model.safetensors', 'tokenizer.json', 'README.json']),
+    );
+    expect((await runCli(['export-hf', join(out, 'organism.gguf'), '--out', hf])).stderr).toMatch(/not empty/);
+    const back = join(tmp, 'back.gguf');
+    expect((await runCli(['convert', hf, '--out', back, '-q'])).code).toBe(0);
+    const a = await loadModel(join(out, 'organism.gguf'));
+    const b = await loadModel(back);
+    try {
+      const text = 'Mia has 7 shells. She finds 5 more. How many shells does Mia have now?<|bot|>';
+      const ids = a.tokenize(text, { parseSpecial: true });
+      expect(b.tokenize(text, { parseSpecial: true })).toEqual(ids);
+      const [la, lb] = await Promise.all([a, b].map(async (m) => {
+        const s = m.createSession({});
+        try {
+          return (await s.eval({ tokens: ids })).logits!;
+        } finally {
+          s.dispose();
+        }
+      }));
+      expect(Array.from(lb)).toEqual(Array.from(la));
+      const ha = LatentHead.find(a)!;
+      const hb = LatentHead.find(b)!;
+      expect({ ...hb.settings, path: '' }).toEqual({ ...ha.settings, path: '' });
+      const z = Float32Array.from({ length: a.info.nEmbd }, (_, i) => Math.sin(i));
+      expect(Array.from(hb.project(z))).toEqual(Array.from(ha.project(z)));
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
   }, 240_000);
 });

@@ -5,6 +5,7 @@ import {
   CONVERT_TYPES,
   convertAdapter,
   convertHf,
+  exportHf,
   type ConvertAdapterSummary,
   type ConvertProgress,
   type ConvertSummary,
@@ -184,5 +185,23 @@ export function registerConvertCommands(program: Command): void {
       printWarnings(summary.warnings);
       if (opts.json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
       else reportAdapter(summary);
+    });
+
+  program
+    .command('export-hf')
+    .description('write a GGUF Llama as a Hugging Face folder: config.json, model.safetensors (f32, HF q/k order), tokenizer.json; a latent model adds prj.* and README.json')
+    .argument('<model.gguf>', 'the model (its <model>.latent.gguf beside it is exported too)')
+    .requiredOption('-o, --out <dir>', 'output folder')
+    .option('--latent-head <file>', 'latent-head sidecar (default <model>.latent.gguf)')
+    .option('--overwrite', 'write into a non-empty --out')
+    .option('--json', 'print the summary as JSON')
+    .action((model: string, opts: { out: string; latentHead?: string; overwrite?: boolean; json?: boolean }) => {
+      const s = exportHf(model, opts.out, { latentHead: opts.latentHead, overwrite: opts.overwrite });
+      if (opts.json) process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+      else
+        process.stdout.write(
+          `wrote ${s.dir}: ${s.files.join(', ')} (${s.tensors} tensors${s.latentMode ? `, latent head ${s.latentMode} as prj.*` : ''})\n` +
+            `  load it with transformers: AutoModelForCausalLM.from_pretrained("${s.dir}"); back to GGUF: lro-native convert ${s.dir} --out model.gguf\n`,
+        );
     });
 }

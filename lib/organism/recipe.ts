@@ -39,11 +39,11 @@ export const ORGANISM_RECIPE: OrganismRecipe = {
   trainProblems: 40000,
   minSteps: 2,
   maxSteps: 4,
-  vocabSize: 384,
+  vocabSize: 1024,
   model: { nEmbd: 128, nLayer: 4, nHead: 4, nHeadKv: 4, nFf: 384, ropeBase: 10000, weightStd: 0.02 },
   initSeed: 1,
   latentSteps: 6,
-  pretrain: { steps: 1500, batchSize: 16, lr: 2e-3, warmup: 0.03 },
+  pretrain: { steps: 2000, batchSize: 16, lr: 2e-3, warmup: 0.03 },
   codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
 };
 

@@ -1,5 +1,6 @@
 // convertHf and convertAdapter (Hugging Face / PEFT <-> GGUF), on the libuv pool with progress.
 #include "bindings/common.h"
+#include "convert/export_hf.h"
 
 namespace lro_napi {
 
@@ -206,8 +207,26 @@ Napi::Value ConvertAdapter(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// exportHf(model, outDir, {latentHead?}) -> {dir, files, tensors, latentMode}
+Napi::Value ExportHf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
+    throw Napi::TypeError::New(env, "exportHf(model: string, outDir: string, options?: {latentHead?: string})");
+  Napi::Object o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+  lro::convert::HfExportOptions opt;
+  opt.latent_head = opt_string(o, "latentHead");
+  auto s = lro::convert::export_hf(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(), opt);
+  auto r = Napi::Object::New(env);
+  r.Set("dir", s.dir);
+  r.Set("files", string_array(env, s.files));
+  r.Set("tensors", static_cast<double>(s.n_tensors));
+  r.Set("latentMode", s.latent_mode.empty() ? env.Null() : Napi::String::New(env, s.latent_mode));
+  return r;
+}
+
 void register_convert(Napi::Env env, Napi::Object exports) {
   exports.Set("convertHf", Napi::Function::New(env, ConvertHf));
+  exports.Set("exportHf", Napi::Function::New(env, ExportHf));
   exports.Set("convertAdapter", Napi::Function::New(env, ConvertAdapter));
 }
 

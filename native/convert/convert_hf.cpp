@@ -111,6 +111,7 @@ struct FolderFacts {
   bool rslora = false;
   int64_t num_latent = -1;
   int64_t pad = -1, bot = -1, eot = -1;
+  std::string prompt_format, latent_mode;  // README.json of an export-hf folder
 };
 
 FolderFacts read_folder_facts(const std::string& dir) {
@@ -129,6 +130,10 @@ FolderFacts read_folder_facts(const std::string& dir) {
       f.rslora = json::get_bool_or(*l, "use_rslora", false, readme + " lora");
     }
     f.num_latent = json::get_int_or(j, "num_latent", -1, readme);
+    f.prompt_format = json::get_string_or(j, "prompt_format", "", readme);
+    f.latent_mode = json::get_string_or(j, "latent_mode", "", readme);
+    if (!f.prompt_format.empty() && f.prompt_format != "codi-answer-only" && f.prompt_format != "codi" && f.prompt_format != "plain")
+      throw ConvertError(readme + ": prompt_format '" + f.prompt_format + "' is not codi-answer-only, codi or plain");
     if (const json::Value* s = j.find("special_ids"); s && s->is_object()) {
       f.pad = json::get_int_or(*s, "pad", -1, readme + " special_ids");
       f.bot = json::get_int_or(*s, "bot", -1, readme + " special_ids");
@@ -447,6 +452,7 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
 
   // Latent mode.
   std::string latent = opt.latent;
+  if (latent.empty() && (facts.latent_mode == "codi" || facts.latent_mode == "coconut")) latent = facts.latent_mode;
   if (latent.empty()) latent = prj.empty() ? "none" : "codi";
   if (latent == "codi" && prj.empty())
     throw ConvertError(dir + ": --latent codi needs the CODI projection (prj.1.*, prj.3.*, prj.ln.*) in the checkpoint");
@@ -659,7 +665,7 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
       s.pad_id = static_cast<int32_t>(facts.pad >= 0 ? facts.pad : V);
       s.bot_id = static_cast<int32_t>(facts.bot >= 0 ? facts.bot : V + 1);
       s.eot_id = static_cast<int32_t>(facts.eot >= 0 ? facts.eot : V + 2);
-      s.prompt_format = "codi-answer-only";
+      s.prompt_format = facts.prompt_format.empty() ? "codi-answer-only" : facts.prompt_format;
     } else {
       int64_t bot = vocab.find("<|start-latent|>"), eot = vocab.find("<|end-latent|>"), lat = vocab.find("<|latent|>");
       if (bot < 0 && vocab.codi_names) {
@@ -670,7 +676,7 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
       s.bot_id = static_cast<int32_t>(bot);
       s.eot_id = static_cast<int32_t>(eot);
       s.pad_id = static_cast<int32_t>(lat);
-      s.prompt_format = "plain";
+      s.prompt_format = facts.prompt_format.empty() ? "plain" : facts.prompt_format;
       if (bot < 0) sum.warnings.push_back("coconut sidecar: no <|start-latent|> / <|end-latent|> tokens found; bot/eot ids are -1");
     }
     for (int32_t id : {s.pad_id, s.bot_id, s.eot_id}) {
