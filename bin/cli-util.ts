@@ -2,7 +2,7 @@
 import { InvalidArgumentError } from 'commander';
 import { statSync } from 'node:fs';
 import { POSITION_KINDS } from '../lib/reason.js';
-import { ensureDemoModel, DEMO_MODEL_NAME } from '../lib/demo-model.js';
+import { ensureDemoModel, isBuiltinModel } from '../lib/demo-model.js';
 import { InputError } from '../lib/errors.js';
 import { loadModel, type Model } from '../lib/model.js';
 
@@ -117,14 +117,15 @@ export interface OpenedModel {
   demo: boolean;
 }
 
-export const DEMO_NOTICE = 'the built-in demo model has RANDOM weights: it shows the whole path, but its answers and activations mean nothing';
+export const DEMO_NOTICE =
+  'the built-in model is the organism: a small latent reasoner lro-native trained on word problems with known intermediate values (README: "The model organism")';
 
 /** --model PATH, or the built-in demo model when it is omitted or "demo" (written on first use). */
 export async function openModelOrDemo(spec: string | undefined, latentHead: string | undefined, quiet: boolean): Promise<OpenedModel> {
   if (latentHead !== undefined) requireFile(latentHead, 'latent head file');
-  if (spec === undefined || spec === DEMO_MODEL_NAME) {
+  if (isBuiltinModel(spec)) {
     const demo = await ensureDemoModel();
-    if (!quiet) process.stderr.write(`lro-native: no --model given; using the built-in demo model ${demo.model}\nlro-native: ${DEMO_NOTICE}\n`);
+    if (!quiet) process.stderr.write(`lro-native: ${spec ? '' : 'no --model given; '}using the built-in model organism ${demo.model}\n`);
     return { model: await loadModel(demo.model), latentHead: latentHead ?? demo.latentHead, demo: true };
   }
   return { model: await openModel(spec), latentHead, demo: false };

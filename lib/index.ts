@@ -84,7 +84,7 @@ export {
 } from './trace.js';
 export { evaluate, EvaluateOptionsSchema, type EvaluateOptions, type EvaluateProgress, type EvaluateSummary } from './evaluate.js';
 export { goldAnswer, lastNumber, isCorrect } from './answers.js';
-export { ensureDemoModel, cacheDir, DEMO_MODEL_NAME, type DemoModelPaths } from './demo-model.js';
+export { builtinModel, ensureDemoModel, ensureRandomDemoModel, cacheDir, DEMO_MODEL_NAME, ORGANISM_MODEL_NAME, type DemoModelPaths } from './demo-model.js';
 export {
   convertHf,
   convertAdapter,

@@ -9,7 +9,7 @@ import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { readCaptureManifest, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
-import { ensureDemoModel, DEMO_MODEL_NAME } from './demo-model.js';
+import { ensureDemoModel, isBuiltinModel } from './demo-model.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
 import { loadModel, type Model } from './model.js';
@@ -149,7 +149,7 @@ function context(seed: number, detokenize: (ids: number[]) => string, cfThreshol
 async function openModel(o: z.output<typeof MakeTasksOptionsSchema>, manifest: CaptureManifest, full: boolean): Promise<{ model: Model; head: LatentHead | null; path: string }> {
   let path = o.model ?? manifest.model.path;
   let headPath = o.latentHead ?? (o.model === undefined ? manifest.settings.reasoning?.latentHead : undefined);
-  if (path === DEMO_MODEL_NAME) {
+  if (isBuiltinModel(path)) {
     const demo = await ensureDemoModel();
     path = demo.model;
     headPath = o.latentHead ?? demo.latentHead;

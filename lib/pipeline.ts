@@ -12,7 +12,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { capture, type CaptureRecord } from './capture.js';
 import { PositionSelectorSchema } from './capture-manifest.js';
-import { ensureDemoModel, DEMO_MODEL_NAME } from './demo-model.js';
+import { ensureDemoModel, DEMO_MODEL_NAME, isBuiltinModel } from './demo-model.js';
 import { InputError } from './errors.js';
 import { evalOracle, EvalOracleOptionsSchema, scoreGroup, type EvalOracleReport, type OraclePrediction, type Score } from './eval-oracle.js';
 import { countJsonlRecords, readPromptJsonl } from './jsonl.js';
@@ -122,7 +122,7 @@ export function parsePipelineConfig(raw: unknown, file?: string): Config {
   return {
     ...c,
     out: abs(c.out),
-    model: c.model === DEMO_MODEL_NAME ? c.model : abs(c.model),
+    model: isBuiltinModel(c.model) ? c.model : abs(c.model),
     latentHead: c.latentHead === undefined ? undefined : abs(c.latentHead),
     data: { ...c.data, path: abs(c.data.path) },
   };
@@ -264,7 +264,7 @@ export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOp
   // Paths of the model and head once the demo is resolved.
   let modelPath = c.model;
   let headPath = c.latentHead;
-  if (c.model === DEMO_MODEL_NAME) {
+  if (isBuiltinModel(c.model)) {
     const demo = await ensureDemoModel();
     modelPath = demo.model;
     headPath ??= demo.latentHead;

@@ -6,7 +6,9 @@ import { native, type NativeEdit } from './native.js';
 import type { Model } from './model.js';
 import type { Session } from './session.js';
 import { abortError } from './session.js';
-import { CAPTURE_POINT } from './hook-points.js';
+import { z } from 'zod';
+import { InputError } from './errors.js';
+import { CAPTURE_POINT, EDIT_POINT } from './hook-points.js';
 import { buildPrompt, LatentHead, type PromptFormat } from './latent-head.js';
 
 export type PositionKind = 'prompt' | 'bot' | 'latent' | 'eot' | 'answer';
@@ -23,8 +25,8 @@ export type Intervention =
   | { kind: 'patch'; step: number; vector: Float32Array; at?: InterventionSite }
   | {
       kind: 'steer';
-      /** hook point, e.g. "resid_post.3" */
-      point: string;
+      /** hook point, e.g. "resid_post.3" (the same field name as every other intervention's site) */
+      at: string;
       vector: Float32Array;
       scale?: number;
       /** 'latent' (default), or explicit positions of the main sequence */
@@ -32,6 +34,49 @@ export type Intervention =
     };
 
 export type AblationKind = 'zero' | 'skip' | 'noise';
+
+const step = z.number().int().min(0);
+const site = z
+  .string()
+  .refine((v) => v === 'input' || EDIT_POINT.test(v), { message: 'expected "input", embed or a layer hook point such as resid_post.3' });
+const vector = z.instanceof(Float32Array, { message: 'expected a Float32Array' });
+/** The one schema of an intervention (the library API and the CLI's --intervene both go through it). */
+export const InterventionSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('zero'), step, at: site.optional() }).strict(),
+  z.object({ kind: z.literal('skip'), step }).strict(),
+  z.object({ kind: z.literal('noise'), step, scale: z.number().min(0).finite().optional(), seed: z.number().int().min(0).optional(), at: site.optional() }).strict(),
+  z.object({ kind: z.literal('mean'), step, vector, at: site.optional() }).strict(),
+  z.object({ kind: z.literal('swap'), step, with: step }).strict(),
+  z.object({ kind: z.literal('patch'), step, vector, at: site.optional() }).strict(),
+  z
+    .object({
+      kind: z.literal('steer'),
+      at: site,
+      vector,
+      scale: z.number().finite().optional(),
+      positions: z.union([z.literal('latent'), z.array(z.number().int().min(0))]).optional(),
+    })
+    .strict(),
+]);
+
+/** Checks interventions against the run: every field, the steps (0..N-1) and the vector widths (d). */
+export function checkInterventions(list: unknown, N: number, d: number): Intervention[] {
+  if (!Array.isArray(list)) throw new InputError('interventions: expected an array');
+  return list.map((iv, i) => {
+    const r = InterventionSchema.safeParse(iv);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      const field = issue.path.length ? `.${issue.path.join('.')}` : '';
+      throw new InputError(`interventions[${i}]${field}: ${issue.message}`);
+    }
+    const v = r.data as Intervention;
+    if ('step' in v && v.step >= N) throw new InputError(`interventions[${i}].step: ${v.step} is outside the latent steps 0..${N - 1}`);
+    if (v.kind === 'swap' && v.with >= N) throw new InputError(`interventions[${i}].with: ${v.with} is outside the latent steps 0..${N - 1}`);
+    if ('vector' in v && v.vector.length !== d)
+      throw new InputError(`interventions[${i}].vector: expected ${d} values (the model's width), got ${v.vector.length}`);
+    return v;
+  });
+}
 
 export interface ReasonOptions {
   latentSteps?: number;
@@ -158,8 +203,7 @@ export class Reasoner {
     if (n === 0) throw new TypeError('the prompt is empty');
     const hasBot = hs.botId >= 0 && promptTokens[n - 1] === hs.botId;
     const interventions = options.interventions ?? [];
-    for (const iv of interventions)
-      if ('step' in iv && (iv.step < 0 || iv.step >= N)) throw new RangeError(`intervention ${iv.kind}: step ${iv.step} is outside 0..${N - 1}`);
+    checkInterventions(interventions, N, d);
 
     const s = this.session;
     for (let seq = 0; seq < 4096 && s.posMax(seq) >= 0; seq++) s.remove(seq);
@@ -184,7 +228,7 @@ export class Reasoner {
         if (iv.kind !== 'steer') continue;
         positions.forEach((p, i) => {
           const hit = iv.positions === undefined || iv.positions === 'latent' ? kindOf(p) === 'latent' : iv.positions.includes(p);
-          if (hit) edits.push({ point: iv.point, row: rows[i], mode: 'add', vector: iv.vector, scale: iv.scale ?? 1 });
+          if (hit) edits.push({ point: iv.at, row: rows[i], mode: 'add', vector: iv.vector, scale: iv.scale ?? 1 });
         });
       }
       return edits;

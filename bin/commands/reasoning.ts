@@ -16,7 +16,6 @@ import {
   progressCounts,
   progressLine,
   requireFile,
-  DEMO_NOTICE,
   type PositionSelector,
 } from '../cli-util.js';
 import { expandCapturePoints, type CaptureRecord } from '../../lib/capture.js';
@@ -143,7 +142,6 @@ async function traceCommand(opts: TraceCliOptions): Promise<void> {
         );
       if (summary.captureRecords !== null) parts.push(`${summary.captureRecords} records captured in ${opts.capture}`);
       process.stderr.write(parts.join('; ') + '\n');
-      if (opened.demo) process.stderr.write(`trace: ${DEMO_NOTICE}\n`);
     }
   } finally {
     model.dispose();
@@ -169,7 +167,7 @@ function evalReport(s: EvaluateSummary, source: string, demo: boolean): string {
   const lines = [
     `eval: ${s.questions} questions from ${source}${s.interrupted ? ' (interrupted)' : ''}, ${s.graded} with a "#### X" answer` +
       (earlier > 0 ? ` (${earlier} from an earlier run)` : ''),
-    `  model ${s.model}${demo ? ' (built-in demo: random weights)' : ''}`,
+    `  model ${s.model}${demo ? ' (the built-in model organism)' : ''}`,
   ];
   if (s.graded) {
     const w = String(s.graded).length;
@@ -295,7 +293,7 @@ function runReport(
   const N = line.steps.length - 1;
   out.push(`question   ${question}`);
   out.push(`prompt     ${line.prompt_tokens.length} tokens (format ${opts.format}), ${N} latent steps; head ${opts.headPath}`);
-  if (opts.demo) out.push('model      built-in demo (random weights: the tokens below mean nothing)');
+  if (opts.demo) out.push('model      the built-in model organism (README: "The model organism")');
   if (opts.interventions) out.push(`intervened ${opts.interventions} (the steps below are of the intervened run)`);
   out.push('');
   out.push(`step   norm    cos   entropy  logit lens: top ${line.steps[0]?.top_k.length ?? 0} (shade ${SHADES.join('')} = probability 0..1)`);
