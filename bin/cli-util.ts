@@ -2,7 +2,7 @@
 import { InvalidArgumentError } from 'commander';
 import { statSync } from 'node:fs';
 import { POSITION_KINDS } from '../lib/reason.js';
-import { ensureDemoModel, isBuiltinModel } from '../lib/demo-model.js';
+import { builtinModel, ensureDemoModel, isBuiltinModel } from '../lib/demo-model.js';
 import { InputError } from '../lib/errors.js';
 import { loadModel, type Model } from '../lib/model.js';
 
@@ -15,6 +15,16 @@ export function intArg(min: number, max = Number.MAX_SAFE_INTEGER) {
       throw new InvalidArgumentError(max === Number.MAX_SAFE_INTEGER ? `expected an integer >= ${min}` : `expected an integer in [${min}, ${max}]`);
     return n;
   };
+}
+
+/** Most threads a command takes: more than this is a typo, not a machine. */
+export const MAX_THREADS = 256;
+/** --threads: 0 (the physical cores) or 1..MAX_THREADS. */
+export function threadsArg(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || n > MAX_THREADS)
+    throw new InvalidArgumentError(`expected 0 (the physical cores) or a thread count up to ${MAX_THREADS}; got "${value}"`);
+  return n;
 }
 
 export function floatArg(min: number, max: number, minExclusive = false) {
@@ -103,6 +113,13 @@ export function requireFile(path: string, what: string): void {
     throw new InputError(`${what} not found: ${path}`);
   }
   if (!st.isFile()) throw new InputError(`${what} is not a file: ${path}`);
+}
+
+/** A --base / --model value: the built-in model's path, or a file that must exist. */
+export function modelPathArg(spec: string | undefined, what: string): string {
+  if (isBuiltinModel(spec)) return builtinModel().model;
+  requireFile(spec, what);
+  return spec;
 }
 
 export async function openModel(path: string, vocabOnly = false): Promise<Model> {

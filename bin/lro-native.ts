@@ -3,21 +3,7 @@
 import { Command, Option } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import {
-  floatArg,
-  intArg,
-  interruptSignal,
-  isAbort,
-  layersArg,
-  openModel,
-  openModelOrDemo,
-  pointsArg,
-  positionsArg,
-  progressLine,
-  requireFile,
-  tokenListArg,
-  type PositionSelector,
-} from './cli-util.js';
+import { floatArg, intArg, interruptSignal, isAbort, layersArg, openModel, openModelOrDemo, pointsArg, positionsArg, type PositionSelector, progressLine, requireFile, threadsArg, tokenListArg } from './cli-util.js';
 import { registerConvertCommands } from './commands/convert.js';
 import { registerLatentCommands } from './commands/latent.js';
 import { registerOracleCommands } from './commands/oracle.js';
@@ -383,12 +369,12 @@ function buildProgram(): Command {
     .description('continue a prompt, streaming the text to stdout')
     .requiredOption('-m, --model <path>', 'GGUF model')
     .requiredOption('-p, --prompt <text>', 'prompt text')
-    .addOption(new Option('-n, --n-predict <count>', 'tokens to generate').argParser(intArg(0)).default(32))
+    .addOption(new Option('-n, --n-predict <count>', 'tokens to generate').argParser(intArg(0, (1 << 20) - 4096)).default(32))
     .addOption(new Option('--temperature <t>', '0: greedy').argParser(floatArg(0, Infinity)).default(0))
     .addOption(new Option('--top-k <k>', '0: no limit').argParser(intArg(0)).default(0))
     .addOption(new Option('--top-p <p>', '1: no limit').argParser(floatArg(0, 1, true)).default(1))
     .addOption(new Option('--seed <n>', 'sampling seed').argParser(intArg(0)).default(0))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--no-bos', 'do not prepend BOS')
     .option('--parse-special', 'parse special-token text in the prompt')
     .option('--ignore-eos', 'do not stop at end-of-generation tokens')
@@ -419,7 +405,7 @@ function buildProgram(): Command {
     .addOption(new Option('--shard-mb <mb>', 'bound on one shard (and on buffered data)').argParser(floatArg(0, Infinity, true)).default(256))
     .addOption(new Option('--flush-secs <s>', 'also write a shard when its data is this old (0: only when full)').argParser(floatArg(0, Infinity)).default(60))
     .addOption(new Option('--batch-size <n>', 'positions per forward pass').argParser(intArg(1, 65536)).default(512))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--resume', 'continue an interrupted capture in --out, skipping records its manifest lists')
     .option('--no-bos', 'do not prepend BOS')
     .option('--parse-special', 'parse special-token text')

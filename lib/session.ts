@@ -55,6 +55,7 @@ export class Session {
     const n = input.tokens ? input.tokens.length : input.embeddings ? input.embeddings.length / width : 0;
     if ((input.tokens === undefined) === (input.embeddings === undefined))
       throw new TypeError('eval: give exactly one of tokens or embeddings');
+    if (input.tokens && n === 0) throw new TypeError('eval: tokens is empty (give at least one token id)');
     if (!Number.isInteger(n) || n <= 0)
       throw new TypeError(`eval: embeddings length must be a positive multiple of the model width ${width}`);
     const seq = Int32Array.from(input.seqIds ?? new Array<number>(n).fill(0));

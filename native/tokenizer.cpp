@@ -338,16 +338,21 @@ void GgufTokenizer::detect_special_tokens() {
   int32_t& eom = eom_;
   int32_t fim_pad = -1, fim_rep = -1, fim_sep = -1;
   int32_t fim_pre = -1, fim_suf = -1, fim_mid = -1;
+  // End of turn by name, in this order of preference: a vocabulary with both <|eot_id|> and
+  // <|end_of_text|> (Llama 3) ends turns with <|eot_id|>, whatever order the map iterates in.
+  if (eot_ < 0)
+    for (const char* name : {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
+                             "_<EOT>", "[EOT]", "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>",
+                             "<end_of_utterance>"}) {
+      auto it = token_to_id_.find(name);
+      if (it == token_to_id_.end()) continue;
+      eot_ = it->second;
+      mark_control(eot_);
+      break;
+    }
   for (const auto& kv : token_to_id_) {
     const std::string& t = kv.first;
     const int32_t id = kv.second;
-    if (eot_ < 0 && in_list(t, {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-                                "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]",
-                                "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>",
-                                "<end_of_utterance>"})) {
-      eot_ = id;
-      mark_control(id);
-    }
     if (eom < 0 && t == "<|eom_id|>") {
       eom = id;
       mark_control(id);

@@ -2,7 +2,7 @@
 // or the LM teacher task), LoRA or full-parameter. The caller wires it in with registerLatentCommands.
 import { Command, Option } from 'commander';
 import { trainLatent, type TrainLatentProgress, type TrainLatentSummary } from '../../lib/latent-train.js';
-import { floatArg, intArg, interruptSignal, isAbort, progressLine, requireFile } from '../cli-util.js';
+import { floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
 
 export function duration(ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000));
@@ -104,12 +104,12 @@ export function registerLatentCommands(program: Command): void {
     .option('--log <file>', 'per-step JSONL log (default OUT/log.jsonl)')
     .option('--resume', 'continue the run in --out from its checkpoint (same result as an uninterrupted run)')
     .addOption(new Option('--save-every <n>', 'checkpoint every N steps (0: at the end and on stop only)').argParser(intArg(0)).default(100))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--dump-grads <dir>', 'write DIR/step0.safetensors: every trainable tensor\'s step-0 gradient (PyTorch shapes, HF names)')
     .option('--json', 'print the summary as JSON')
     .option('-q, --quiet', 'no progress output')
     .action(async (opts: TrainLatentCli) => {
-      requireFile(opts.base, 'base model');
+      opts.base = modelPathArg(opts.base, 'base model');
       requireFile(opts.data, 'training data');
       if (opts.latentHead) requireFile(opts.latentHead, 'latent head');
       const progress = progressLine<TrainLatentProgress>(!opts.quiet, (p) => latentProgressText(p));

@@ -7,7 +7,7 @@ import { InputError } from '../../lib/errors.js';
 import { writeFileAtomic } from '../../lib/atomic-file.js';
 import { evalOracle, type ConditionScores, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/eval-oracle.js';
 import { ADAPTER_FORMATS, LORA_TARGETS, trainOracle, type TrainOracleProgress, type TrainOracleSummary } from '../../lib/train-oracle.js';
-import { floatArg, intArg, interruptSignal, isAbort, progressCounts, progressLine, requireFile } from '../cli-util.js';
+import { floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
 
 /** "0,1,2", "0-5" or "1,3-4": non-negative integers, in the order given. */
 function indexListArg(value: string): number[] {
@@ -225,13 +225,13 @@ export function registerOracleCommands(program: Command): void {
     .option('--resume', 'continue the run in --out from its checkpoint (same result as an uninterrupted run)')
     .addOption(new Option('--save-every <n>', 'checkpoint every N steps (0: at the end and on stop only)').argParser(intArg(0)).default(100))
     .addOption(new Option('--eval-every <n>', 'validation every N steps (0: at the end only)').argParser(intArg(0)).default(100))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--recompute', 'recompute activations in backward (less memory, slower)')
     .addOption(new Option('--pack-tokens <n>', 'examples of a micro-batch share a forward pass up to this many tokens').argParser(intArg(0)).default(4096))
     .option('--json', 'print the summary as JSON')
     .option('-q, --quiet', 'no progress output')
     .action(async (opts: TrainCliOptions) => {
-      requireFile(opts.base, 'base model');
+      opts.base = modelPathArg(opts.base, 'base model');
       requireFile(opts.data, 'training data');
       if (opts.val) requireFile(opts.val, 'validation data');
       const progress = progressLine<TrainOracleProgress>(!opts.quiet, trainProgressText);
@@ -305,11 +305,11 @@ export function registerOracleCommands(program: Command): void {
     .addOption(new Option('--max-tokens <n>', 'answer tokens at most').argParser(intArg(1, 65536)).default(64))
     .addOption(new Option('--temperature <t>', '0: greedy').argParser(floatArg(0, Infinity)).default(0))
     .addOption(new Option('--seed <n>', 'sampling seed').argParser(intArg(0, 0xffffffff)).default(0))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--json', 'print the answer with its prompt and tokens as JSON')
     .action(async (words: string[], opts: AskCliOptions) => {
       const question = words.join(' ');
-      requireFile(opts.base, 'base model');
+      opts.base = modelPathArg(opts.base, 'base model');
       const source = vectorSource(opts);
       const signal = interruptSignal(() => undefined);
       const r = await askOracle(opts.base, opts.adapter, source, question, {
@@ -342,11 +342,11 @@ export function registerOracleCommands(program: Command): void {
     .addOption(new Option('--limit <n>', 'only the first N examples').argParser(intArg(1)))
     .addOption(new Option('--inject-layer <l>', "override the adapter's injection block").argParser(intArg(-1, 4096)))
     .addOption(new Option('--inject-coef <x>', "override the adapter's injection coefficient").argParser(floatArg(0, Infinity, true)))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress output')
     .action(async (opts: EvalCliOptions) => {
-      requireFile(opts.base, 'base model');
+      opts.base = modelPathArg(opts.base, 'base model');
       requireFile(opts.data, 'examples file');
       if (opts.resume && !opts.predictions) throw new InputError('eval-oracle: --resume continues a --predictions file; give one');
       const progress = progressLine<EvalOracleProgress>(!opts.quiet, (p) => `eval-oracle: ${progressCounts(p.done, p.skipped, p.total, p.elapsedMs, 'examples')}`);

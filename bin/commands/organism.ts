@@ -10,7 +10,7 @@ import { generateProblems, MAX_STEPS, organismCorpus, TEMPLATE_SETS, type Templa
 import { trainOrganismTokenizer, writeTokenizerGguf } from '../../lib/organism/tokenizer.js';
 import { evaluateOrganism, type OrganismEvalReport } from '../../lib/organism/evaluate.js';
 import { trainOrganism } from '../../lib/organism/recipe.js';
-import { interruptSignal, isAbort, progressLine, requireFile, floatArg, intArg } from '../cli-util.js';
+import { floatArg, intArg, interruptSignal, isAbort, progressLine, requireFile, threadsArg } from '../cli-util.js';
 import { latentProgressText } from './latent.js';
 
 /** "3" or "2-4", within 1..MAX_STEPS. */
@@ -121,7 +121,7 @@ export function registerOrganismCommands(program: Command): void {
     .requiredOption('-o, --out <dir>', 'run folder; the result is DIR/organism.gguf + DIR/organism.latent.gguf')
     .option('--quick', 'a minute-long tiny preset (for tests: the loss falls and the outputs load)')
     .option('--resume', 'continue the run in --out')
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('-q, --quiet', 'no progress output')
     .action(async (opts: { out: string; quick?: boolean; resume?: boolean; threads: number; quiet?: boolean }) => {
       let stage = '';
@@ -163,7 +163,7 @@ export function registerOrganismCommands(program: Command): void {
     .addOption(new Option('--templates <set>', 'phrasings: train, heldout or all').choices([...TEMPLATE_SETS]).default('all'))
     .addOption(new Option('--probe-train <n>', 'problems to fit the probes on (0: no probes)').argParser(intArg(0, 1_000_000)).default(400))
     .addOption(new Option('--probe-lambda <x>', 'ridge penalty').argParser(floatArg(0, Infinity, true)).default(1e-2))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress output')
     .action(async (opts: { model: string; latentHead?: string; n: number; seed: number; steps: [number, number]; templates: TemplateSet; probeTrain: number; probeLambda: number; threads: number; json?: boolean; quiet?: boolean }) => {

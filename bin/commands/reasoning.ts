@@ -3,21 +3,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EDIT_POINT } from '../../lib/hook-points.js';
 import { basename } from 'node:path';
-import {
-  choiceListArg,
-  floatArg,
-  intArg,
-  interruptSignal,
-  isAbort,
-  layersArg,
-  openModelOrDemo,
-  pointsArg,
-  positionsArg,
-  progressCounts,
-  progressLine,
-  requireFile,
-  type PositionSelector,
-} from '../cli-util.js';
+import { choiceListArg, floatArg, intArg, interruptSignal, isAbort, layersArg, openModelOrDemo, pointsArg, positionsArg, type PositionSelector, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
 import { expandCapturePoints, type CaptureRecord } from '../../lib/capture.js';
 import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib/evaluate.js';
 import { InputError } from '../../lib/errors.js';
@@ -368,7 +354,7 @@ function modelOptions(cmd: Command): Command {
     .option('--latent-head <file>', 'latent-head sidecar (default: <model>.latent.gguf beside the model, or one inside it)')
     .addOption(new Option('--latent-steps <n>', "latent steps (default: the head's)").argParser(intArg(0, 4096)))
     .addOption(new Option('--max-answer-tokens <n>', 'answer tokens decoded after the latent steps').argParser(intArg(0)).default(32))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0));
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0));
 }
 
 function dataOptions(cmd: Command): Command {

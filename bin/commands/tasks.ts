@@ -6,7 +6,7 @@ import { makeTasks, type MakeTasksProgress, type MakeTasksSummary } from '../../
 import { PIPELINE_STAGES, readPipelineConfig, runPipeline, type PipelineStage } from '../../lib/pipeline.js';
 import { TASKS } from '../../lib/tasks/registry.js';
 import { parseSplitFractions } from '../../lib/tasks/split.js';
-import { floatArg, interruptSignal, intArg, isAbort, layersArg, progressLine } from '../cli-util.js';
+import { floatArg, intArg, interruptSignal, isAbort, layersArg, progressLine, threadsArg } from '../cli-util.js';
 
 interface MakeTasksCliOptions {
   traces: string;
@@ -164,7 +164,7 @@ export function registerTaskCommands(program: Command): void {
     .option('--train-eval-only', 'also train on the eval-only solution tasks')
     .addOption(new Option('--tamper-noise <s>', 'noise of the tamper reruns, relative to the input norm').argParser(floatArg(0, Infinity, true)).default(1))
     .addOption(new Option('--cf-threshold <x>', 'counterfactual threshold on 1 - cosine, or median (of the training split)').argParser(thresholdArg).default('median'))
-    .addOption(new Option('--threads <n>', '0: physical cores').argParser(intArg(0, 1024)).default(0))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--json', 'print the summary as JSON on stdout')
     .option('-q, --quiet', 'no progress or table on stderr')
     .action((opts: MakeTasksCliOptions) => makeTasksCommand(opts));
