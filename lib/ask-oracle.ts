@@ -86,7 +86,7 @@ export async function resolveVectors(src: OracleVectorSource, width: number): Pr
     const all = toF32(raw.dtype, raw.data, t.shape[0] * width, `${src.file}: tensor ${src.key}`);
     const data = new Float32Array(src.rows.length * width);
     src.rows.forEach((r, i) => data.set(all.subarray(r * width, (r + 1) * width), i * width));
-    const m = /(?:^|\.)resid_post\.(\d+)$/.exec(src.key);
+    const m = /(?:^|[./])resid_post\.(\d+)$/.exec(src.key);
     return { data, count: src.rows.length, layer: m ? Number(m[1]) : null };
   }
   return captureVectors(src, width);

@@ -329,7 +329,8 @@ async function runCommand(question: string, opts: RunCliOptions): Promise<void> 
     });
     const line = traceLine({ id: 'question', text: question }, null, r);
     if (opts.json) {
-      process.stdout.write(JSON.stringify(line, null, 2) + '\n');
+      // The interventions belong to the record: without them the JSON would read like a clean run.
+      process.stdout.write(JSON.stringify({ ...line, interventions: opts.intervene }, null, 2) + '\n');
       return;
     }
     process.stdout.write(
@@ -350,7 +351,7 @@ async function runCommand(question: string, opts: RunCliOptions): Promise<void> 
 
 function modelOptions(cmd: Command): Command {
   return cmd
-    .option('-m, --model <path>', 'GGUF model with a latent head, or "demo": the built-in random demo model (the default)')
+    .option('-m, --model <path>', 'GGUF model with a latent head, or "demo" / "organism": the built-in model organism (the default)')
     .option('--latent-head <file>', 'latent-head sidecar (default: <model>.latent.gguf beside the model, or one inside it)')
     .addOption(new Option('--latent-steps <n>', "latent steps (default: the head's)").argParser(intArg(0, 4096)))
     .addOption(new Option('--max-answer-tokens <n>', 'answer tokens decoded after the latent steps').argParser(intArg(0)).default(32))
