@@ -12,9 +12,8 @@
 //   model.latent.gguf the latent head sidecar (trained prj for CODI)
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { appendFile, rename, rm } from 'node:fs/promises';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { writeFileAtomic } from './atomic-file.js';
 import { InputError } from './errors.js';
 import { latentIds, problemFromLine, type LatentObjectiveName, type LatentProblem } from './latent-data.js';
 import { LatentHead } from './latent-head.js';
@@ -23,7 +22,7 @@ import { native, type NativeLatentExample, type NativeLatentStepResult, type Nat
 import { parseOptions } from './options.js';
 import { writeSafetensors } from './safetensors.js';
 import { abortError } from './session.js';
-import { contentHash, firstDifference, planRun, truncateLog } from './train-run.js';
+import { checkRunIdentity, contentHash, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
 
 const int = z.number().int();
 
@@ -175,14 +174,8 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
   if (!existsSync(base) || !statSync(base).isFile()) throw new InputError(`--base: model file not found: ${o.base}`);
   if (o.initAdapter && !existsSync(o.initAdapter)) throw new InputError(`--init-adapter: file not found: ${o.initAdapter}`);
   if (o.initAdapter && o.mode !== 'lora') throw new InputError('--init-adapter needs --mode lora');
-  const out = resolve(o.out);
-  if (existsSync(out) && !statSync(out).isDirectory()) throw new InputError(`--out is a file, expected a folder: ${o.out}`);
-  const checkpoint = join(out, 'checkpoint.gguf');
-  const runFile = join(out, 'run.json');
-  const logPath = o.log ? (isAbsolute(o.log) ? o.log : resolve(o.log)) : join(out, 'log.jsonl');
-  if (!o.resume && (existsSync(checkpoint) || existsSync(runFile)))
-    throw new InputError(`${o.out} already holds a training run; pass --resume to continue it, or choose another --out`);
-  mkdirSync(out, { recursive: true });
+  const folder = openRunFolder(o);
+  const { out, checkpoint, runFile, logPath } = folder;
 
   const t0 = Date.now();
   const progress = (p: Omit<TrainLatentProgress, 'elapsedMs'>) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 });
@@ -226,21 +219,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
       seed: o.seed,
       shuffle: o.shuffle,
     };
-    if (existsSync(runFile)) {
-      let prev: { identity?: unknown };
-      try {
-        prev = JSON.parse(readFileSync(runFile, 'utf8')) as { identity?: unknown };
-      } catch (e) {
-        throw new InputError(`${runFile}: not valid JSON (${(e as Error).message})`);
-      }
-      const d = firstDifference(prev.identity, identity);
-      if (d) throw new InputError(`--resume: ${runFile} was written by a different run (${d}); use another --out`);
-    } else {
-      await writeFileAtomic(
-        runFile,
-        JSON.stringify({ format: 'lro-latent-run', version: 1, createdAt: new Date().toISOString(), paths: { base, data: resolve(o.data) }, identity }, null, 1) + '\n',
-      );
-    }
+    await checkRunIdentity(runFile, 'lro-latent-run', identity, { paths: { base, data: resolve(o.data) } });
 
     trainer = new (native().NativeLatentTrainer)(
       model.nativeHandle,
@@ -263,20 +242,8 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
     const tr = trainer;
     if (o.dumpGrads) tr.keepPreclipGradients(true);
 
-    const consumed = [0];
-    for (const s of plan) consumed.push(consumed[consumed.length - 1] + s.micro.reduce((a, m) => a + m.length, 0));
-    let start = 0;
-    let resumedFrom: number | null = null;
-    if (existsSync(checkpoint)) {
-      tr.loadCheckpoint(checkpoint);
-      const ti = tr.info();
-      if (ti.step > totalSteps || ti.dataPosition !== consumed[ti.step])
-        throw new InputError(`--resume: ${checkpoint} is at step ${ti.step} (data position ${ti.dataPosition}), which does not fit this run's plan of ${totalSteps} steps`);
-      start = resumedFrom = ti.step;
-      await truncateLog(logPath, start);
-    } else if (existsSync(logPath)) {
-      await truncateLog(logPath, -1);
-    }
+    const resumedFrom = await resumeCheckpoint(tr, folder, plan);
+    const start = resumedFrom ?? 0;
 
     let tokens = 0;
     let trainMs = 0;

@@ -11,9 +11,9 @@
 //   adapter.gguf     the final adapter (llama.cpp format)         (--format gguf)
 //   peft/            the final adapter as a PEFT folder           (--format peft)
 //   oracle.json      injection settings for inference (also inside peft/)
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { appendFile, rename, rm } from 'node:fs/promises';
-import { isAbsolute, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { convertAdapter } from './convert.js';
 import { InputError } from './errors.js';
@@ -24,7 +24,7 @@ import { writeFileAtomic } from './atomic-file.js';
 import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
 import { abortError } from './session.js';
-import { fileSha256, firstDifference, planRun, truncateLog } from './train-run.js';
+import { checkRunIdentity, fileSha256, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
 
 export { planEpoch, planRun, type PlannedStep } from './train-run.js';
 
@@ -231,7 +231,6 @@ function runIdentity(o: Resolved, base: string, dataHash: string, valHash: strin
     recompute: o.recompute,
   };
 }
-type RunIdentity = ReturnType<typeof runIdentity>;
 
 /**
  * Trains an activation-oracle LoRA on a frozen base. Resumable: with resume, a run continues from
@@ -243,14 +242,8 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
   const base = resolve(o.base);
   if (!existsSync(base) || !statSync(base).isFile()) throw new InputError(`base model not found: ${o.base}`);
   if (o.initAdapter && !existsSync(o.initAdapter)) throw new InputError(`init adapter not found: ${o.initAdapter}`);
-  const out = resolve(o.out);
-  if (existsSync(out) && !statSync(out).isDirectory()) throw new InputError(`--out is a file, expected a folder: ${o.out}`);
-  const checkpoint = join(out, 'checkpoint.gguf');
-  const runFile = join(out, 'run.json');
-  const logPath = o.log ? (isAbsolute(o.log) ? o.log : resolve(o.log)) : join(out, 'log.jsonl');
-  if (!o.resume && (existsSync(checkpoint) || existsSync(runFile)))
-    throw new InputError(`${o.out} already holds a training run; pass --resume to continue it, or choose another --out`);
-  mkdirSync(out, { recursive: true });
+  const folder = openRunFolder(o);
+  const { out, checkpoint, runFile, logPath } = folder;
 
   const t0 = Date.now();
   const progress = (p: Omit<TrainOracleProgress, 'elapsedMs'>) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 });
@@ -272,18 +265,7 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
     const totalSteps = plan.length;
     const identity = runIdentity(o, base, await fileSha256(o.data), o.val ? await fileSha256(o.val) : null, train.length, totalSteps);
 
-    if (existsSync(runFile)) {
-      let prev: { identity?: RunIdentity };
-      try {
-        prev = JSON.parse(readFileSync(runFile, 'utf8')) as { identity?: RunIdentity };
-      } catch (e) {
-        throw new InputError(`${runFile}: not valid JSON (${(e as Error).message})`);
-      }
-      const d = firstDifference(prev.identity, identity);
-      if (d) throw new InputError(`--resume: ${runFile} was written by a different run (${d}); use another --out`);
-    } else {
-      await writeFileAtomic(runFile, JSON.stringify({ format: 'lro-oracle-run', version: 1, createdAt: new Date().toISOString(), identity }, null, 1) + '\n');
-    }
+    await checkRunIdentity(runFile, 'lro-oracle-run', identity);
 
     trainer = new (native().NativeTrainer)(
       model.nativeHandle,
@@ -309,22 +291,8 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
     const tr = trainer;
 
     // Examples consumed before each step: the checkpoint's data position must match the plan.
-    const consumed = [0];
-    for (const s of plan) consumed.push(consumed[consumed.length - 1] + s.micro.reduce((a, m) => a + m.length, 0));
-    let start = 0;
-    let resumedFrom: number | null = null;
-    if (existsSync(checkpoint)) {
-      tr.loadCheckpoint(checkpoint);
-      const ti = tr.info();
-      if (ti.step > totalSteps || ti.dataPosition !== consumed[ti.step])
-        throw new InputError(
-          `--resume: ${checkpoint} is at step ${ti.step} (data position ${ti.dataPosition}), which does not fit this run's plan of ${totalSteps} steps`,
-        );
-      start = resumedFrom = ti.step;
-      await truncateLog(logPath, start);
-    } else if (existsSync(logPath)) {
-      await truncateLog(logPath, -1);
-    }
+    const resumedFrom = await resumeCheckpoint(tr, folder, plan);
+    const start = resumedFrom ?? 0;
 
     const store = new VectorStore(o.data);
     const valStore = o.val ? new VectorStore(o.val) : undefined;

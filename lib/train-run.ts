@@ -2,7 +2,10 @@
 // lengths and the seed, so a resume replays it), the run identity check, the log truncation on
 // resume, and the data fingerprint.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
+import { InputError } from './errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { mixSeed, rng, shuffleInPlace } from './oracle-common.js';
 
@@ -101,9 +104,6 @@ export async function truncateLog(path: string, upToStep: number): Promise<void>
  * mtime, so a run's identity names a big model by its content without re-reading it every time.
  */
 export async function contentHash(path: string): Promise<string> {
-  const { statSync, mkdirSync, writeFileSync } = await import('node:fs');
-  const { homedir } = await import('node:os');
-  const { join, resolve } = await import('node:path');
   const abs = resolve(path);
   const st = statSync(abs);
   const key = createHash('sha256').update(`${abs}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 32);
@@ -125,4 +125,72 @@ export async function contentHash(path: string): Promise<string> {
     // an unwritable cache only costs a re-hash next time
   }
   return sha256;
+}
+
+/** The files of a training run's output folder. */
+export interface RunFolder {
+  out: string;
+  checkpoint: string;
+  runFile: string;
+  logPath: string;
+}
+
+/**
+ * The run folder of a training command: refuses a file, and an existing run unless resume
+ * (naming --resume); creates the folder.
+ */
+export function openRunFolder(o: { out: string; log?: string; resume: boolean }): RunFolder {
+  const out = resolve(o.out);
+  if (existsSync(out) && !statSync(out).isDirectory()) throw new InputError(`--out is a file, expected a folder: ${o.out}`);
+  const f = {
+    out,
+    checkpoint: join(out, 'checkpoint.gguf'),
+    runFile: join(out, 'run.json'),
+    logPath: o.log ? (isAbsolute(o.log) ? o.log : resolve(o.log)) : join(out, 'log.jsonl'),
+  };
+  if (!o.resume && (existsSync(f.checkpoint) || existsSync(f.runFile)))
+    throw new InputError(`${o.out} already holds a training run; pass --resume to continue it, or choose another --out`);
+  mkdirSync(out, { recursive: true });
+  return f;
+}
+
+/** Writes run.json for a new run, or checks a resumed one's identity against it, naming the first difference. */
+export async function checkRunIdentity(runFile: string, format: string, identity: unknown, extra: Record<string, unknown> = {}): Promise<void> {
+  if (existsSync(runFile)) {
+    let prev: { identity?: unknown };
+    try {
+      prev = JSON.parse(readFileSync(runFile, 'utf8')) as { identity?: unknown };
+    } catch (e) {
+      throw new InputError(`${runFile}: not valid JSON (${(e as Error).message})`);
+    }
+    const d = firstDifference(prev.identity, identity);
+    if (d) throw new InputError(`--resume: ${runFile} was written by a different run (${d}); use another --out`);
+    return;
+  }
+  await writeFileAtomic(runFile, JSON.stringify({ format, version: 1, createdAt: new Date().toISOString(), ...extra, identity }, null, 1) + '\n');
+}
+
+/**
+ * Loads the checkpoint a resumed run left (checking that it sits on this run's plan) and trims the
+ * log to its steps; returns the step to start from, or null for a fresh run.
+ */
+export async function resumeCheckpoint(
+  tr: { loadCheckpoint(path: string): void; info(): { step: number; dataPosition: number } },
+  f: RunFolder,
+  plan: readonly PlannedStep[],
+): Promise<number | null> {
+  const consumed = [0];
+  for (const s of plan) consumed.push(consumed[consumed.length - 1] + s.micro.reduce((a, m) => a + m.length, 0));
+  if (existsSync(f.checkpoint)) {
+    tr.loadCheckpoint(f.checkpoint);
+    const ti = tr.info();
+    if (ti.step > plan.length || ti.dataPosition !== consumed[ti.step])
+      throw new InputError(
+        `--resume: ${f.checkpoint} is at step ${ti.step} (data position ${ti.dataPosition}), which does not fit this run's plan of ${plan.length} steps`,
+      );
+    await truncateLog(f.logPath, ti.step);
+    return ti.step;
+  }
+  if (existsSync(f.logPath)) await truncateLog(f.logPath, -1);
+  return null;
 }

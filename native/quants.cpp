@@ -741,4 +741,12 @@ void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const fl
   pool.parallel_for(n_out, 8, [&](int, int64_t r0, int64_t r1) { fn(a, r0, r1); });
 }
 
+std::vector<float> dequantize_rows(GgmlType type, const void* src, int64_t row_len, int64_t rows) {
+  std::vector<float> v(static_cast<size_t>(row_len * rows));
+  const size_t rs = row_size(type, row_len);
+  const auto* b = static_cast<const uint8_t*>(src);
+  for (int64_t r = 0; r < rows; ++r) dequantize_row(type, b + rs * static_cast<size_t>(r), v.data() + r * row_len, row_len);
+  return v;
+}
+
 }  // namespace lro

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 #include <string>
 
 #include "ggml_types.h"
@@ -20,6 +21,8 @@ uint16_t fp32_to_bf16(float f);       // round to nearest even, NaN kept quiet, 
 // dst[0..n) = value of the n elements at src. n must be a multiple of the type's block size.
 // Bit-exact with ggml's to_float for F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);
+// rows x row_len values of any type, dequantised row by row into one f32 vector.
+std::vector<float> dequantize_rows(GgmlType type, const void* src, int64_t row_len, int64_t rows);
 // Quantises n floats into dst (row_size(type, n) bytes). Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
 void quantize_row(GgmlType type, const float* src, void* dst, int64_t n);
 bool can_quantize(GgmlType type);

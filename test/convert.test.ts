@@ -173,7 +173,7 @@ describe('convert: CODI checkpoints', () => {
     outs[weights] = out;
     expect(s.codi).toBe(true);
     expect(s.sourceFormat).toBe(weights.endsWith('.bin') ? 'pytorch' : 'safetensors');
-    expect(s.lora).toEqual({ merged: 28, rank: 16, alpha: 8, alphaSource: 'README.json', rslora: false });
+    expect(s.lora).toEqual({ merged: 28, rank: 16, alpha: 8, alphaSource: 'README.json', rslora: false, out: null });
     expect(s.latentOut).toBe(join(tmp, `codi.${weights}.latent.gguf`));
     expect(s.latent).toEqual({ mode: 'codi', botId: 2001, eotId: 2002, padId: 2000, steps: 6 });
     const sidecar = readGgufTable(s.latentOut!);

@@ -10,7 +10,7 @@ import { generateProblems, MAX_STEPS, organismCorpus, TEMPLATE_SETS, type Templa
 import { trainOrganismTokenizer, writeTokenizerGguf } from '../../lib/organism/tokenizer.js';
 import { evaluateOrganism, type OrganismEvalReport } from '../../lib/organism/evaluate.js';
 import { trainOrganism } from '../../lib/organism/recipe.js';
-import { floatArg, intArg, interruptSignal, isAbort, progressLine, requireFile, threadsArg } from '../cli-util.js';
+import { floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
 import { latentProgressText } from './latent.js';
 
 /** "3" or "2-4", within 1..MAX_STEPS. */
@@ -155,7 +155,7 @@ export function registerOrganismCommands(program: Command): void {
   organism
     .command('eval')
     .description('accuracy on fresh problems with and without latent steps, with each latent step zeroed, and linear probes of every step\'s result')
-    .requiredOption('--model <m.gguf>', 'the organism (its <m>.latent.gguf beside it)')
+    .option('--model <m.gguf>', 'the organism (its <m>.latent.gguf beside it); default the built-in one')
     .option('--latent-head <file>', 'latent-head sidecar')
     .addOption(new Option('-n, --n <count>', 'test problems').argParser(intArg(1, 1_000_000)).default(200))
     .addOption(new Option('--seed <n>', 'test problems\' seed (problems seen in training are dropped)').argParser(intArg(0)).default(1001))
@@ -166,10 +166,10 @@ export function registerOrganismCommands(program: Command): void {
     .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress output')
-    .action(async (opts: { model: string; latentHead?: string; n: number; seed: number; steps: [number, number]; templates: TemplateSet; probeTrain: number; probeLambda: number; threads: number; json?: boolean; quiet?: boolean }) => {
-      requireFile(opts.model, 'model file');
+    .action(async (opts: { model?: string; latentHead?: string; n: number; seed: number; steps: [number, number]; templates: TemplateSet; probeTrain: number; probeLambda: number; threads: number; json?: boolean; quiet?: boolean }) => {
+      opts.model = modelPathArg(opts.model, 'model file');
       const progress = progressLine<string>(!opts.quiet, (t) => t);
-      const r = await evaluateOrganism({ ...opts, onProgress: (s, d, t) => progress.update(`organism eval: ${s} ${d}/${t}`) });
+      const r = await evaluateOrganism({ ...opts, model: opts.model, onProgress: (s, d, t) => progress.update(`organism eval: ${s} ${d}/${t}`) });
       progress.end();
       if (opts.json) process.stdout.write(JSON.stringify(r, null, 1) + '\n');
       else process.stdout.write(organismReportText(r));

@@ -157,4 +157,50 @@ inline Napi::Array string_array(Napi::Env env, const std::vector<std::string>& v
   return a;
 }
 
+// A training step's examples split into micro-batches: spec is an array of index arrays (each
+// example used at most once), or undefined for one micro-batch of all. who names the class in errors.
+template <typename T>
+std::vector<std::vector<T>> micro_batches(const Napi::Value& spec, std::vector<T> ex, const std::string& who) {
+  std::vector<std::vector<T>> out;
+  if (spec.IsArray()) {
+    auto mbs = spec.As<Napi::Array>();
+    std::vector<bool> used(ex.size(), false);
+    for (uint32_t i = 0; i < mbs.Length(); ++i) {
+      if (!mbs.Get(i).IsArray()) throw std::invalid_argument(who + ": microBatches must be an array of index arrays");
+      auto idx = mbs.Get(i).As<Napi::Array>();
+      std::vector<T> mb;
+      for (uint32_t j = 0; j < idx.Length(); ++j) {
+        Napi::Value kv = idx.Get(j);
+        if (!kv.IsNumber()) throw std::invalid_argument(who + ": microBatches entries must be numbers");
+        const int64_t k = kv.As<Napi::Number>().Int64Value();
+        if (k < 0 || k >= static_cast<int64_t>(ex.size()) || used[static_cast<size_t>(k)])
+          throw std::invalid_argument(who + ": microBatches index " + std::to_string(k) + " is out of range or repeated");
+        used[static_cast<size_t>(k)] = true;
+        mb.push_back(ex[static_cast<size_t>(k)]);
+      }
+      if (mb.empty()) throw std::invalid_argument(who + ": an empty micro-batch");
+      out.push_back(std::move(mb));
+    }
+  } else {
+    out.push_back(std::move(ex));
+  }
+  if (out.empty() || out.front().empty()) throw std::invalid_argument(who + ": no examples");
+  return out;
+}
+
+// Queues an async worker whose inputs fill() prepares; a throw in fill() deletes it and becomes a JS error.
+template <typename W, typename Fill>
+Napi::Value queue_worker(Napi::Env env, W* w, std::atomic<bool>& busy, Fill&& fill) {
+  try {
+    fill(*w);
+  } catch (const std::exception& e) {
+    delete w;
+    throw Napi::Error::New(env, e.what());
+  }
+  busy = true;
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace lro_napi

@@ -288,58 +288,19 @@ class LatentTrainWorker : public Napi::AsyncWorker {
 Napi::Value LatentTrainerWrap::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   get(env);
-  auto* w = new LatentTrainWorker(env, this);
-  try {
-    auto ex = latent_examples(info.Length() > 0 ? info[0] : env.Undefined());
-    if (info.Length() > 1 && info[1].IsArray()) {
-      auto mbs = info[1].As<Napi::Array>();
-      std::vector<bool> used(ex.size(), false);
-      for (uint32_t i = 0; i < mbs.Length(); ++i) {
-        if (!mbs.Get(i).IsArray()) throw std::invalid_argument("latent trainer: microBatches must be an array of index arrays");
-        auto idx = mbs.Get(i).As<Napi::Array>();
-        std::vector<lro::LatentExample> mb;
-        for (uint32_t j = 0; j < idx.Length(); ++j) {
-          Napi::Value kv = idx.Get(j);
-          if (!kv.IsNumber()) throw std::invalid_argument("latent trainer: microBatches entries must be numbers");
-          const int64_t k = kv.As<Napi::Number>().Int64Value();
-          if (k < 0 || k >= static_cast<int64_t>(ex.size()) || used[static_cast<size_t>(k)])
-            throw std::invalid_argument("latent trainer: microBatches index " + std::to_string(k) + " is out of range or repeated");
-          used[static_cast<size_t>(k)] = true;
-          mb.push_back(ex[static_cast<size_t>(k)]);
-        }
-        if (mb.empty()) throw std::invalid_argument("latent trainer: an empty micro-batch");
-        w->micro_batches.push_back(std::move(mb));
-      }
-    } else {
-      w->micro_batches.push_back(std::move(ex));
-    }
-    if (w->micro_batches.empty() || w->micro_batches.front().empty()) throw std::invalid_argument("latent trainer: no examples");
-  } catch (const std::exception& e) {
-    delete w;
-    throw Napi::Error::New(env, e.what());
-  }
-  busy = true;
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue_worker(env, new LatentTrainWorker(env, this), busy, [&](LatentTrainWorker& w) {
+    w.micro_batches = micro_batches(info.Length() > 1 ? info[1] : env.Undefined(), latent_examples(info.Length() > 0 ? info[0] : env.Undefined()), "latent trainer");
+  });
 }
 
 // evalLosses(examples): per-example losses, no gradients.
 Napi::Value LatentTrainerWrap::EvalLosses(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   get(env);
-  auto* w = new LatentTrainWorker(env, this);
-  try {
-    w->eval_only = true;
-    w->micro_batches.push_back(latent_examples(info.Length() > 0 ? info[0] : env.Undefined()));
-  } catch (const std::exception& e) {
-    delete w;
-    throw Napi::Error::New(env, e.what());
-  }
-  busy = true;
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue_worker(env, new LatentTrainWorker(env, this), busy, [&](LatentTrainWorker& w) {
+    w.eval_only = true;
+    w.micro_batches.push_back(latent_examples(info.Length() > 0 ? info[0] : env.Undefined()));
+  });
 }
 
 void register_latent_trainer(Napi::Env env, Napi::Object exports) { LatentTrainerWrap::Init(env, exports); }

@@ -253,56 +253,19 @@ std::vector<lro::TrainExample> train_examples(const Napi::Value& v) {
 Napi::Value TrainerWrap::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   get(env);
-  auto* w = new TrainWorker(env, this);
-  try {
-    auto ex = train_examples(info.Length() > 0 ? info[0] : env.Undefined());
-    if (info.Length() > 1 && info[1].IsArray()) {
-      auto mbs = info[1].As<Napi::Array>();
-      std::vector<bool> used(ex.size(), false);
-      for (uint32_t i = 0; i < mbs.Length(); ++i) {
-        if (!mbs.Get(i).IsArray()) throw std::invalid_argument("trainer: microBatches must be an array of index arrays");
-        auto idx = mbs.Get(i).As<Napi::Array>();
-        std::vector<lro::TrainExample> mb;
-        for (uint32_t j = 0; j < idx.Length(); ++j) {
-          int64_t k = idx.Get(j).As<Napi::Number>().Int64Value();
-          if (k < 0 || k >= static_cast<int64_t>(ex.size()) || used[static_cast<size_t>(k)])
-            throw std::invalid_argument("trainer: microBatches index " + std::to_string(k) + " is out of range or repeated");
-          used[static_cast<size_t>(k)] = true;
-          mb.push_back(ex[static_cast<size_t>(k)]);
-        }
-        if (mb.empty()) throw std::invalid_argument("trainer: an empty micro-batch");
-        w->micro_batches.push_back(std::move(mb));
-      }
-    } else {
-      w->micro_batches.push_back(std::move(ex));
-    }
-    if (w->micro_batches.empty() || w->micro_batches.front().empty()) throw std::invalid_argument("trainer: no examples");
-  } catch (const std::exception& e) {
-    delete w;
-    throw Napi::Error::New(env, e.what());
-  }
-  busy = true;
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue_worker(env, new TrainWorker(env, this), busy, [&](TrainWorker& w) {
+    w.micro_batches = micro_batches(info.Length() > 1 ? info[1] : env.Undefined(), train_examples(info.Length() > 0 ? info[0] : env.Undefined()), "trainer");
+  });
 }
 
 // evalLoss(examples): pooled token mean, no gradients, no dropout.
 Napi::Value TrainerWrap::EvalLoss(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   get(env);
-  auto* w = new TrainWorker(env, this);
-  try {
-    w->eval_only = true;
-    w->micro_batches.push_back(train_examples(info.Length() > 0 ? info[0] : env.Undefined()));
-  } catch (const std::exception& e) {
-    delete w;
-    throw Napi::Error::New(env, e.what());
-  }
-  busy = true;
-  auto p = w->Promise();
-  w->Queue();
-  return p;
+  return queue_worker(env, new TrainWorker(env, this), busy, [&](TrainWorker& w) {
+    w.eval_only = true;
+    w.micro_batches.push_back(train_examples(info.Length() > 0 ? info[0] : env.Undefined()));
+  });
 }
 
 void register_trainer(Napi::Env env, Napi::Object exports) { TrainerWrap::Init(env, exports); }

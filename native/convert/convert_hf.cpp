@@ -130,8 +130,9 @@ FolderFacts read_folder_facts(const std::string& dir) {
       f.rslora = json::get_bool_or(*l, "use_rslora", false, readme + " lora");
     }
     f.num_latent = json::get_int_or(j, "num_latent", -1, readme);
-    f.prompt_format = json::get_string_or(j, "prompt_format", "", readme);
-    f.latent_mode = json::get_string_or(j, "latent_mode", "", readme);
+    // export-hf's README.json states these as strings (a CODI checkpoint's prompt_format is an object describing it).
+    if (const json::Value* pf = j.find("prompt_format"); pf && pf->is_string()) f.prompt_format = pf->str;
+    if (const json::Value* lm = j.find("latent_mode"); lm && lm->is_string()) f.latent_mode = lm->str;
     if (!f.prompt_format.empty() && f.prompt_format != "codi-answer-only" && f.prompt_format != "codi" && f.prompt_format != "plain")
       throw ConvertError(readme + ": prompt_format '" + f.prompt_format + "' is not codi-answer-only, codi or plain");
     if (const json::Value* s = j.find("special_ids"); s && s->is_object()) {

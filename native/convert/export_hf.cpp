@@ -31,19 +31,8 @@ std::vector<uint8_t> bytes_of(const std::vector<float>& v) {
   return b;
 }
 
-std::vector<float> dequantized(const Weight& w) {
-  std::vector<float> v(static_cast<size_t>(w.n_in * w.n_out));
-  const size_t rs = row_size(w.type, w.n_in);
-  for (int64_t r = 0; r < w.n_out; ++r) dequantize_row(w.type, w.data + rs * static_cast<size_t>(r), v.data() + r * w.n_in, w.n_in);
-  return v;
-}
-
-std::vector<float> tensor_f32(const GgufTensorInfo& t) {
-  std::vector<float> v(static_cast<size_t>(t.nelements()));
-  const size_t rs = row_size(t.type, t.ne[0]);
-  for (int64_t r = 0; r < t.nrows(); ++r) dequantize_row(t.type, t.data + rs * static_cast<size_t>(r), v.data() + r * t.ne[0], t.ne[0]);
-  return v;
-}
+std::vector<float> dequantized(const Weight& w) { return dequantize_rows(w.type, w.data, w.n_in, w.n_out); }
+std::vector<float> tensor_f32(const GgufTensorInfo& t) { return dequantize_rows(t.type, t.data, t.ne[0], t.nrows()); }
 
 bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
