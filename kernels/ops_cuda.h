@@ -1,4 +1,4 @@
-// CUDA versions of the forward ops in native/ops.h, same names with _cuda, device pointers.
+// CUDA versions of the forward ops in native/ops/ops.h, same names with _cuda, device pointers.
 // Built only with -DLRO_CUDA=ON; the CPU path never needs them. Each is checked against its
 // CPU twin by native/test/test_cuda.cpp on a machine with a GPU.
 #pragma once

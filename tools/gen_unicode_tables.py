@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Generate native/unicode_tables.h: per-codepoint flags for the BPE pre-tokenizers.
+"""Generate native/model/unicode_tables.h: per-codepoint flags for the BPE pre-tokenizers.
 
     python3 tools/gen_unicode_tables.py [UnicodeData.txt] [--assign FIRST..LAST=Gc ...] \
-        > native/unicode_tables.h
+        > native/model/unicode_tables.h
 
 The committed header was made from Debian's unicode-data package (Unicode 15.0.0) plus the
 Unicode 15.1 additions, because llama.cpp's tables are Unicode 15.1:
@@ -10,7 +10,7 @@ Unicode 15.1 additions, because llama.cpp's tables are Unicode 15.1:
     apt-get install unicode-data
     python3 tools/gen_unicode_tables.py /usr/share/unicode/UnicodeData.txt \
         --assign 2EBF0..2EE5D=Lo --assign 2FFC..2FFF=So --assign 31EF=So \
-        > native/unicode_tables.h
+        > native/model/unicode_tables.h
 
 The flags follow the same classification as llama.cpp's unicode tables, because the
 pre-tokenizer splits (and therefore the token ids) depend on it:

@@ -28,7 +28,11 @@ export interface OrganismRecipe {
   initSeed: number;
   latentSteps: number;
   pretrain: { steps: number; batchSize: number; lr: number; warmup: number };
+  /** How the latents are trained after pretraining: CODI distillation, or Coconut's curriculum. */
+  method: 'codi' | 'coconut';
   codi: { steps: number; batchSize: number; lr: number; warmup: number; distillFactor: number; refFactor: number };
+  /** Coconut: stage s = 1..stages replaces the first s CoT steps by s latent steps (identity head), each stage from the last. */
+  coconut: { stages: number; stepsPerStage: number; batchSize: number; lr: number };
 }
 
 /** The shipped organism's recipe (about 50 minutes on 2 cores). */
@@ -44,7 +48,9 @@ export const ORGANISM_RECIPE: OrganismRecipe = {
   initSeed: 1,
   latentSteps: 6,
   pretrain: { steps: 2000, batchSize: 16, lr: 2e-3, warmup: 0.03 },
+  method: 'coconut',
   codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
+  coconut: { stages: 4, stepsPerStage: 500, batchSize: 16, lr: 1e-3 },
 };
 
 /** A minute's worth, for tests: the same path on a tiny model. */
@@ -57,6 +63,7 @@ export const QUICK_RECIPE: OrganismRecipe = {
   latentSteps: 3,
   pretrain: { steps: 30, batchSize: 8, lr: 3e-3, warmup: 0 },
   codi: { steps: 20, batchSize: 8, lr: 1e-3, warmup: 0, distillFactor: 1, refFactor: 1 },
+  coconut: { stages: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3 },
 };
 
 export interface OrganismTrainOptions {
@@ -154,7 +161,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
     );
     pretrainLoss = r.loss;
   }
-  // 5. CODI
+  // 5. CODI, or Coconut's curriculum
   const codi = join(out, 'codi');
   let codiLoss: number | null = null;
   const metadata = {
@@ -162,7 +169,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
     'lro.organism.data_seed': String(recipe.dataSeed),
     'lro.organism.generator': 'lro-native organism data (lib/organism/data.ts)',
   };
-  if (!existsSync(join(codi, 'model.gguf'))) {
+  if (recipe.method === 'codi' && !existsSync(join(codi, 'model.gguf'))) {
     const r = await trainLatent(
       {
         ...common,
@@ -185,12 +192,64 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
     );
     codiLoss = r.loss;
   }
+  let last = codi;
+  if (recipe.method === 'coconut') {
+    // The identity head: a sidecar with the init head's ids and format, mode coconut, no tensors.
+    const headFile = join(out, 'coconut.latent.gguf');
+    if (!existsSync(headFile)) {
+      const init = native().inspectGguf(join(out, 'init.latent.gguf'), 1 << 20).metadata;
+      const ids = ['lro.latent.bot_id', 'lro.latent.eot_id', 'lro.latent.pad_id'].map((k) => Number(init[k]));
+      native().writeGguf(headFile, [
+        { key: 'general.architecture', type: 'string', value: 'llama' },
+        { key: 'general.type', type: 'string', value: 'latent-head' },
+        { key: 'general.name', type: 'string', value: `${recipe.name} latent head (coconut)` },
+        { key: 'lro.latent.mode', type: 'string', value: 'coconut' },
+        { key: 'lro.latent.steps', type: 'u32', value: recipe.coconut.stages },
+        { key: 'lro.latent.bot_id', type: 'i32', value: ids[0] },
+        { key: 'lro.latent.eot_id', type: 'i32', value: ids[1] },
+        { key: 'lro.latent.pad_id', type: 'i32', value: ids[2] },
+        { key: 'lro.latent.prompt_format', type: 'string', value: 'codi' },
+        { key: 'lro.latent.layer_norm_eps', type: 'f32', value: 1e-5 },
+        { key: 'lro.latent.exclude_ids', type: 'array:i32', value: [ids[2], ids[0], ids[1]] },
+      ], []);
+    }
+    let base = join(pre, 'model.gguf');
+    let baseHead = headFile;
+    for (let st = 1; st <= recipe.coconut.stages; st++) {
+      const dir = join(out, `coconut-${st}`);
+      if (!existsSync(join(dir, 'model.gguf'))) {
+        const r = await trainLatent(
+          {
+            ...common,
+            base,
+            latentHead: baseHead,
+            out: dir,
+            objective: 'coconut',
+            stage: st,
+            lr: recipe.coconut.lr,
+            warmup: 0,
+            schedule: 'constant',
+            batchSize: recipe.coconut.batchSize,
+            steps: recipe.coconut.stepsPerStage,
+            resume: existsSync(join(dir, 'run.json')),
+            name: recipe.name,
+            metadata,
+          },
+          { signal: o.signal, onProgress: (p) => say(`coconut stage ${st}`, p) },
+        );
+        codiLoss = r.loss;
+      }
+      base = join(dir, 'model.gguf');
+      baseHead = join(dir, 'model.latent.gguf');
+      last = dir;
+    }
+  }
   // 6. the organism
   const model = join(out, 'organism.gguf');
   const head = join(out, 'organism.latent.gguf');
-  copyFileSync(join(codi, 'model.gguf'), model + '.tmp');
+  copyFileSync(join(last, 'model.gguf'), model + '.tmp');
   renameSync(model + '.tmp', model);
-  copyFileSync(join(codi, 'model.latent.gguf'), head + '.tmp');
+  copyFileSync(join(last, 'model.latent.gguf'), head + '.tmp');
   renameSync(head + '.tmp', head);
   writeFileSync(join(out, 'DONE'), new Date().toISOString() + '\n');
   return { out, model, head, recipe, pretrainLoss, codiLoss, elapsedMs: Date.now() - t0 };

@@ -1,6 +1,6 @@
 // A small byte-level BPE for the model organism, in the form the engine's GGUF tokenizer reads
-// (native/tokenizer.cpp: tokenizer.ggml.model "gpt2", pre "llama-bpe"): the 256 byte tokens
-// (GPT-2's byte-to-unicode spelling, ids in byte order, as native/random_model.cpp writes
+// (native/model/tokenizer.cpp: tokenizer.ggml.model "gpt2", pre "llama-bpe"): the 256 byte tokens
+// (GPT-2's byte-to-unicode spelling, ids in byte order, as native/model/random_model.cpp writes
 // them), then the learned merges, then the special tokens. No merge touches a digit or one of
 // + - * / = < > #, so every digit stays one token and the <<a+b=c>> annotations stay spelled out.
 import { randomBytes } from 'node:crypto';
@@ -8,7 +8,7 @@ import { renameSync, rmSync } from 'node:fs';
 import { InputError } from '../errors.js';
 import { native, type GgufMetadataEntry } from '../native.js';
 
-/** The names and order of native/random_model.cpp's special tokens. */
+/** The names and order of native/model/random_model.cpp's special tokens. */
 export const ORGANISM_SPECIAL_TOKENS = ['<|begin_of_text|>', '<|end_of_text|>', '<|eot_id|>', '<|pad|>', '<|bot|>', '<|eot_latent|>'] as const;
 
 /** GGUF token types (llama.cpp's numbering). */
@@ -57,7 +57,7 @@ export function byteLevel(text: string): string {
   return s;
 }
 
-// Llama 3's pre-tokenizer (native/unicode.cpp split_llama3): contractions, words with one
+// Llama 3's pre-tokenizer (native/model/unicode.cpp split_llama3): contractions, words with one
 // leading non-letter, digit runs of 1-3, punctuation runs, whitespace.
 const LLAMA3_SPLIT = /'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
 
@@ -157,7 +157,7 @@ export function trainOrganismTokenizer(texts: readonly string[], options: TrainT
 
 // ------------------------------------------------------------------ GGUF
 
-/** The tokenizer keys, as native/random_model.cpp writes them (plus the merges). */
+/** The tokenizer keys, as native/model/random_model.cpp writes them (plus the merges). */
 export function tokenizerMetadata(tok: OrganismTokenizer): GgufMetadataEntry[] {
   return [
     { key: 'tokenizer.ggml.model', type: 'string', value: 'gpt2' },

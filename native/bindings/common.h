@@ -16,18 +16,18 @@
 #include <string>
 #include <vector>
 
-#include "gguf.h"
-#include "llama_model.h"
-#include "analysis_ops.h"
+#include "core/gguf.h"
+#include "model/llama_model.h"
+#include "ops/analysis_ops.h"
 #include "convert/convert_hf.h"
 #include "convert/lora_convert.h"
-#include "latent_head.h"
-#include "lora_adapter.h"
-#include "ops.h"
-#include "quants.h"
-#include "random_model.h"
-#include "session.h"
-#include "train.h"
+#include "model/latent_head.h"
+#include "model/lora_adapter.h"
+#include "ops/ops.h"
+#include "quant/quants.h"
+#include "model/random_model.h"
+#include "runtime/session.h"
+#include "train/train.h"
 
 namespace lro_napi {
 

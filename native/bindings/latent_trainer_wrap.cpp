@@ -1,7 +1,7 @@
 // NativeLatentTrainer: CODI / Coconut / LM training through the latent chain (LoRA or full).
 #include "bindings/common.h"
 #include "bindings/model_wrap.h"
-#include "latent_train.h"
+#include "train/latent_train.h"
 
 namespace lro_napi {
 

@@ -14,10 +14,10 @@
 #include "convert/hf_vocab.h"
 #include "convert/json.h"
 #include "convert/llama_names.h"
-#include "ggml_types.h"
-#include "gguf.h"
-#include "latent_head.h"
-#include "quants.h"
+#include "core/ggml_types.h"
+#include "core/gguf.h"
+#include "model/latent_head.h"
+#include "quant/quants.h"
 
 namespace lro {
 namespace convert {

@@ -2,15 +2,15 @@
 
 #include <cstring>
 
-#include "block.h"
+#include "model/block.h"
 #include "convert/common.h"
 #include "convert/json.h"
 #include "convert/llama_names.h"
 #include "convert/safetensors.h"
-#include "gguf.h"
-#include "latent_head.h"
-#include "llama_model.h"
-#include "quants.h"
+#include "core/gguf.h"
+#include "model/latent_head.h"
+#include "model/llama_model.h"
+#include "quant/quants.h"
 
 namespace lro {
 namespace convert {

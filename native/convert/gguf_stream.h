@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "convert/common.h"
-#include "gguf.h"
+#include "core/gguf.h"
 
 namespace lro {
 namespace convert {

@@ -11,8 +11,8 @@
 #include "convert/json.h"
 #include "convert/llama_names.h"
 #include "convert/safetensors.h"
-#include "gguf.h"
-#include "quants.h"
+#include "core/gguf.h"
+#include "quant/quants.h"
 
 namespace lro {
 namespace convert {

@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "convert/common.h"
-#include "quants.h"
+#include "quant/quants.h"
 
 namespace lro {
 namespace convert {

@@ -19,11 +19,11 @@
 #include "convert/safetensors.h"
 #include "convert/torch_checkpoint.h"
 #include "convert/zip_reader.h"
-#include "gguf.h"
+#include "core/gguf.h"
 #include "golden.h"
-#include "latent_head.h"
-#include "llama_model.h"
-#include "lora_adapter.h"
+#include "model/latent_head.h"
+#include "model/llama_model.h"
+#include "model/lora_adapter.h"
 
 namespace {
 

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "../../kernels/ops_cuda.h"
-#include "ops.h"
-#include "thread_pool.h"
+#include "ops/ops.h"
+#include "core/thread_pool.h"
 
 namespace {
 int failures = 0;

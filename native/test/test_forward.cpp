@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "golden.h"
-#include "llama_model.h"
-#include "lora_adapter.h"
-#include "session.h"
+#include "model/llama_model.h"
+#include "model/lora_adapter.h"
+#include "runtime/session.h"
 
 namespace {
 int failures = 0;

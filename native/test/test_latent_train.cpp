@@ -17,8 +17,8 @@
 #include "convert/convert_hf.h"
 #include "convert/json.h"
 #include "golden.h"
-#include "latent_head.h"
-#include "latent_train.h"
+#include "model/latent_head.h"
+#include "train/latent_train.h"
 
 namespace {
 

@@ -38,10 +38,10 @@
 #include <string>
 #include <vector>
 
-#include "ggml_types.h"
-#include "gguf.h"
-#include "quants.h"
-#include "thread_pool.h"
+#include "core/ggml_types.h"
+#include "core/gguf.h"
+#include "quant/quants.h"
+#include "core/thread_pool.h"
 
 using namespace lro;
 

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <vector>
 
-#include "gguf.h"
-#include "tokenizer.h"
+#include "core/gguf.h"
+#include "model/tokenizer.h"
 
 namespace {
 

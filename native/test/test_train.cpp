@@ -20,14 +20,14 @@
 #include <vector>
 
 #include "golden.h"
-#include "llama_model.h"
-#include "lora_adapter.h"
-#include "ops.h"
-#include "quants.h"
-#include "random_model.h"
-#include "session.h"
-#include "thread_pool.h"
-#include "train.h"
+#include "model/llama_model.h"
+#include "model/lora_adapter.h"
+#include "ops/ops.h"
+#include "quant/quants.h"
+#include "model/random_model.h"
+#include "runtime/session.h"
+#include "core/thread_pool.h"
+#include "train/train.h"
 
 namespace {
 

@@ -1,0 +1,98 @@
+#include "core/thread_pool.h"
+
+#include <fstream>
+#include <set>
+#include <string>
+#include <utility>
+
+namespace lro {
+
+int ThreadPool::physical_cores() {
+  // Count distinct (physical id, core id) pairs; hyperthreads share a core and do not help GEMV.
+  std::ifstream in("/proc/cpuinfo");
+  std::set<std::pair<int, int>> cores;
+  int phys = 0, core = -1;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    if (key == "physical id") phys = std::stoi(line.substr(colon + 1));
+    if (key == "core id") {
+      core = std::stoi(line.substr(colon + 1));
+      cores.insert({phys, core});
+    }
+  }
+  if (!cores.empty()) return static_cast<int>(cores.size());
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
+}
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads > 0 ? n_threads : physical_cores()) {
+  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_start_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::worker(int index) {
+  uint64_t seen = 0;
+  for (;;) {
+    const std::function<void(int, int)>* job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      job = job_;
+    }
+    (*job)(index, n_threads_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--pending_ == 0) cv_done_.notify_one();
+    }
+  }
+}
+
+void ThreadPool::run_on_all(const std::function<void(int, int)>& fn) {
+  if (n_threads_ == 1) {
+    fn(0, 1);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = &fn;
+    pending_ = n_threads_ - 1;
+    ++generation_;
+  }
+  cv_start_.notify_all();
+  fn(0, n_threads_);
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_done_.wait(lock, [&] { return pending_ == 0; });
+  job_ = nullptr;
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int, int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  int64_t n_grains = (n + grain - 1) / grain;
+  int use = static_cast<int>(std::min<int64_t>(n_threads_, n_grains));
+  if (use <= 1) {
+    fn(0, 0, n);
+    return;
+  }
+  run_on_all([&](int ti, int) {
+    if (ti >= use) return;
+    int64_t g0 = n_grains * ti / use, g1 = n_grains * (ti + 1) / use;
+    int64_t b = g0 * grain, e = std::min(n, g1 * grain);
+    if (b < e) fn(ti, b, e);
+  });
+}
+
+}  // namespace lro

@@ -1,0 +1,46 @@
+// Element types: fp16/bf16 conversion, dequantisation, quantisation, and the fused
+// matrix product on quantised weights (weights are never expanded to a full f32 copy).
+// Kernels are compiled for scalar, AVX2 and AVX-512 and picked at run time (cpu_features()).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+#include <string>
+
+#include "core/ggml_types.h"
+
+namespace lro {
+
+class ThreadPool;
+
+float fp16_to_fp32(uint16_t h);
+uint16_t fp32_to_fp16(float f);       // round to nearest even, as ggml
+float bf16_to_fp32(uint16_t h);
+uint16_t fp32_to_bf16(float f);       // round to nearest even, NaN kept quiet, as ggml
+
+// dst[0..n) = value of the n elements at src. n must be a multiple of the type's block size.
+// Bit-exact with ggml's to_float for F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
+void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);
+// rows x row_len values of any type, dequantised row by row into one f32 vector.
+std::vector<float> dequantize_rows(GgmlType type, const void* src, int64_t row_len, int64_t rows);
+// Quantises n floats into dst (row_size(type, n) bytes). Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
+void quantize_row(GgmlType type, const float* src, void* dst, int64_t n);
+bool can_quantize(GgmlType type);
+
+// y[t * ldy + o] = sum_i W[o, i] * x[t * n_in + i]  for o in [0, n_out), t in [0, n_tok)
+// W: n_out rows of n_in elements of `wtype`, row stride row_size(wtype, n_in) bytes.
+// x: [n_tok, n_in] f32, y: [n_tok, ldy] f32 (ldy >= n_out). Parallel over output rows.
+// If accumulate, adds to y instead of overwriting.
+void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tok,
+            float* y, int64_t ldy, ThreadPool& pool, bool accumulate = false);
+
+// The instruction set the kernels use on this CPU: "avx512 vnni", "avx512", "avx2" or "scalar".
+std::string cpu_features();
+
+// Forces the kernel path for this process: "scalar", "avx2", "avx512" (best AVX-512 variant),
+// "avx512-novnni", or "auto" (the best the CPU has). Returns false, changing nothing, if the name is
+// unknown or the CPU lacks it. Applies to matmul calls that start after it returns (tests, benchmarks).
+// The environment variable LRO_SIMD (same names) sets the initial path, never above the CPU's best.
+bool set_simd_path(const std::string& name);
+
+}  // namespace lro

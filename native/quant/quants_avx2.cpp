@@ -1,0 +1,671 @@
+// AVX2 + FMA + F16C kernels, used only when the CPU reports those features (see quants.cpp).
+// The instruction set is enabled for this file's functions by the target pragma below, so no
+// per-file compiler flags are needed (and the file builds the same with any -m flags or none).
+// Includes nothing that defines shared inline code (see quants_kernels.h for why).
+#include "quant/quants_kernels.h"
+#if defined(LRO_X86_SIMD)
+#include <immintrin.h>
+
+#include "core/ggml_types.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+namespace lro {
+namespace qk {
+namespace {
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline int hsum8i(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline void store(const MatmulArgs& a, int64_t t, int64_t r, float v) {
+  float* p = a.y + t * a.ldy + r;
+  *p = a.accumulate ? *p + v : v;
+}
+
+// Walks the row range in tiles of R rows x T tokens (T tokens per weight read), with token chunks
+// sized by token_chunk(). Remainders use the <1, T> and <R|1, tt> instantiations.
+template <class K, int R, int T>
+void drive(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t tc = token_chunk(a.n_in, a.n_tok, T);
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += tc) {
+    const int64_t t1 = t0 + tc < a.n_tok ? t0 + tc : a.n_tok;
+    int64_t r = r0;
+    for (; r + R <= r1; r += R) {
+      int64_t t = t0;
+      for (; t + T <= t1; t += T) K::template tile<R, T>(a, r, t);
+      switch (t1 - t) {
+        case 1: K::template tile<R, 1>(a, r, t); break;
+        case 2: if (T > 2) K::template tile<R, (T > 2 ? 2 : 1)>(a, r, t); break;
+        case 3: if (T > 3) K::template tile<R, (T > 3 ? 3 : 1)>(a, r, t); break;
+        default: break;
+      }
+    }
+    for (; r < r1; ++r) {
+      int64_t t = t0;
+      for (; t + T <= t1; t += T) K::template tile<1, T>(a, r, t);
+      for (; t < t1; ++t) K::template tile<1, 1>(a, r, t);
+    }
+  }
+}
+
+// Decode uses R rows x 1 token; prefill R x T. Tokens beyond 3 in a remainder are impossible with T <= 4.
+template <class K, int RD, int RP, int TP>
+void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  static_assert(TP <= 4, "remainder switch handles T <= 4");
+  if (a.n_tok == 1)
+    drive<K, RD, 1>(a, r0, r1);
+  else
+    drive<K, RP, TP>(a, r0, r1);
+}
+
+// ---- activation quantisation (bit-identical to the scalar definition in quants.cpp)
+
+// 32 floats -> 32 int8 (round to nearest even), returns the sums of the two halves of 16.
+inline void quant32(const float* x, __m256 id, int8_t* q, int& s0, int& s1) {
+  const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), id));
+  const __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), id));
+  const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16), id));
+  const __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24), id));
+  s0 = hsum8i(_mm256_add_epi32(i0, i1));
+  s1 = hsum8i(_mm256_add_epi32(i2, i3));
+  // packs work per 128-bit lane; the dword permute restores element order.
+  __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+  p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p);
+}
+
+inline float amax_n(const float* x, int n) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+void act32(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float amax = amax_n(x + 32 * b, 32);
+    d[b] = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
+    int s0, s1;
+    quant32(x + 32 * b, id, qs + 32 * b, s0, s1);
+    s[b] = int16_t(s0 + s1);
+  }
+}
+
+void act256(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const float* xb = x + 256 * b;
+    const float amax = amax_n(xb, 256);
+    d[b] = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
+    for (int j = 0; j < 8; ++j) {
+      int s0, s1;
+      quant32(xb + 32 * j, id, qs + 256 * b + 32 * j, s0, s1);
+      s[16 * b + 2 * j] = int16_t(s0);
+      s[16 * b + 2 * j + 1] = int16_t(s1);
+    }
+  }
+}
+
+// ---- float weights: W [rows, n_in] (f32 | f16 | bf16) x X [T, n_in] f32, 8 elements a step.
+
+template <int WT>
+inline __m256 loadw8(const uint8_t* w, int64_t i) {
+  if (WT == 0) return _mm256_loadu_ps(reinterpret_cast<const float*>(w) + i);
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2 * i));
+  if (WT == 1) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+template <int WT>
+inline float loadw1(const uint8_t* w, int64_t i) {
+  if (WT == 0) return reinterpret_cast<const float*>(w)[i];
+  uint16_t h;
+  __builtin_memcpy(&h, w + 2 * i, 2);
+  if (WT == 1) return h2f(h);
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+template <int WT>
+struct FloatK {
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const uint8_t* w[R];
+    const float* x[T];
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int j = 0; j < T; ++j) x[j] = a.x + (t + j) * a.n_in;
+    __m256 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= a.n_in; k += 8) {
+      __m256 xv[T];
+      for (int j = 0; j < T; ++j) xv[j] = _mm256_loadu_ps(x[j] + k);
+      for (int i = 0; i < R; ++i) {
+        const __m256 wv = loadw8<WT>(w[i], k);
+        for (int j = 0; j < T; ++j) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) {
+        float s = hsum8(acc[i][j]);
+        for (int64_t kk = k; kk < a.n_in; ++kk) s += loadw1<WT>(w[i], kk) * x[j][kk];
+        store(a, t + j, r + i, s);
+      }
+  }
+};
+
+// ---- Q8_0 / Q4_0 weights x a32 activations, one block (32) a step.
+// Both are turned into signed int8 weights; the sign trick (|w| as u8, x with w's sign) lets
+// maddubs (u8 x s8) do a signed dot without saturation: |w| <= 128, |x| <= 127.
+
+template <bool Q4>
+struct Q32K {
+  static inline __m256i weights(const uint8_t* row, int64_t b, float& dw) {
+    if (Q4) {
+      const block_q4_0* blk = reinterpret_cast<const block_q4_0*>(row) + b;
+      dw = h2f(blk->d);
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
+      const __m256i n = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+      return _mm256_sub_epi8(n, _mm256_set1_epi8(8));
+    }
+    const block_q8_0* blk = reinterpret_cast<const block_q8_0*>(row) + b;
+    dw = h2f(blk->d);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs));
+  }
+
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const int64_t nb = a.n_in / 32;
+    const uint8_t* w[R];
+    const int8_t* xq[T];
+    const float* xd[T];
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int j = 0; j < T; ++j) xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb;
+    __m256 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    const size_t bb = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    for (int64_t b = 0; b < nb; ++b) {
+      // Decode reads every weight once and this loop does little work per byte, so the hardware
+      // prefetcher alone leaves it waiting on memory: also ask for this block of the next tile's
+      // rows (a prefetch past the end of the matrix is harmless).
+      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i]) + R * a.w_stride + size_t(b) * bb, _MM_HINT_T0);
+      for (int i = 0; i < R; ++i) {
+        float dw;
+        const __m256i wv = weights(w[i], b, dw);
+        const __m256i aw = _mm256_sign_epi8(wv, wv);
+        for (int j = 0; j < T; ++j) {
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[j] + 32 * b));
+          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, wv)), ones);
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * xd[j][b]), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i, hsum8(acc[i][j]));
+  }
+};
+
+// ---- Q4_K weights x a256 activations, one super-block (256) a step.
+// Per 32-element sub-block j: maddubs(q, x) then madd with the 6-bit scale sc_j broadcast as int16
+// folds the scale into the pairwise add; the int32 sum over the super-block (<= 31M) cannot
+// overflow. The mins term uses the activation sums over 16.
+
+// Unpacks the 12 packed bytes into 8 scales (low 8 bytes of sc) and 8 mins (of mn).
+inline void q4k_scales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
+  uint32_t w0, w1, w2;
+  __builtin_memcpy(&w0, s, 4);
+  __builtin_memcpy(&w1, s + 4, 4);
+  __builtin_memcpy(&w2, s + 8, 4);
+  const uint32_t lo_sc = w0 & 0x3F3F3F3Fu, lo_mn = w1 & 0x3F3F3F3Fu;
+  const uint32_t hi_sc = (w2 & 0x0F0F0F0Fu) | (((w0 >> 6) & 0x03030303u) << 4);
+  const uint32_t hi_mn = ((w2 >> 4) & 0x0F0F0F0Fu) | (((w1 >> 6) & 0x03030303u) << 4);
+  sc = uint64_t(lo_sc) | (uint64_t(hi_sc) << 32);
+  mn = uint64_t(lo_mn) | (uint64_t(hi_mn) << 32);
+}
+
+struct Q4KK {
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const int64_t nb = a.n_in / QK_K;
+    const block_q4_K* w[R];
+    const int8_t* xq[T];
+    const float* xd[T];
+    const int16_t* xs[T];
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_K*>(a.w + (r + i) * a.w_stride);
+    for (int j = 0; j < T; ++j)
+      xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb, xs[j] = a.as + (t + j) * (a.n_in / 16);
+    __m256 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int i = 0; i < R; ++i) {  // as in Q32K: this block of the next tile's rows
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        for (int o = 0; o < int(sizeof(block_q4_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
+      }
+      uint64_t sc[R], mn[R];
+      __m256i iacc[R][T];
+      for (int i = 0; i < R; ++i) {
+        q4k_scales(w[i][b].scales, sc[i], mn[i]);
+        for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
+      }
+      for (int c = 0; c < 4; ++c) {
+        for (int i = 0; i < R; ++i) {
+          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i][b].qs + 32 * c));
+          const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+          const __m256i slo = _mm256_set1_epi16(int16_t((sc[i] >> (16 * c)) & 0xFF));
+          const __m256i shi = _mm256_set1_epi16(int16_t((sc[i] >> (16 * c + 8)) & 0xFF));
+          for (int j = 0; j < T; ++j) {
+            const int8_t* x = xq[j] + QK_K * b + 64 * c;
+            const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+            const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
+            iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), slo));
+            iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), shi));
+          }
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        const float d = h2f(w[i][b].d), dmin = h2f(w[i][b].dmin);
+        // mins as int16 pairs (m0 m0 m1 m1 ... m7 m7) against the 16 sums of 16.
+        const __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(mn[i])));
+        const __m256i m16 = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+        for (int j = 0; j < T; ++j) {
+          const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * b));
+          const __m256 mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(m16, bs));
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i][j]), _mm256_set1_ps(d * xd[j][b]), acc[i][j]);
+          acc[i][j] = _mm256_fnmadd_ps(mins, _mm256_set1_ps(dmin * xd[j][b]), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i, hsum8(acc[i][j]));
+  }
+};
+
+// Scale vector for 32-element chunk k (0..7) of a Q6_K super-block: int16 lanes 0-7 = scale 2k,
+// lanes 8-15 = scale 2k+1 (maddubs lane l covers elements 2l, 2l+1). sc16 holds the 16 scales as
+// int16, so dword k is the pair (2k, 2k+1): broadcast it, then spread each half within its lane.
+inline __m256i q6k_scale_vec(__m256i sc16, int k) {
+  const __m256i pair = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(k));
+  return _mm256_shuffle_epi8(pair, _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
+                                                    2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
+}
+
+// ---- Q6_K weights x a256 activations, one super-block a step.
+// q6 in [0, 63] as u8 (maddubs pairs <= 16002, no saturation), int8 scale per 16 elements applied by
+// madd; the -32 offset is removed once per super-block with the activation sums over 16.
+struct Q6KK {
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const int64_t nb = a.n_in / QK_K;
+    const block_q6_K* w[R];
+    const int8_t* xq[T];
+    const float* xd[T];
+    const int16_t* xs[T];
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q6_K*>(a.w + (r + i) * a.w_stride);
+    for (int j = 0; j < T; ++j)
+      xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb, xs[j] = a.as + (t + j) * (a.n_in / 16);
+    __m256 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int i = 0; i < R; ++i) {  // as in Q32K: this block of the next tile's rows
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        for (int o = 0; o < int(sizeof(block_q6_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
+      }
+      __m256i iacc[R][T];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
+      for (int h = 0; h < 2; ++h) {
+        for (int i = 0; i < R; ++i) {
+          const block_q6_K& blk = w[i][b];
+          const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * h));
+          const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * h + 32));
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * h));
+          // Four 32-element chunks of this half, in element order (see the block layout).
+          __m256i q[4];
+          q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+          q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+          q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m2));
+          q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                 _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+          const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+          for (int k = 0; k < 4; ++k) {
+            const __m256i sv = q6k_scale_vec(sc16, 4 * h + k);
+            for (int j = 0; j < T; ++j) {
+              const __m256i xv =
+                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[j] + QK_K * b + 128 * h + 32 * k));
+              iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], xv), sv));
+            }
+          }
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        const float d = h2f(w[i][b].d);
+        // 32 * scale fits int16 (|.| <= 4096); madd with the sums gives the offset correction.
+        const __m256i sc32 = _mm256_slli_epi16(
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].scales))), 5);
+        for (int j = 0; j < T; ++j) {
+          const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * b));
+          const __m256i v = _mm256_sub_epi32(iacc[i][j], _mm256_madd_epi16(sc32, bs));
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(d * xd[j][b]), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i, hsum8(acc[i][j]));
+  }
+};
+
+// =============================================================================================
+// Prefill (n_tok >= 4): panel kernels, as in quants_avx512_impl.h. The R weight rows of a tile are
+// unpacked once per slab of n_in into an L1-resident panel laid out as the micro-kernel consumes it,
+// and every token tile of the chunk runs over that panel, so unpacking is paid once per row per
+// token chunk rather than once per row per T tokens.
+
+inline void put(const MatmulArgs& a, int64_t t, int64_t r, float v, bool first) {
+  float* p = a.y + t * a.ldy + r;
+  *p = (first && !a.accumulate) ? v : *p + v;
+}
+
+template <class P, int RR, int TT>
+void micro_dispatch(int rr, int tt, const MatmulArgs& a, const typename P::Unit* panel, int64_t nu, int64_t u0,
+                    int64_t r, int64_t t) {
+  if constexpr (RR > 1) {
+    if (rr < RR) return micro_dispatch<P, RR - 1, TT>(rr, tt, a, panel, nu, u0, r, t);
+  }
+  if constexpr (TT > 1) {
+    if (tt < TT) return micro_dispatch<P, RR, TT - 1>(rr, tt, a, panel, nu, u0, r, t);
+  }
+  P::template micro<RR, TT>(a, panel, nu, u0, r, t);
+}
+
+template <class P, int R, int T>
+void gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nunits = (a.n_in + P::kUnitElems - 1) / P::kUnitElems;
+  const int64_t tc = token_chunk(a.n_in, a.n_tok, T);
+  alignas(64) typename P::Unit panel[R * P::kSlabUnits];
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += tc) {
+    const int64_t t1 = t0 + tc < a.n_tok ? t0 + tc : a.n_tok;
+    for (int64_t r = r0; r < r1; r += R) {
+      const int rr = int(r1 - r < R ? r1 - r : R);
+      for (int64_t u0 = 0; u0 < nunits; u0 += P::kSlabUnits) {
+        const int64_t nu = nunits - u0 < P::kSlabUnits ? nunits - u0 : P::kSlabUnits;
+        for (int i = 0; i < rr; ++i) P::pack(a, r + i, u0, nu, panel + i * nu);
+        for (int64_t t = t0; t < t1; t += T) {
+          const int tt = int(t1 - t < T ? t1 - t : T);
+          micro_dispatch<P, R, T>(rr, tt, a, panel, nu, u0, r, t);
+        }
+      }
+    }
+  }
+}
+
+// ---- Q4_K panel: per row and super-block, the 8 sub-blocks of 32 nibbles as u8 in activation
+// order, each sub-block's scale as an int16 vector, d, and dmin*m_j as floats. Per (row, token,
+// sub-block): maddubs + madd(scale) + add; per super-block acc += cvt(iacc) * d*dx minus the mins
+// term (dmin*m) . (dx*sum32(x)) taken from the driver's a.amin.
+struct PanelQ4K {
+  struct alignas(64) Unit {
+    uint8_t q[8][32];
+    int16_t sv[8][16];
+    float mins[8];
+    float d;
+    float pad[7];
+  };
+  static constexpr int64_t kUnitElems = 256, kSlabUnits = 8;
+
+  static void pack(const MatmulArgs& a, int64_t row, int64_t u0, int64_t nu, Unit* dst) {
+    const block_q4_K* w = reinterpret_cast<const block_q4_K*>(a.w + row * a.w_stride) + u0;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t u = 0; u < nu; ++u) {
+      uint64_t sc, mn;
+      q4k_scales(w[u].scales, sc, mn);
+      for (int c = 0; c < 4; ++c) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[u].qs + 32 * c));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst[u].q[2 * c]), _mm256_and_si256(q, m4));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst[u].q[2 * c + 1]), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+      }
+      for (int j = 0; j < 8; ++j)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst[u].sv[j]), _mm256_set1_epi16(int16_t((sc >> (8 * j)) & 0xFF)));
+      const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(mn))));
+      _mm256_store_ps(dst[u].mins, _mm256_mul_ps(m, _mm256_set1_ps(h2f(w[u].dmin))));
+      dst[u].d = h2f(w[u].d);
+    }
+  }
+
+  template <int R, int T>
+  static void micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t) {
+    const int64_t nsb = a.n_in / QK_K;
+    const int8_t* xq[T];
+    const float* xd[T];
+    const float* am[T];
+    for (int j = 0; j < T; ++j) {
+      xq[j] = a.aq + (t + j) * a.n_in + QK_K * u0;
+      xd[j] = a.ad + (t + j) * nsb + u0;
+      am[j] = a.amin + (t + j) * (a.n_in / 32) + 8 * u0;
+    }
+    __m256 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t u = 0; u < nu; ++u) {
+      __m256i iacc[R][T];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
+      for (int sb = 0; sb < 8; ++sb) {
+        for (int i = 0; i < R; ++i) {
+          const Unit& p = panel[i * nu + u];
+          const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.q[sb]));
+          const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.sv[sb]));
+          for (int j = 0; j < T; ++j) {
+            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[j] + QK_K * u + 32 * sb));
+            iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xv), sv));
+          }
+        }
+      }
+      for (int j = 0; j < T; ++j) {
+        const __m256 dx = _mm256_set1_ps(xd[j][u]);
+        const __m256 bx = _mm256_loadu_ps(am[j] + 8 * u);
+        for (int i = 0; i < R; ++i) {
+          const Unit& p = panel[i * nu + u];
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i][j]), _mm256_mul_ps(dx, _mm256_set1_ps(p.d)), acc[i][j]);
+          acc[i][j] = _mm256_fnmadd_ps(_mm256_load_ps(p.mins), bx, acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) put(a, t + j, r + i, hsum8(acc[i][j]), u0 == 0);
+  }
+};
+
+// ---- Q6_K panel: per row and super-block, the 8 chunks of 32 six-bit values as u8 in activation
+// order, per chunk the int16 scale vector (lanes 0-7 and 8-15: its two 16-element groups), 32*scale
+// as int16 for the offset correction, and d.
+struct PanelQ6K {
+  struct alignas(64) Unit {
+    uint8_t q[8][32];
+    int16_t sv[8][16];
+    int16_t sc32[16];
+    float d;
+    float pad[7];
+  };
+  static constexpr int64_t kUnitElems = 256, kSlabUnits = 8;
+
+  static void pack(const MatmulArgs& a, int64_t row, int64_t u0, int64_t nu, Unit* dst) {
+    const block_q6_K* w = reinterpret_cast<const block_q6_K*>(a.w + row * a.w_stride) + u0;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    for (int64_t u = 0; u < nu; ++u) {
+      for (int h = 0; h < 2; ++h) {
+        const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[u].ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[u].ql + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[u].qh + 32 * h));
+        __m256i* q = reinterpret_cast<__m256i*>(dst[u].q[4 * h]);
+        _mm256_store_si256(q + 0, _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)));
+        _mm256_store_si256(q + 1, _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)));
+        _mm256_store_si256(q + 2, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m2)));
+        _mm256_store_si256(q + 3, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                                  _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
+      }
+      const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[u].scales)));
+      for (int k = 0; k < 8; ++k)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst[u].sv[k]), q6k_scale_vec(sc16, k));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst[u].sc32), _mm256_slli_epi16(sc16, 5));
+      dst[u].d = h2f(w[u].d);
+    }
+  }
+
+  template <int R, int T>
+  static void micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t) {
+    const int64_t nsb = a.n_in / QK_K;
+    const int8_t* xq[T];
+    const float* xd[T];
+    const int16_t* xs[T];
+    for (int j = 0; j < T; ++j) {
+      xq[j] = a.aq + (t + j) * a.n_in + QK_K * u0;
+      xd[j] = a.ad + (t + j) * nsb + u0;
+      xs[j] = a.as + (t + j) * (a.n_in / 16) + 16 * u0;
+    }
+    __m256 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t u = 0; u < nu; ++u) {
+      __m256i iacc[R][T];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
+      for (int k = 0; k < 8; ++k) {
+        for (int i = 0; i < R; ++i) {
+          const Unit& p = panel[i * nu + u];
+          const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.q[k]));
+          const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.sv[k]));
+          for (int j = 0; j < T; ++j) {
+            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[j] + QK_K * u + 32 * k));
+            iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xv), sv));
+          }
+        }
+      }
+      for (int j = 0; j < T; ++j) {
+        const __m256 dx = _mm256_set1_ps(xd[j][u]);
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * u));
+        for (int i = 0; i < R; ++i) {
+          const Unit& p = panel[i * nu + u];
+          const __m256i v = _mm256_sub_epi32(
+              iacc[i][j], _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.sc32)), bs));
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dx, _mm256_set1_ps(p.d)), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) put(a, t + j, r + i, hsum8(acc[i][j]), u0 == 0);
+  }
+};
+
+// ---- Q8_0 / Q4_0 panel: one unit per block of 32, the weights as signed int8 (Q4_0: q - 8), their
+// absolute values (for the sign trick) and d_w.
+template <bool Q4>
+struct PanelQ32 {
+  struct alignas(64) Unit {
+    int8_t w[32];
+    uint8_t aw[32];
+    float dw;
+    float pad[15];
+  };
+  static constexpr int64_t kUnitElems = 32, kSlabUnits = 32;
+
+  static void pack(const MatmulArgs& a, int64_t row, int64_t u0, int64_t nu, Unit* dst) {
+    const uint8_t* rowp = a.w + row * a.w_stride;
+    for (int64_t u = 0; u < nu; ++u) {
+      float dw;
+      const __m256i w = Q32K<Q4>::weights(rowp, u0 + u, dw);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst[u].w), w);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst[u].aw), _mm256_sign_epi8(w, w));
+      dst[u].dw = dw;
+    }
+  }
+
+  template <int R, int T>
+  static void micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t) {
+    const int64_t nb = a.n_in / 32;
+    const int8_t* xq[T];
+    const float* xd[T];
+    for (int j = 0; j < T; ++j) xq[j] = a.aq + (t + j) * a.n_in + 32 * u0, xd[j] = a.ad + (t + j) * nb + u0;
+    __m256 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t u = 0; u < nu; ++u) {
+      for (int i = 0; i < R; ++i) {
+        const Unit& p = panel[i * nu + u];
+        const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.w));
+        const __m256i aw = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.aw));
+        for (int j = 0; j < T; ++j) {
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[j] + 32 * u));
+          const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w)), ones);
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(p.dw * xd[j][u]), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) put(a, t + j, r + i, hsum8(acc[i][j]), u0 == 0);
+  }
+};
+
+// Decode (and fewer than 4 tokens) streams the weights directly; prefill packs panels.
+template <class K, class P, int RD, int RP, int TP>
+void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok < 4)
+    run<K, RD, RD, 2>(a, r0, r1);
+  else
+    gemm<P, RP, TP>(a, r0, r1);
+}
+
+void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<0>, 4, 4, 3>(a, r0, r1); }
+void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<1>, 4, 4, 3>(a, r0, r1); }
+void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<2>, 4, 4, 3>(a, r0, r1); }
+void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<false>, PanelQ32<false>, 4, 3, 3>(a, r0, r1); }
+void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<true>, PanelQ32<true>, 4, 3, 3>(a, r0, r1); }
+void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q4KK, PanelQ4K, 2, 3, 2>(a, r0, r1); }
+void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 2, 3, 2>(a, r0, r1); }
+
+}  // namespace
+
+const KernelTable kAvx2Kernels = {
+    "avx2", mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_q4_0, mm_q4_K, mm_q6_K, act32, act256,
+};
+
+}  // namespace qk
+}  // namespace lro
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+#endif

@@ -1,0 +1,815 @@
+// AVX-512 kernels (F, BW, VL, DQ; with LRO_VNNI also AVX512-VNNI). Not an ordinary header (no
+// include guard on purpose): the body of quants_avx512.cpp and quants_avx512_vnni.cpp, which include
+// it with different macros; the instruction sets are enabled for their functions by the target
+// pragma below (no per-file compiler flags needed), and each table is used only when the CPU
+// reports those features (see quants.cpp). Everything here is in an anonymous namespace except the
+// table.
+//
+// Integer kernels take 64 weights a step (two Q8_0/Q4_0 blocks, or a quarter of a K super-block) so
+// each zmm instruction covers 64 multiply-adds. See quants_kernels.h for the activation formats.
+#include <immintrin.h>
+
+#include "core/ggml_types.h"
+#include "quant/quants_kernels.h"
+
+// (Spelled out twice: GCC does not macro-expand the pragma's argument.)
+#if defined(__clang__) && defined(LRO_VNNI)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), apply_to = function)
+#elif defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#if defined(LRO_VNNI)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
+#else
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
+// GCC 12's AVX-512 headers trip -W(maybe-)uninitialized on their own _mm512_undefined_* (GCC PR105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#ifndef LRO_TABLE_NAME
+#error "define LRO_TABLE_NAME"
+#endif
+
+namespace lro {
+namespace qk {
+namespace {
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+inline void store(const MatmulArgs& a, int64_t t, int64_t r, float v) {
+  float* p = a.y + t * a.ldy + r;
+  *p = a.accumulate ? *p + v : v;
+}
+
+// u8 x s8 dot of 4-byte groups added to acc: one instruction with VNNI, three without.
+inline __m512i dot_u8s8(__m512i acc, __m512i u, __m512i s) {
+#if defined(LRO_VNNI)
+  return _mm512_dpbusd_epi32(acc, u, s);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+#endif
+}
+
+// int16 x int16 pair dot added to acc.
+inline __m512i dot_s16(__m512i acc, __m512i a, __m512i b) {
+#if defined(LRO_VNNI)
+  return _mm512_dpwssd_epi32(acc, a, b);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+}
+
+// Tiles of R rows x T tokens (the weights of a tile are read once per T tokens), token chunks sized
+// by token_chunk(). Remainders use <R|1, tt> instantiations.
+template <class K, int R, int T>
+void drive(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t tc = token_chunk(a.n_in, a.n_tok, T);
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += tc) {
+    const int64_t t1 = t0 + tc < a.n_tok ? t0 + tc : a.n_tok;
+    int64_t r = r0;
+    for (; r + R <= r1; r += R) {
+      int64_t t = t0;
+      for (; t + T <= t1; t += T) K::template tile<R, T>(a, r, t);
+      switch (t1 - t) {
+        case 1: K::template tile<R, 1>(a, r, t); break;
+        case 2: if (T > 2) K::template tile<R, (T > 2 ? 2 : 1)>(a, r, t); break;
+        case 3: if (T > 3) K::template tile<R, (T > 3 ? 3 : 1)>(a, r, t); break;
+        default: break;
+      }
+    }
+    for (; r < r1; ++r) {
+      int64_t t = t0;
+      for (; t + T <= t1; t += T) K::template tile<1, T>(a, r, t);
+      for (; t < t1; ++t) K::template tile<1, 1>(a, r, t);
+    }
+  }
+}
+
+template <class K, int RD, int RP, int TP>
+void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  static_assert(TP <= 4, "remainder switch handles T <= 4");
+  if (a.n_tok == 1)
+    drive<K, RD, 1>(a, r0, r1);
+  else
+    drive<K, RP, TP>(a, r0, r1);
+}
+
+// ---- activation quantisation (bit-identical to the scalar definition in quants.cpp)
+
+inline float amax_n(const float* x, int n) {
+  __m512 m = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  return _mm512_reduce_max_ps(m);
+}
+
+// 16 floats -> 16 int8 (round to nearest even; |v| <= 127 so the saturating pack is exact).
+inline int quant16(const float* x, __m512 id, int8_t* q) {
+  const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), id));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(v));
+  return _mm512_reduce_add_epi32(v);
+}
+
+void act32(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float amax = amax_n(x + 32 * b, 32);
+    d[b] = amax / 127.0f;
+    const __m512 id = _mm512_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
+    const int s0 = quant16(x + 32 * b, id, qs + 32 * b);
+    const int s1 = quant16(x + 32 * b + 16, id, qs + 32 * b + 16);
+    s[b] = int16_t(s0 + s1);
+  }
+}
+
+void act256(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const float* xb = x + 256 * b;
+    const float amax = amax_n(xb, 256);
+    d[b] = amax / 127.0f;
+    const __m512 id = _mm512_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
+    for (int g = 0; g < 16; ++g) s[16 * b + g] = int16_t(quant16(xb + 16 * g, id, qs + 256 * b + 16 * g));
+  }
+}
+
+// ---- float weights: W [rows, n_in] (f32 | f16 | bf16) x X [T, n_in] f32, 16 elements a step,
+// masked loads for the tail.
+
+template <int WT>
+inline __m512 loadw16(const uint8_t* w, int64_t i) {
+  if (WT == 0) return _mm512_loadu_ps(reinterpret_cast<const float*>(w) + i);
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2 * i));
+  if (WT == 1) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+template <int WT>
+inline __m512 loadw16_mask(const uint8_t* w, int64_t i, __mmask16 m) {
+  if (WT == 0) return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(w) + i);
+  const __m256i h = _mm256_maskz_loadu_epi16(m, w + 2 * i);
+  if (WT == 1) return _mm512_cvtph_ps(h);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+template <int WT>
+struct FloatK {
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const uint8_t* w[R];
+    const float* x[T];
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int j = 0; j < T; ++j) x[j] = a.x + (t + j) * a.n_in;
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= a.n_in; k += 16) {
+      __m512 xv[T];
+      for (int j = 0; j < T; ++j) xv[j] = _mm512_loadu_ps(x[j] + k);
+      for (int i = 0; i < R; ++i) {
+        const __m512 wv = loadw16<WT>(w[i], k);
+        for (int j = 0; j < T; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+      }
+    }
+    if (k < a.n_in) {
+      const __mmask16 m = __mmask16((1u << (a.n_in - k)) - 1);
+      __m512 xv[T];
+      for (int j = 0; j < T; ++j) xv[j] = _mm512_maskz_loadu_ps(m, x[j] + k);
+      for (int i = 0; i < R; ++i) {
+        const __m512 wv = loadw16_mask<WT>(w[i], k, m);
+        for (int j = 0; j < T; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]));
+  }
+};
+
+// ---- Q8_0 / Q4_0 weights x a32 activations, two blocks (64 weights) a step; an odd last block is
+// done with the upper half zeroed (zero weights and activations contribute nothing).
+//
+// Per (row, token, block pair): int32 lanes 0-7 hold block 0's dot, 8-15 block 1's; they are scaled
+// by d_w * d_x of their block (a vector whose halves hold the two products) and accumulated in f32.
+//
+// Q4_0: nibbles q in [0, 15] are u8 and x is s8, so dot_u8s8(q, x) works directly; the -8 offset
+// is folded in by starting the accumulator at -8 * (x summed per 4-byte lane), once per token.
+// Q8_0: with VNNI the activations are shifted to u8 (x + 128) and the accumulator starts at
+// -128 * (w summed per lane), once per row; without VNNI, maddubs would saturate on that, so the
+// sign trick is used instead (|w| as u8 times x carrying w's sign).
+
+// [a x8, b x8] from two floats.
+inline __m512 pair_scale(float a, float b) {
+  return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1);
+}
+
+template <bool Q4>
+struct Q32K {
+  // Weights of blocks b, b+1 (or b alone if !pair) as 64 bytes in activation order.
+  static inline __m512i weights(const uint8_t* row, int64_t b, bool pair, __m512& dw) {
+    if (Q4) {
+      const block_q4_0* blk = reinterpret_cast<const block_q4_0*>(row) + b;
+      const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[0].qs));
+      const __m128i q1 = pair ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[1].qs)) : _mm_setzero_si128();
+      dw = pair_scale(h2f(blk[0].d), pair ? h2f(blk[1].d) : 0.0f);
+      // [q0, q0, q1, q1] then shift the odd 128-bit lanes by 4: low nibbles then high nibbles.
+      const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(q0, q0)), _mm256_set_m128i(q1, q1), 1);
+      const __m512i sh = _mm512_srlv_epi16(z, _mm512_setr_epi64(0, 0, 0x0004000400040004LL, 0x0004000400040004LL, 0, 0,
+                                                               0x0004000400040004LL, 0x0004000400040004LL));
+      return _mm512_and_si512(sh, _mm512_set1_epi8(0x0F));
+    }
+    const block_q8_0* blk = reinterpret_cast<const block_q8_0*>(row) + b;
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[0].qs));
+    const __m256i w1 = pair ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[1].qs)) : _mm256_setzero_si256();
+    dw = pair_scale(h2f(blk[0].d), pair ? h2f(blk[1].d) : 0.0f);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+  }
+
+  template <int R, int T>
+  static inline void step(const uint8_t* const* w, const int8_t* const* xq, const float* const* xd, int64_t b,
+                          bool pair, __m512 (&acc)[R][T]) {
+    __m512i xv[T];
+    __m512 dx[T];
+    __m512i xinit[T];  // Q4: -8 * lane sums of x
+    for (int j = 0; j < T; ++j) {
+      xv[j] = pair ? _mm512_loadu_si512(xq[j] + 32 * b) : _mm512_maskz_loadu_epi8(0xFFFFFFFFull, xq[j] + 32 * b);
+      dx[j] = pair_scale(xd[j][b], pair ? xd[j][b + 1] : 0.0f);
+      if (Q4) xinit[j] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(_mm512_setzero_si512(), _mm512_set1_epi8(8), xv[j]));
+#if defined(LRO_VNNI)
+      if (!Q4) xv[j] = _mm512_xor_si512(xv[j], _mm512_set1_epi8(char(0x80)));  // x + 128 as u8
+#endif
+    }
+    for (int i = 0; i < R; ++i) {
+      __m512 dw;
+      const __m512i wv = weights(w[i], b, pair, dw);
+      if (Q4) {
+        for (int j = 0; j < T; ++j) {
+          const __m512i p = dot_u8s8(xinit[j], wv, xv[j]);
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dx[j]), acc[i][j]);
+        }
+      } else {
+#if defined(LRO_VNNI)
+        const __m512i winit =
+            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(char(0x80)), wv));
+        for (int j = 0; j < T; ++j) {
+          const __m512i p = _mm512_dpbusd_epi32(winit, xv[j], wv);
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dx[j]), acc[i][j]);
+        }
+#else
+        const __m512i aw = _mm512_abs_epi8(wv);
+        const __mmask64 neg = _mm512_movepi8_mask(wv);
+        for (int j = 0; j < T; ++j) {
+          const __m512i sx = _mm512_mask_sub_epi8(xv[j], neg, _mm512_setzero_si512(), xv[j]);
+          const __m512i p = dot_u8s8(_mm512_setzero_si512(), aw, sx);
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dx[j]), acc[i][j]);
+        }
+#endif
+      }
+    }
+  }
+
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const int64_t nb = a.n_in / 32;
+    const uint8_t* w[R];
+    const int8_t* xq[T];
+    const float* xd[T];
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int j = 0; j < T; ++j) xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb;
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+    int64_t b = 0;
+    const size_t bb = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    for (; b + 2 <= nb; b += 2) {
+      // As in Q4_K below: this pair of blocks in the next tile's rows.
+      for (int i = 0; i < R; ++i) {
+        const char* nxt = reinterpret_cast<const char*>(w[i]) + R * a.w_stride + size_t(b) * bb;
+        _mm_prefetch(nxt, _MM_HINT_T0);
+        _mm_prefetch(nxt + 64, _MM_HINT_T0);
+      }
+      step<R, T>(w, xq, xd, b, true, acc);
+    }
+    if (b < nb) step<R, T>(w, xq, xd, b, false, acc);
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]));
+  }
+};
+
+// ---- Q4_K weights x a256 activations, one super-block a step, 64 weights (two 32-element
+// sub-blocks) per instruction. maddubs(q, x) (u8 <= 15 x s8, no saturation) then an int16 pair
+// dot with the sub-block scales (lanes 0-15: sc_2c, 16-31: sc_2c+1) accumulates
+// sum_j sc_j * dot_j exactly in int32 (<= 31M). The mins term uses the activation sums over 16.
+
+inline void q4k_scales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
+  uint32_t w0, w1, w2;
+  __builtin_memcpy(&w0, s, 4);
+  __builtin_memcpy(&w1, s + 4, 4);
+  __builtin_memcpy(&w2, s + 8, 4);
+  const uint32_t lo_sc = w0 & 0x3F3F3F3Fu, lo_mn = w1 & 0x3F3F3F3Fu;
+  const uint32_t hi_sc = (w2 & 0x0F0F0F0Fu) | (((w0 >> 6) & 0x03030303u) << 4);
+  const uint32_t hi_mn = ((w2 >> 4) & 0x0F0F0F0Fu) | (((w1 >> 6) & 0x03030303u) << 4);
+  sc = uint64_t(lo_sc) | (uint64_t(hi_sc) << 32);
+  mn = uint64_t(lo_mn) | (uint64_t(hi_mn) << 32);
+}
+
+struct Q4KK {
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const int64_t nb = a.n_in / QK_K;
+    const block_q4_K* w[R];
+    const int8_t* xq[T];
+    const float* xd[T];
+    const int16_t* xs[T];
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_K*>(a.w + (r + i) * a.w_stride);
+    for (int j = 0; j < T; ++j)
+      xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb, xs[j] = a.as + (t + j) * (a.n_in / 16);
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    // Shift 0 for the low 256 bits (low nibbles), 4 for the high 256 bits (high nibbles).
+    const __m512i nib_shift = _mm512_setr_epi64(0, 0, 0, 0, 0x0004000400040004LL, 0x0004000400040004LL,
+                                                0x0004000400040004LL, 0x0004000400040004LL);
+    // Scale-spreading index for chunk c: int16 lanes 0-15 <- scale 2c, 16-31 <- scale 2c+1.
+    __m512i sidx[4];
+    for (int c = 0; c < 4; ++c)
+      sidx[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(int16_t(2 * c))), _mm256_set1_epi16(int16_t(2 * c + 1)), 1);
+    for (int64_t b = 0; b < nb; ++b) {
+      __m512i sc16[R];
+      __m256i mn16[R];
+      __m512i iacc[R][T];
+      // Decode reads every weight once and this loop does little work per byte, so the hardware
+      // prefetcher alone leaves it waiting on memory: also ask for this block of the next tile's
+      // rows (a prefetch past the end of the matrix is harmless).
+      for (int i = 0; i < R; ++i) {
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        _mm_prefetch(nxt, _MM_HINT_T0);
+        _mm_prefetch(nxt + 64, _MM_HINT_T0);
+        _mm_prefetch(nxt + 128, _MM_HINT_T0);
+      }
+      for (int i = 0; i < R; ++i) {
+        uint64_t sc, mn;
+        q4k_scales(w[i][b].scales, sc, mn);
+        sc16[i] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(sc))));
+        const __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(mn)));
+        mn16[i] = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+        for (int j = 0; j < T; ++j) iacc[i][j] = _mm512_setzero_si512();
+      }
+      for (int c = 0; c < 4; ++c) {
+        for (int i = 0; i < R; ++i) {
+          const __m512i q = _mm512_and_si512(
+              _mm512_srlv_epi16(_mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i][b].qs + 32 * c))),
+                                nib_shift),
+              m4);
+          const __m512i sv = _mm512_permutexvar_epi16(sidx[c], sc16[i]);
+          for (int j = 0; j < T; ++j) {
+            const __m512i xv = _mm512_loadu_si512(xq[j] + QK_K * b + 64 * c);
+            iacc[i][j] = dot_s16(iacc[i][j], _mm512_maddubs_epi16(q, xv), sv);
+          }
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        const float d = h2f(w[i][b].d), dmin = h2f(w[i][b].dmin);
+        for (int j = 0; j < T; ++j) {
+          const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * b));
+          const __m512 mins = _mm512_zextps256_ps512(_mm256_cvtepi32_ps(_mm256_madd_epi16(mn16[i], bs)));
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[i][j]), _mm512_set1_ps(d * xd[j][b]), acc[i][j]);
+          acc[i][j] = _mm512_fnmadd_ps(mins, _mm512_set1_ps(dmin * xd[j][b]), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]));
+  }
+};
+
+// ---- Q6_K weights x a256 activations, one super-block a step, 64 weights per instruction.
+// q6 in [0, 63] as u8 (maddubs pairs <= 16002), int8 scale per 16 elements as int16 lanes
+// (8 lanes per scale), the -32 offset removed once per super-block with the activation sums.
+struct Q6KK {
+  template <int R, int T>
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+    const int64_t nb = a.n_in / QK_K;
+    const block_q6_K* w[R];
+    const int8_t* xq[T];
+    const float* xd[T];
+    const int16_t* xs[T];
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q6_K*>(a.w + (r + i) * a.w_stride);
+    for (int j = 0; j < T; ++j)
+      xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb, xs[j] = a.as + (t + j) * (a.n_in / 16);
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30);
+    // Bits of qh to bring to positions 4-5: chunk 0 of a half takes bits 0-1 (low 32 elements) and
+    // 2-3 (high 32); chunk 1 takes bits 4-5 and 6-7.
+    const __m512i shl0 = _mm512_setr_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0x0004000400040004LL,
+                                           0x0004000400040004LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                           0x0002000200020002LL, 0x0002000200020002LL);
+    const __m512i shr1 = _mm512_setr_epi64(0, 0, 0, 0, 0x0002000200020002LL, 0x0002000200020002LL,
+                                           0x0002000200020002LL, 0x0002000200020002LL);
+    // Scale-spreading index for chunk k (64 elements = 4 groups of 16): lanes 8g..8g+7 <- scale 4k+g.
+    __m512i sidx[4];
+    for (int k = 0; k < 4; ++k) {
+      alignas(64) int16_t idx[32];
+      for (int l = 0; l < 32; ++l) idx[l] = int16_t(4 * k + l / 8);
+      sidx[k] = _mm512_load_si512(idx);
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int i = 0; i < R; ++i) {  // as in Q4_K above: this block of the next tile's rows
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        for (int o = 0; o < 256; o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
+      }
+      __m512i iacc[R][T];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < T; ++j) iacc[i][j] = _mm512_setzero_si512();
+      for (int h = 0; h < 2; ++h) {
+        for (int i = 0; i < R; ++i) {
+          const block_q6_K& blk = w[i][b];
+          const __m512i l = _mm512_loadu_si512(blk.ql + 64 * h);
+          const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * h)));
+          const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales))));
+          __m512i q[2];
+          q[0] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl0), m2));
+          q[1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_and_si512(_mm512_srlv_epi16(qh, shr1), m2));
+          for (int k = 0; k < 2; ++k) {
+            const __m512i sv = _mm512_permutexvar_epi16(sidx[2 * h + k], sc);
+            for (int j = 0; j < T; ++j) {
+              const __m512i xv = _mm512_loadu_si512(xq[j] + QK_K * b + 128 * h + 64 * k);
+              iacc[i][j] = dot_s16(iacc[i][j], _mm512_maddubs_epi16(q[k], xv), sv);
+            }
+          }
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        const float d = h2f(w[i][b].d);
+        const __m256i sc32 = _mm256_slli_epi16(
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].scales))), 5);
+        for (int j = 0; j < T; ++j) {
+          const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * b));
+          const __m512i v = _mm512_sub_epi32(iacc[i][j], _mm512_zextsi256_si512(_mm256_madd_epi16(sc32, bs)));
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(d * xd[j][b]), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]));
+  }
+};
+
+// =============================================================================================
+// Prefill (n_tok >= 4): panel kernels. The R weight rows of a tile are unpacked once per slab of
+// n_in into an L1-resident panel laid out exactly as the micro-kernel consumes it (weights as the
+// bytes the dot instruction takes, scales already spread into vectors), and every token tile of
+// the chunk then runs over that panel. Unpacking is paid once per row per token chunk instead of
+// once per row per T tokens, which for the K-quants is more work than the dot products themselves.
+
+// Writes (first slab, not accumulating) or adds the micro-tile's sums.
+inline void put(const MatmulArgs& a, int64_t t, int64_t r, float v, bool first) {
+  float* p = a.y + t * a.ldy + r;
+  *p = (first && !a.accumulate) ? v : *p + v;
+}
+
+template <class P, int RR, int TT>
+void micro_dispatch(int rr, int tt, const MatmulArgs& a, const typename P::Unit* panel, int64_t nu, int64_t u0,
+                    int64_t r, int64_t t) {
+  if constexpr (RR > 1) {
+    if (rr < RR) return micro_dispatch<P, RR - 1, TT>(rr, tt, a, panel, nu, u0, r, t);
+  }
+  if constexpr (TT > 1) {
+    if (tt < TT) return micro_dispatch<P, RR, TT - 1>(rr, tt, a, panel, nu, u0, r, t);
+  }
+  P::template micro<RR, TT>(a, panel, nu, u0, r, t);
+}
+
+// Rows in tiles of R, n_in in slabs of P::kSlabUnits units, tokens in chunks (token_chunk) and
+// tiles of T. The panel is [R][nu] units, row-major.
+template <class P, int R, int T>
+void gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nunits = (a.n_in + P::kUnitElems - 1) / P::kUnitElems;
+  const int64_t tc = token_chunk(a.n_in, a.n_tok, T);
+  alignas(64) typename P::Unit panel[R * P::kSlabUnits];
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += tc) {
+    const int64_t t1 = t0 + tc < a.n_tok ? t0 + tc : a.n_tok;
+    for (int64_t r = r0; r < r1; r += R) {
+      const int rr = int(r1 - r < R ? r1 - r : R);
+      for (int64_t u0 = 0; u0 < nunits; u0 += P::kSlabUnits) {
+        const int64_t nu = nunits - u0 < P::kSlabUnits ? nunits - u0 : P::kSlabUnits;
+        for (int i = 0; i < rr; ++i) P::pack(a, r + i, u0, nu, panel + i * nu);
+        for (int64_t t = t0; t < t1; t += T) {
+          const int tt = int(t1 - t < T ? t1 - t : T);
+          micro_dispatch<P, R, T>(rr, tt, a, panel, nu, u0, r, t);
+        }
+      }
+    }
+  }
+}
+
+// ---- Q4_K panel: per row and super-block, the 4 chunks of 64 nibbles as u8 in activation order,
+// the 4 scale vectors (int16 lanes 0-15: sc_2c, 16-31: sc_2c+1), d, and dmin*m_j as floats.
+// Micro-kernel per (row, token, super-block): 4 x (maddubs + int16 pair dot) into an int32
+// accumulator, then acc += cvt(iacc) * d*dx - (dmin*m) . (dx*sum32(x)) (the mins term as an
+// 8-float product with the driver's a.amin).
+struct PanelQ4K {
+  struct alignas(64) Unit {
+    uint8_t q[4][64];
+    int16_t sv[4][32];
+    float mins[8];
+    float d;
+    float pad[7];
+  };
+  static constexpr int64_t kUnitElems = 256, kSlabUnits = 8;
+
+  static void pack(const MatmulArgs& a, int64_t row, int64_t u0, int64_t nu, Unit* dst) {
+    const block_q4_K* w = reinterpret_cast<const block_q4_K*>(a.w + row * a.w_stride) + u0;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i nib_shift = _mm512_setr_epi64(0, 0, 0, 0, 0x0004000400040004LL, 0x0004000400040004LL,
+                                                0x0004000400040004LL, 0x0004000400040004LL);
+    for (int64_t u = 0; u < nu; ++u) {
+      uint64_t sc, mn;
+      q4k_scales(w[u].scales, sc, mn);
+      const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(sc))));
+      for (int c = 0; c < 4; ++c) {
+        const __m512i q = _mm512_and_si512(
+            _mm512_srlv_epi16(_mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[u].qs + 32 * c))),
+                              nib_shift),
+            m4);
+        _mm512_store_si512(dst[u].q[c], q);
+        const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(int16_t(2 * c))),
+                                               _mm256_set1_epi16(int16_t(2 * c + 1)), 1);
+        _mm512_store_si512(dst[u].sv[c], _mm512_permutexvar_epi16(idx, sc16));
+      }
+      const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(mn))));
+      _mm256_store_ps(dst[u].mins, _mm256_mul_ps(m, _mm256_set1_ps(h2f(w[u].dmin))));
+      dst[u].d = h2f(w[u].d);
+    }
+  }
+
+  template <int R, int T>
+  static void micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t) {
+    const int64_t nsb = a.n_in / QK_K;
+    const int8_t* xq[T];
+    const float* xd[T];
+    const float* am[T];
+    for (int j = 0; j < T; ++j) {
+      xq[j] = a.aq + (t + j) * a.n_in + QK_K * u0;
+      xd[j] = a.ad + (t + j) * nsb + u0;
+      am[j] = a.amin + (t + j) * (a.n_in / 32) + 8 * u0;
+    }
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t u = 0; u < nu; ++u) {
+      __m512i iacc[R][T];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < T; ++j) iacc[i][j] = _mm512_setzero_si512();
+      for (int c = 0; c < 4; ++c) {
+        for (int i = 0; i < R; ++i) {
+          const Unit& p = panel[i * nu + u];
+          const __m512i wq = _mm512_load_si512(p.q[c]);
+          const __m512i sv = _mm512_load_si512(p.sv[c]);
+          for (int j = 0; j < T; ++j)
+            iacc[i][j] = dot_s16(iacc[i][j], _mm512_maddubs_epi16(wq, _mm512_loadu_si512(xq[j] + QK_K * u + 64 * c)), sv);
+        }
+      }
+      for (int j = 0; j < T; ++j) {
+        const __m512 dx = _mm512_set1_ps(xd[j][u]);
+        const __m512 bx = _mm512_zextps256_ps512(_mm256_loadu_ps(am[j] + 8 * u));
+        for (int i = 0; i < R; ++i) {
+          const Unit& p = panel[i * nu + u];
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[i][j]), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc[i][j]);
+          acc[i][j] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(_mm256_load_ps(p.mins)), bx, acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) put(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]), u0 == 0);
+  }
+};
+
+// ---- Q6_K panel: per row and super-block, the 4 chunks of 64 six-bit values as u8 in activation
+// order, 4 scale vectors (8 int16 lanes per 16-element group), 32*scale as int16 for the offset
+// correction, and d. Micro-kernel as Q4_K, the -32 offset removed in int32 with the sums over 16.
+struct PanelQ6K {
+  struct alignas(64) Unit {
+    uint8_t q[4][64];
+    int16_t sv[4][32];
+    int16_t sc32[16];
+    float d;
+    float pad[7];
+  };
+  static constexpr int64_t kUnitElems = 256, kSlabUnits = 8;
+
+  static void pack(const MatmulArgs& a, int64_t row, int64_t u0, int64_t nu, Unit* dst) {
+    const block_q6_K* w = reinterpret_cast<const block_q6_K*>(a.w + row * a.w_stride) + u0;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30);
+    const __m512i shl0 = _mm512_setr_epi64(0x0004000400040004LL, 0x0004000400040004LL, 0x0004000400040004LL,
+                                           0x0004000400040004LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                           0x0002000200020002LL, 0x0002000200020002LL);
+    const __m512i shr1 = _mm512_setr_epi64(0, 0, 0, 0, 0x0002000200020002LL, 0x0002000200020002LL,
+                                           0x0002000200020002LL, 0x0002000200020002LL);
+    for (int64_t u = 0; u < nu; ++u) {
+      const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[u].scales)));
+      for (int h = 0; h < 2; ++h) {
+        const __m512i l = _mm512_loadu_si512(w[u].ql + 64 * h);
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[u].qh + 32 * h)));
+        _mm512_store_si512(dst[u].q[2 * h],
+                           _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl0), m2)));
+        _mm512_store_si512(dst[u].q[2 * h + 1], _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                                                _mm512_and_si512(_mm512_srlv_epi16(qh, shr1), m2)));
+      }
+      for (int k = 0; k < 4; ++k) {
+        alignas(64) int16_t idx[32];
+        for (int l = 0; l < 32; ++l) idx[l] = int16_t(4 * k + l / 8);
+        _mm512_store_si512(dst[u].sv[k], _mm512_permutexvar_epi16(_mm512_load_si512(idx), _mm512_castsi256_si512(sc)));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst[u].sc32), _mm256_slli_epi16(sc, 5));
+      dst[u].d = h2f(w[u].d);
+    }
+  }
+
+  template <int R, int T>
+  static void micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t) {
+    const int64_t nsb = a.n_in / QK_K;
+    const int8_t* xq[T];
+    const float* xd[T];
+    const int16_t* xs[T];
+    for (int j = 0; j < T; ++j) {
+      xq[j] = a.aq + (t + j) * a.n_in + QK_K * u0;
+      xd[j] = a.ad + (t + j) * nsb + u0;
+      xs[j] = a.as + (t + j) * (a.n_in / 16) + 16 * u0;
+    }
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t u = 0; u < nu; ++u) {
+      __m512i iacc[R][T];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < T; ++j) iacc[i][j] = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) {
+        for (int i = 0; i < R; ++i) {
+          const Unit& p = panel[i * nu + u];
+          const __m512i wq = _mm512_load_si512(p.q[k]);
+          const __m512i sv = _mm512_load_si512(p.sv[k]);
+          for (int j = 0; j < T; ++j)
+            iacc[i][j] = dot_s16(iacc[i][j], _mm512_maddubs_epi16(wq, _mm512_loadu_si512(xq[j] + QK_K * u + 64 * k)), sv);
+        }
+      }
+      for (int j = 0; j < T; ++j) {
+        const __m512 dx = _mm512_set1_ps(xd[j][u]);
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * u));
+        for (int i = 0; i < R; ++i) {
+          const Unit& p = panel[i * nu + u];
+          const __m256i corr = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.sc32)), bs);
+          const __m512i v = _mm512_sub_epi32(iacc[i][j], _mm512_zextsi256_si512(corr));
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc[i][j]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) put(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]), u0 == 0);
+  }
+};
+
+// ---- Q8_0 / Q4_0 panel: one unit per block pair (64 weights; an odd last block is padded with
+// zero weights and a zero scale). With VNNI the weights are stored as s8 (Q4_0 as q - 8) with the
+// accumulator start -128 * (lane sums of w), and the activations are shifted to u8 (x + 128):
+// dpbusd then gives sum(w * x) directly. Without VNNI: Q4_0 keeps u8 nibbles and corrects by
+// -8 * sum(x) per token; Q8_0 stores |w| and the sign mask (sign trick, no maddubs saturation).
+template <bool Q4>
+struct PanelQ32 {
+  struct alignas(64) Unit {
+    uint8_t w[64];
+    int32_t init[16];  // VNNI: -128 * lane sums of w; Q8_0 without VNNI: [0..1] = sign mask
+    float dw[16];
+  };
+  static constexpr int64_t kUnitElems = 64, kSlabUnits = 24;
+
+  static void pack(const MatmulArgs& a, int64_t row, int64_t u0, int64_t nu, Unit* dst) {
+    const int64_t nb = a.n_in / 32;
+    const uint8_t* rowp = a.w + row * a.w_stride;
+    for (int64_t u = 0; u < nu; ++u) {
+      const int64_t b = 2 * (u0 + u);
+      const bool pair = b + 1 < nb;
+      __m512 dw;
+      __m512i w = Q32K<Q4>::weights(rowp, b, pair, dw);  // Q4_0: u8 nibbles; Q8_0: s8
+      _mm512_store_ps(dst[u].dw, dw);
+#if defined(LRO_VNNI)
+      if (Q4) w = _mm512_sub_epi8(w, _mm512_set1_epi8(8));
+      if (!pair) w = _mm512_zextsi256_si512(_mm512_castsi512_si256(w));
+      const __m512i init = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(char(0x80)), w));
+      _mm512_store_si512(dst[u].w, w);
+      _mm512_store_si512(dst[u].init, init);
+#else
+      if (Q4) {
+        _mm512_store_si512(dst[u].w, w);
+      } else {
+        const uint64_t neg = uint64_t(_mm512_movepi8_mask(w));
+        _mm512_store_si512(dst[u].w, _mm512_abs_epi8(w));
+        __builtin_memcpy(dst[u].init, &neg, 8);
+      }
+#endif
+    }
+  }
+
+  template <int R, int T>
+  static void micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t) {
+    const int64_t nb = a.n_in / 32;
+    const int8_t* xq[T];
+    const float* xd[T];
+    for (int j = 0; j < T; ++j) xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb;
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t u = 0; u < nu; ++u) {
+      const int64_t b = 2 * (u0 + u);
+      const bool pair = b + 1 < nb;
+      __m512i xv[T];
+      __m512 dx[T];
+      for (int j = 0; j < T; ++j) {
+        xv[j] = pair ? _mm512_loadu_si512(xq[j] + 32 * b) : _mm512_maskz_loadu_epi8(0xFFFFFFFFull, xq[j] + 32 * b);
+        dx[j] = pair_scale(xd[j][b], pair ? xd[j][b + 1] : 0.0f);
+      }
+#if defined(LRO_VNNI)
+      for (int j = 0; j < T; ++j) xv[j] = _mm512_xor_si512(xv[j], _mm512_set1_epi8(char(0x80)));
+      for (int i = 0; i < R; ++i) {
+        const Unit& p = panel[i * nu + u];
+        const __m512i w = _mm512_load_si512(p.w);
+        const __m512i init = _mm512_load_si512(p.init);
+        const __m512 dw = _mm512_load_ps(p.dw);
+        for (int j = 0; j < T; ++j) {
+          const __m512i d = _mm512_dpbusd_epi32(init, xv[j], w);
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(dw, dx[j]), acc[i][j]);
+        }
+      }
+#else
+      const __m512i ones = _mm512_set1_epi16(1);
+      __m512i xinit[T];
+      if (Q4)
+        for (int j = 0; j < T; ++j)
+          xinit[j] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                      _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_set1_epi8(8), xv[j]), ones));
+      for (int i = 0; i < R; ++i) {
+        const Unit& p = panel[i * nu + u];
+        const __m512i w = _mm512_load_si512(p.w);
+        const __m512 dw = _mm512_load_ps(p.dw);
+        uint64_t negm = 0;
+        if (!Q4) __builtin_memcpy(&negm, p.init, 8);
+        for (int j = 0; j < T; ++j) {
+          __m512i d;
+          if (Q4) {
+            d = _mm512_add_epi32(xinit[j], _mm512_madd_epi16(_mm512_maddubs_epi16(w, xv[j]), ones));
+          } else {
+            const __m512i sx = _mm512_mask_sub_epi8(xv[j], __mmask64(negm), _mm512_setzero_si512(), xv[j]);
+            d = _mm512_madd_epi16(_mm512_maddubs_epi16(w, sx), ones);
+          }
+          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(dw, dx[j]), acc[i][j]);
+        }
+      }
+#endif
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < T; ++j) put(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]), u0 == 0);
+  }
+};
+
+// Decode (and prefill remainders under 4 tokens) stream the weights directly; prefill packs panels.
+template <class K, class P, int RD, int RP, int TP>
+void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok < 4)
+    run<K, RD, RD, 2>(a, r0, r1);
+  else
+    gemm<P, RP, TP>(a, r0, r1);
+}
+
+void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<0>, 8, 4, 4>(a, r0, r1); }
+void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<1>, 8, 4, 4>(a, r0, r1); }
+void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<2>, 8, 4, 4>(a, r0, r1); }
+void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<false>, PanelQ32<false>, 4, 4, 4>(a, r0, r1); }
+void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<true>, PanelQ32<true>, 4, 4, 4>(a, r0, r1); }
+void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q4KK, PanelQ4K, 4, 4, 3>(a, r0, r1); }
+void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 4, 4, 3>(a, r0, r1); }
+
+}  // namespace
+
+const KernelTable LRO_TABLE_NAME = {
+#if defined(LRO_VNNI)
+    "avx512 vnni",
+#else
+    "avx512",
+#endif
+    mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_q4_0, mm_q4_K, mm_q6_K, act32, act256,
+};
+
+}  // namespace qk
+}  // namespace lro
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif

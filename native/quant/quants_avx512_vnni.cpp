@@ -1,0 +1,8 @@
+// AVX-512 kernels using AVX512-VNNI (vpdpbusd / vpdpwssd). Needs no special compiler flags
+// (see quants_avx512_impl.h).
+#include "quant/quants_kernels.h"
+#if defined(LRO_X86_SIMD)
+#define LRO_VNNI 1
+#define LRO_TABLE_NAME kAvx512VnniKernels
+#include "quant/quants_avx512_impl.h"
+#endif

@@ -1,0 +1,102 @@
+// An inference session over a model: per-sequence KV caches and the batched forward pass.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/block.h"
+#include "model/llama_model.h"
+#include "model/lora_adapter.h"
+#include "core/thread_pool.h"
+
+namespace lro {
+
+struct SessionOptions {
+  int64_t n_ctx = 4096;   // most cells one sequence may hold
+  bool kv_f16 = false;
+  int threads = 0;        // 0: physical cores
+};
+
+struct Batch {
+  int64_t n = 0;
+  const int32_t* tokens = nullptr;     // [n]; or
+  const float* embeddings = nullptr;   // [n, n_embd]: replaces the token-embedding lookup
+  const int32_t* pos = nullptr;        // [n]
+  const int32_t* seq = nullptr;        // [n]
+  std::vector<int64_t> output_rows;    // rows of the batch whose logits / final norm are wanted
+  bool want_logits = true;
+  bool want_final_norm = false;
+  HookFn hook;                         // optional
+};
+
+struct EvalResult {
+  std::vector<float> logits;      // [output_rows, n_vocab]
+  std::vector<float> final_norm;  // [output_rows, n_embd]
+};
+
+class CancelledError : public std::runtime_error {
+ public:
+  CancelledError() : std::runtime_error("cancelled") {}
+};
+
+class Session {
+ public:
+  Session(std::shared_ptr<const LlamaModel> model, const SessionOptions& opts);
+  const LlamaModel& model() const { return *model_; }
+  const SessionOptions& options() const { return opts_; }
+  int threads() const { return pool_.size(); }
+
+  // Runs the forward pass. Positions of one sequence must be strictly increasing and above every
+  // position already cached for it. Throws std::invalid_argument on bad input, CancelledError when
+  // *cancel becomes true (checked between layers; the batch's cache cells are then rolled back).
+  EvalResult eval(const Batch& batch, const std::atomic<bool>* cancel = nullptr);
+
+  // Replaces dst's cache with the cells of src whose positions are in [p0, p1) (p1 < 0: no bound).
+  void seq_copy(int32_t src, int32_t dst, int32_t p0, int32_t p1);
+  // Removes the cells with positions in [p0, p1) (p1 < 0: no bound); the whole sequence if p0 <= 0 and p1 < 0.
+  void seq_remove(int32_t seq, int32_t p0, int32_t p1);
+  // Largest cached position of seq, or -1.
+  int32_t seq_pos_max(int32_t seq) const;
+  int64_t seq_cells(int32_t seq) const;
+  void clear() { seqs_.clear(); }
+
+  // LoRA adapters applied unmerged on every later eval: y = W x + scale * (alpha / r) * B (A x).
+  // Changing adapters does not touch the cache: clear it if earlier cells must see them too.
+  void set_adapters(std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>> adapters);
+
+ private:
+  struct SeqCache {
+    std::vector<int32_t> pos;                 // [cells]
+    std::vector<std::vector<uint8_t>> k, v;   // per layer: [cells, n_head_kv * head_dim] f32 or f16
+  };
+  SeqCache& seq_cache(int32_t seq);
+  void append_kv(SeqCache& c, int layer, const float* k, const float* v);
+  class CacheKv : public BlockKv {
+   public:
+    CacheKv(Session& s, const Batch& b) : s_(s), b_(b) {}
+    AttentionRows attend(int layer, const float* k, const float* v, int64_t n, bool* kv_f16) override;
+
+   private:
+    Session& s_;
+    const Batch& b_;
+    std::vector<const void*> kp_, vp_;
+    std::vector<const int32_t*> cp_;
+    std::vector<int64_t> nc_;
+  };
+  Linear with_adapters(const Weight& w) const;  // w plus the adapters' low-rank terms on it
+  BlockWeights layer_weights(int layer) const;
+  // out[n, w.n_out] = w x (+ the adapters' low-rank terms)
+  void linear(const Weight& w, const float* x, int64_t n, float* out);
+
+  std::shared_ptr<const LlamaModel> model_;
+  SessionOptions opts_;
+  ThreadPool pool_;
+  std::map<int32_t, SeqCache> seqs_;
+  std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>> adapters_;
+};
+
+}  // namespace lro
