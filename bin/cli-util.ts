@@ -196,6 +196,14 @@ export function progressLine<P>(enabled: boolean, format: (p: P) => string): { u
   };
 }
 
+/** "42s", "3m05s", "1h02m" */
+export function duration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
 /** "12/100 (3 skipped), 1.5/s, ~58s left" */
 export function progressCounts(done: number, skipped: number, total: number | undefined, elapsedMs: number, unit: string): string {
   const secs = elapsedMs / 1000;

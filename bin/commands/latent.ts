@@ -2,14 +2,7 @@
 // or the LM teacher task), LoRA or full-parameter. The caller wires it in with registerLatentCommands.
 import { Command, Option } from 'commander';
 import { trainLatent, type TrainLatentProgress, type TrainLatentSummary } from '../../lib/latent-train.js';
-import { floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
-
-export function duration(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
-}
+import { duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
 
 export function latentProgressText(p: TrainLatentProgress, label = 'train-latent'): string {
   if (p.phase === 'prepare') return `${label}: reading problems`;

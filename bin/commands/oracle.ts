@@ -7,7 +7,7 @@ import { InputError } from '../../lib/errors.js';
 import { writeFileAtomic } from '../../lib/atomic-file.js';
 import { evalOracle, type ConditionScores, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/eval-oracle.js';
 import { ADAPTER_FORMATS, LORA_TARGETS, trainOracle, type TrainOracleProgress, type TrainOracleSummary } from '../../lib/train-oracle.js';
-import { floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
+import { duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
 
 /** "0,1,2", "0-5" or "1,3-4": non-negative integers, in the order given. */
 function indexListArg(value: string): number[] {
@@ -38,13 +38,6 @@ function formatsArg(value: string): ('gguf' | 'peft')[] {
   for (const p of parts)
     if (!(ADAPTER_FORMATS as readonly string[]).includes(p)) throw new InvalidArgumentError(`expected a comma list of ${ADAPTER_FORMATS.join(', ')}; got "${p}"`);
   return parts as ('gguf' | 'peft')[];
-}
-
-function duration(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 function bar(done: number, total: number, width = 20): string {
