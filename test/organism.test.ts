@@ -28,13 +28,15 @@ describe('organism train --quick', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const pre = losses(join(out, 'pretrain', 'log.jsonl'));
-    const codi = losses(join(out, 'codi', 'log.jsonl'));
+    const recipe = JSON.parse(readFileSync(join(out, 'recipe.json'), 'utf8')) as { method: string; coconut: { stages: number } };
+    const last = recipe.method === 'codi' ? 'codi' : `coconut-${recipe.coconut.stages}`;
+    const codi = losses(join(out, last, 'log.jsonl'));
     expect(mean(pre.slice(-5))).toBeLessThan(0.8 * mean(pre.slice(0, 5)));
     expect(mean(codi.slice(-5))).toBeLessThan(mean(codi.slice(0, 5)));
 
     const m = await loadModel(join(out, 'organism.gguf'));
     const head = LatentHead.find(m);
-    expect(head?.settings.mode).toBe('codi');
+    expect(head?.settings.mode).toBe(recipe.method);
     expect(typeof m.metadata()['lro.organism.recipe']).toBe('string');
     m.dispose();
 
@@ -50,7 +52,7 @@ describe('organism train --quick', () => {
     expect(ev.code).toBe(0);
     const rep = JSON.parse(ev.stdout) as { withLatents: { n: number }; zeroAblation: unknown[]; probe: { best: number[][] } };
     expect(rep.withLatents.n).toBe(8);
-    expect(rep.zeroAblation.length).toBe(3);
+    expect(rep.zeroAblation.length).toBe(recipe.method === 'codi' ? 3 : recipe.coconut.stages);
     expect(rep.probe.best.length).toBe(3);
     expect(existsSync(join(out, 'DONE'))).toBe(true);
 

@@ -76,7 +76,9 @@ describe('make-tasks CLI (demo model)', () => {
     const s = JSON.parse(j.stdout);
     expect(Object.keys(s.examples)).toEqual(['step_identity', 'prompt']);
     expect(s.layers).toEqual([2]);
-    expect(s.totals.train + s.totals.val + s.totals.test).toBe(3 * (6 + 1));
+    // step_identity: one example per latent step of the built-in model; prompt: one per question
+    const steps = (JSON.parse(readFileSync(join(dir, 'traces.jsonl'), 'utf8').split('\n')[0]) as { steps: unknown[] }).steps.length - 1;
+    expect(s.totals.train + s.totals.val + s.totals.test).toBe(3 * (steps + 1));
   });
 
   it('gives one-line errors naming the file or option', async () => {

@@ -23,6 +23,11 @@ import { Reasoner } from '../lib/reasoner.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { golden, modelPath, sharedFile } from './helpers/paths.js';
 import { f32, i64, readSt, type StFile } from './helpers/safetensors.js';
+import { builtinModel } from '../lib/demo-model.js';
+import { native } from '../lib/native.js';
+
+// Latent steps of the built-in organism's head.
+const BUILTIN_STEPS = Number(native().inspectGguf(builtinModel().latentHead).metadata['lro.latent.steps']);
 
 interface Question {
   question: string;
@@ -129,14 +134,13 @@ describe('trace', () => {
     const full = join(tmp, 'demo-full.jsonl');
     const a = await cli(args(full, 4));
     expect(a.code, a.stderr).toBe(0);
-    expect(a.stderr).toMatch(/built-in demo model/);
-    expect(a.stderr).toMatch(/RANDOM weights/);
+    expect(a.stderr).toMatch(/using the built-in model organism/);
     const want = readFileSync(full, 'utf8');
     const lines = readLines(full);
     expect(lines).toHaveLength(4);
     expect(lines[0].gold).toBe('18');
     expect(Object.keys(lines[0].ablations).sort()).toEqual(['noise', 'skip', 'zero']);
-    expect(lines[0].ablations.noise).toHaveLength(6);
+    expect(lines[0].ablations.noise).toHaveLength(BUILTIN_STEPS);
 
     const part = join(tmp, 'demo-part.jsonl');
     const b = await cli(args(part, 2));
@@ -312,7 +316,7 @@ describe('eval and run', () => {
     const r = await cli(['eval', '--data', gsm8k(), '--limit', '3', '--latent-steps', '3', '--threads', THREADS]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/eval: 3 questions from test\.jsonl, 3 with a "#### X" answer/);
-    expect(r.stdout).toMatch(/built-in demo: random weights/);
+    expect(r.stdout).toMatch(/the built-in model organism/);
     expect(r.stdout).toMatch(/with 3 latent steps +\d\/3 correct/);
     expect(r.stdout).toMatch(/without latent steps +\d\/3 correct/);
     expect(r.stdout).toMatch(/throughput [\d.]+ questions\/s/);
@@ -321,11 +325,11 @@ describe('eval and run', () => {
   test('run on the demo model: steps, drift, early decodes, the answer', async () => {
     const r = await cli(['run', 'Janet has 3 apples and buys 5 more. How many?', '--ablations', 'zero', '--threads', THREADS]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/RANDOM weights/);
-    for (let k = 0; k <= 6; k++) expect(r.stdout).toMatch(new RegExp(`^h${k} +\\d+\\.\\d+ `, 'm'));
-    expect(r.stdout).toMatch(/^drift +[▁▂▃▄▅▆▇█]{6} /m);
+    expect(r.stderr).toMatch(/built-in model organism/);
+    for (let k = 0; k <= BUILTIN_STEPS; k++) expect(r.stdout).toMatch(new RegExp(`^h${k} +\\d+\\.\\d+ `, 'm'));
+    expect(r.stdout).toMatch(new RegExp(`^drift +[▁▂▃▄▅▆▇█]{${BUILTIN_STEPS}} `, 'm'));
     expect(r.stdout).toMatch(/early decodes/);
-    expect(r.stdout).toMatch(/k=6 \(answer\)/);
+    expect(r.stdout).toMatch(new RegExp(`k=${BUILTIN_STEPS} \\(answer\\)`));
     expect(r.stdout).toMatch(/zero ablation/);
     expect(r.stdout).toMatch(/^answer +"[^\n]*" +\(\d+ tokens, /m);
     expect(r.stdout).toMatch(/^no latents +"/m);

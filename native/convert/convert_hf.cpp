@@ -674,6 +674,9 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
         eot = V + 2;
         lat = V;
       }
+      if (facts.bot >= 0) bot = facts.bot;  // README.json (export-hf) states them
+      if (facts.eot >= 0) eot = facts.eot;
+      if (facts.pad >= 0) lat = facts.pad;
       s.bot_id = static_cast<int32_t>(bot);
       s.eot_id = static_cast<int32_t>(eot);
       s.pad_id = static_cast<int32_t>(lat);
