@@ -50,7 +50,7 @@ export const ORGANISM_RECIPE: OrganismRecipe = {
   pretrain: { steps: 2000, batchSize: 16, lr: 2e-3, warmup: 0.03 },
   method: 'coconut',
   codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 4, stepsPerStage: 1500, batchSize: 16, lr: 1e-3 },
+  coconut: { stages: 4, stepsPerStage: 500, batchSize: 16, lr: 1e-3 },
 };
 
 /** A minute's worth, for tests: the same path on a tiny model. */
