@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -402,7 +403,17 @@ void act_quant(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
   for (int64_t b = 0; b < n / BS; ++b) {
     const float* xb = x + b * BS;
     float amax = 0;
-    for (int j = 0; j < BS; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    bool finite = true;
+    for (int j = 0; j < BS; ++j) {
+      amax = std::max(amax, std::fabs(xb[j]));
+      finite &= std::isfinite(xb[j]);
+    }
+    if (!finite) {  // a non-finite activation: a zero block whose scale carries the NaN
+      std::fill(qs + b * BS, qs + (b + 1) * BS, int8_t(0));
+      d[b] = std::numeric_limits<float>::quiet_NaN();
+      std::fill(s + b * (BS / SG), s + (b + 1) * (BS / SG), int16_t(0));
+      continue;
+    }
     d[b] = amax / 127.0f;
     const float id = amax != 0 ? 127.0f / amax : 0.0f;
     for (int g = 0; g < BS / SG; ++g) {

@@ -6,6 +6,9 @@
 #if defined(LRO_X86_SIMD)
 #include <immintrin.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "core/ggml_types.h"
 
 #if defined(__clang__)
@@ -92,10 +95,17 @@ inline void quant32(const float* x, __m256 id, int8_t* q, int& s0, int& s1) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p);
 }
 
+// max |x| over n floats; NaN when any of them is not finite (max_ps alone can drop a NaN, so
+// x - x, 0 for finite values and NaN otherwise, is summed beside it).
 inline float amax_n(const float* x, int n) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
-  __m256 m = _mm256_setzero_ps();
-  for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v));
+    bad = _mm256_add_ps(bad, _mm256_sub_ps(v, v));
+  }
+  if (_mm256_movemask_ps(_mm256_cmp_ps(bad, bad, _CMP_UNORD_Q))) return std::numeric_limits<float>::quiet_NaN();
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
@@ -105,6 +115,12 @@ inline float amax_n(const float* x, int n) {
 void act32(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
   for (int64_t b = 0; b < n / 32; ++b) {
     const float amax = amax_n(x + 32 * b, 32);
+    if (amax != amax) {  // a non-finite activation: a zero block whose scale carries the NaN
+      std::fill(qs + 32 * b, qs + 32 * b + 32, int8_t(0));
+      d[b] = amax;
+      s[b] = 0;
+      continue;
+    }
     d[b] = amax / 127.0f;
     const __m256 id = _mm256_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
     int s0, s1;
@@ -117,6 +133,12 @@ void act256(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
   for (int64_t b = 0; b < n / 256; ++b) {
     const float* xb = x + 256 * b;
     const float amax = amax_n(xb, 256);
+    if (amax != amax) {
+      std::fill(qs + 256 * b, qs + 256 * b + 256, int8_t(0));
+      d[b] = amax;
+      std::fill(s + 16 * b, s + 16 * b + 16, int16_t(0));
+      continue;
+    }
     d[b] = amax / 127.0f;
     const __m256 id = _mm256_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
     for (int j = 0; j < 8; ++j) {

@@ -9,6 +9,9 @@
 // each zmm instruction covers 64 multiply-adds. See quants_kernels.h for the activation formats.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "core/ggml_types.h"
 #include "quant/quants_kernels.h"
 
@@ -100,9 +103,15 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
 
 // ---- activation quantisation (bit-identical to the scalar definition in quants.cpp)
 
+// max |x| over n floats; NaN when any of them is not finite (see the AVX2 file).
 inline float amax_n(const float* x, int n) {
-  __m512 m = _mm512_setzero_ps();
-  for (int i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  __m512 m = _mm512_setzero_ps(), bad = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    m = _mm512_max_ps(m, _mm512_abs_ps(v));
+    bad = _mm512_add_ps(bad, _mm512_sub_ps(v, v));
+  }
+  if (_mm512_cmp_ps_mask(bad, bad, _CMP_UNORD_Q)) return std::numeric_limits<float>::quiet_NaN();
   return _mm512_reduce_max_ps(m);
 }
 
@@ -116,6 +125,12 @@ inline int quant16(const float* x, __m512 id, int8_t* q) {
 void act32(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
   for (int64_t b = 0; b < n / 32; ++b) {
     const float amax = amax_n(x + 32 * b, 32);
+    if (amax != amax) {  // a non-finite activation: a zero block whose scale carries the NaN
+      std::fill(qs + 32 * b, qs + 32 * b + 32, int8_t(0));
+      d[b] = amax;
+      s[b] = 0;
+      continue;
+    }
     d[b] = amax / 127.0f;
     const __m512 id = _mm512_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
     const int s0 = quant16(x + 32 * b, id, qs + 32 * b);
@@ -128,6 +143,12 @@ void act256(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s) {
   for (int64_t b = 0; b < n / 256; ++b) {
     const float* xb = x + 256 * b;
     const float amax = amax_n(xb, 256);
+    if (amax != amax) {
+      std::fill(qs + 256 * b, qs + 256 * b + 256, int8_t(0));
+      d[b] = amax;
+      std::fill(s + 16 * b, s + 16 * b + 16, int16_t(0));
+      continue;
+    }
     d[b] = amax / 127.0f;
     const __m512 id = _mm512_set1_ps(amax != 0 ? 127.0f / amax : 0.0f);
     for (int g = 0; g < 16; ++g) s[16 * b + g] = int16_t(quant16(xb + 16 * g, id, qs + 256 * b + 16 * g));

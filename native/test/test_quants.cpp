@@ -841,6 +841,37 @@ static void bench() {
   set_simd_path("auto");
 }
 
+// A non-finite activation (inf, NaN) reaching a quantised product: every path gives a non-finite
+// output row, not garbage from an out-of-range int conversion (UBSan found that in the AVX2
+// activation quantiser).
+static void test_nonfinite_activations() {
+  ThreadPool pool(1);
+  const int64_t n_in = 256, n_out = 8;
+  std::vector<float> w(static_cast<size_t>(n_in * n_out));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(0.1 * static_cast<double>(i));
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
+    std::vector<uint8_t> q(row_size(t, n_in) * n_out);
+    for (int64_t r = 0; r < n_out; ++r) quantize_row(t, w.data() + r * n_in, q.data() + row_size(t, n_in) * r, n_in);
+    for (float bad : {INFINITY, -INFINITY, NAN}) {
+      std::vector<float> x(static_cast<size_t>(2 * n_in), 0.5f), y(static_cast<size_t>(2 * n_out));
+      x[3] = bad;  // row 0 holds it, row 1 is clean
+      for (const auto& p : available_paths()) {
+        set_simd_path(p);
+        matmul(t, q.data(), n_out, n_in, x.data(), 2, y.data(), n_out, pool);
+        bool row0 = true, row1 = true;
+        for (int64_t o = 0; o < n_out; ++o) {
+          row0 &= !std::isfinite(y[o]);
+          row1 &= std::isfinite(y[n_out + o]);
+        }
+        CHECK(row0 && row1, "%s %s activation %g: the row with it must be non-finite, the other finite", p.c_str(),
+              traits(t).name, bad);
+      }
+      set_simd_path("auto");
+    }
+  }
+  std::printf("non-finite activations: every path and quantised type gives a non-finite row\n");
+}
+
 int main(int argc, char** argv) {
   std::string golden_arg;
   bool do_bench = false, quick = false;
@@ -865,6 +896,7 @@ int main(int argc, char** argv) {
     }
     test_roundtrip();
     test_matmul(quick);
+    test_nonfinite_activations();
     if (do_bench) bench();
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());
