@@ -62,6 +62,19 @@ export interface LatentIdsOptions {
   stage?: number;
   /** Also supervise the answer prompt P (the golden does not; a model trained so writes P itself). */
   supervisePrompt?: boolean;
+  /**
+   * Coconut: also train latent step k's source row (the row whose final state becomes e_k) to
+   * predict step k's result: the first token of the text after the step's last '=' (the answer's
+   * first token for latent steps past the last CoT step). Not in Coconut or CODI; the organism uses
+   * it so that each latent step carries its step's value.
+   */
+  latentTargets?: boolean;
+}
+
+/** The result a CoT step computes: the text after its last '=' ("<<25*3=75>>" gives "75"). */
+export function stepResult(step: string): string | null {
+  const m = /=\s*([^=<>]*?)\s*(?:>>)?\s*$/.exec(step);
+  return m && m[1] !== '' ? m[1] : null;
 }
 
 /** The ids of one problem for the objective; bot / eot from the latent head, bos / eos from the tokenizer. */
@@ -88,11 +101,19 @@ export function latentIds(model: Model, head: LatentSettings | null, p: LatentPr
     const C = rest ? tok(' ' + rest) : [];
     const suffix = [eot, ...C, ...P, ...A, eos];
     const labels = [IGNORE, ...C, ...P, ...A, eos];
-    return {
-      prompt: i32(prompt),
-      suffix: i32(suffix),
-      suffixLabels: i32(labels),
-    };
+    const ex: NativeLatentExample = { prompt: i32(prompt), suffix: i32(suffix), suffixLabels: i32(labels) };
+    if (o.latentTargets) {
+      const targets: number[] = [];
+      for (let k = 0; k < s; k++) {
+        const text = k < p.steps.length ? stepResult(p.steps[k]) : p.answer;
+        if (text === null) throw new Error(`CoT step ${k + 1} (${JSON.stringify(p.steps[k])}) has no '= result' to use as its latent target`);
+        const ids = tok(text);
+        if (ids.length === 0) throw new Error(`latent target ${JSON.stringify(text)} tokenizes to nothing`);
+        targets.push(ids[0]);
+      }
+      ex.latentLabels = i32(targets);
+    }
+    return ex;
   }
   const C = p.steps.length ? tok(' ' + p.steps.join(' ')) : [];
   const teacher = [...prompt, ...C, eot, ...P, ...A, eos];

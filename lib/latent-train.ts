@@ -6,7 +6,7 @@
 // Output folder:
 //   run.json          the run's identity (model / head / data hashes, settings); resume refuses another
 //   checkpoint.gguf   the latest checkpoint (weights, AdamW moments, step, data position), atomic
-//   log.jsonl         per step {step, epoch, loss, ce, distill, ref_ce, grad_norm, clip_coef, lr, tokens, time_s}
+//   log.jsonl         per step {step, epoch, loss, ce, distill, ref_ce, [latent_ce], grad_norm, clip_coef, lr, tokens, time_s}
 //   model.gguf        full mode: the trained model (f32)
 //   adapter.gguf      lora mode: the trained LoRA (llama.cpp format; load it with the base model)
 //   model.latent.gguf the latent head sidecar (trained prj for CODI)
@@ -46,6 +46,10 @@ export const TrainLatentOptionsSchema = z
     refFactor: z.number().min(0).finite().default(1),
     /** Also supervise " The answer is:" after eot (the model then writes it itself). */
     supervisePrompt: z.boolean().default(false),
+    /** Coconut: latent step k's source row also predicts step k's result (see latent-data.ts). */
+    latentTargets: z.boolean().default(false),
+    /** Weight of that latent-target CE. */
+    latentFactor: z.number().min(0).finite().default(1),
     trainHead: z.boolean().default(true),
     loraR: int.positive().max(4096).default(16),
     loraAlpha: z.number().positive().finite().default(32),
@@ -86,6 +90,7 @@ export interface TrainLatentProgress {
   ce?: number;
   distill?: number;
   refCe?: number;
+  latentCe?: number;
   lr?: number;
   gradNorm?: number;
   tokens: number;
@@ -149,6 +154,7 @@ export function buildLatentExamples(model: Model, head: LatentHead | null, probl
   objective: LatentObjectiveName;
   stage?: number;
   supervisePrompt?: boolean;
+  latentTargets?: boolean;
 }): NativeLatentExample[] {
   return problems.map((p, i) => {
     try {
@@ -185,6 +191,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
     const head = LatentHead.find(model, o.latentHead);
     if (o.objective === 'codi' && head?.settings.mode !== 'codi')
       throw new InputError(`--objective codi needs a CODI latent head (${o.latentHead ?? base.replace(/\.gguf$/i, '') + '.latent.gguf'} not found or not CODI)`);
+    if (o.latentTargets && o.objective !== 'coconut') throw new InputError('--latent-targets needs --objective coconut');
     if (o.objective !== 'lm' && !head)
       throw new InputError(`--objective ${o.objective} needs a latent head for its bot / eot ids (give --latent-head)`);
     progress({ phase: 'prepare', step: 0, totalSteps: 0, epoch: 0, tokens: 0, tokensPerSec: 0, etaMs: null });
@@ -206,6 +213,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
       distillFactor: o.distillFactor,
       refFactor: o.refFactor,
       supervisePrompt: o.supervisePrompt,
+      ...(o.latentTargets ? { latentTargets: { factor: o.latentFactor } } : {}),
       trainHead: o.trainHead,
       lora: o.mode === 'lora' && !o.initAdapter ? { r: o.loraR, alpha: o.loraAlpha } : null,
       lr: o.lr,
@@ -230,6 +238,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
         latentSteps,
         distillFactor: o.distillFactor,
         refFactor: o.refFactor,
+        latentFactor: o.latentFactor,
         trainHead: o.trainHead,
         threads: o.threads,
         rank: o.loraR,
@@ -291,6 +300,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
         ce: r.ce,
         distill: r.distill,
         ref_ce: r.refCe,
+        ...(o.latentTargets ? { latent_ce: r.latentCe } : {}),
         grad_norm: r.gradNorm,
         clip_coef: r.clipCoef,
         lr: r.lr,
@@ -307,6 +317,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
         ce: r.ce,
         distill: r.distill,
         refCe: r.refCe,
+        latentCe: o.latentTargets ? r.latentCe : undefined,
         lr: r.lr,
         gradNorm: r.gradNorm,
         tokens,

@@ -397,6 +397,8 @@ export interface NativeLatentExample {
   /** codi: index in suffix / teacher of the distillation token (the last token of the answer prompt) */
   studentDistill?: number;
   teacherDistill?: number;
+  /** one target per latent step (-100 = none): the row the head reads for step k predicts it */
+  latentLabels?: Int32Array;
 }
 
 export interface NativeLatentTrainConfig {
@@ -406,6 +408,8 @@ export interface NativeLatentTrainConfig {
   latentSteps?: number;
   distillFactor?: number;
   refFactor?: number;
+  /** weight of the latent-target CE (examples with latentLabels); default 1 */
+  latentFactor?: number;
   smoothL1Beta?: number;
   /** codi: train the projection head too (default true) */
   trainHead?: boolean;
@@ -423,6 +427,8 @@ export interface NativeLatentLoss {
   ce: number;
   distill: number;
   refCe: number;
+  latentCe: number;
+  latentTokens: number;
   distillPerState: number[];
   ceTokens: number;
   refTokens: number;
@@ -434,6 +440,7 @@ export interface NativeLatentStepResult {
   ce: number;
   distill: number;
   refCe: number;
+  latentCe: number;
   gradNorm: number;
   clipCoef: number;
   lr: number;

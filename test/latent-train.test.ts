@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertHf } from '../lib/convert.js';
-import { latentIds, problemFromLine } from '../lib/latent-data.js';
+import { latentIds, problemFromLine, stepResult } from '../lib/latent-data.js';
 import { LatentHead } from '../lib/latent-head.js';
 import { trainLatent } from '../lib/latent-train.js';
 import { loadModel, type Model } from '../lib/model.js';
@@ -78,6 +78,20 @@ describe('latent training ids', () => {
       expect(Array.from(ids.suffix!)).toEqual(e.suffix_ids);
       expect(Array.from(ids.suffixLabels!)).toEqual(e.suffix_labels);
     }
+  });
+
+  it('Coconut latent targets: step k predicts the first token of its result, the answer past the last step', () => {
+    expect(stepResult('<<25*3=75>>')).toBe('75');
+    expect(stepResult('<<48/2=24>>')).toBe('24');
+    expect(stepResult('<<a=b=c>>')).toBe('c');
+    expect(stepResult('no result')).toBeNull();
+    const p = { question: 'Mia has 3 shells. She finds 4 more. She doubles them. How many?', steps: ['<<3+4=7>>', '<<7*2=14>>'], answer: '14' };
+    const tok = (s: string) => model.tokenize(s, { addBos: false });
+    const ids = latentIds(model, head!.settings, p, { objective: 'coconut', stage: 3, latentTargets: true });
+    expect(Array.from(ids.latentLabels!)).toEqual([tok('7')[0], tok('14')[0], tok('14')[0]]);
+    // Without the option (the golden's Coconut) there are none.
+    expect(latentIds(model, head!.settings, p, { objective: 'coconut', stage: 3 }).latentLabels).toBeUndefined();
+    expect(() => latentIds(model, head!.settings, { ...p, steps: ['think'] }, { objective: 'coconut', stage: 1, latentTargets: true })).toThrow(/CoT step 1.*no '= result'/);
   });
 
   it('names the field of a malformed line', () => {

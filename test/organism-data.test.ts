@@ -291,6 +291,33 @@ describe('organism tokenizer', () => {
     }
   });
 
+  test('numberTokens: every number 0..99 one token, larger ones split, text round-trips', async () => {
+    const nt = trainOrganismTokenizer(corpus, { numberTokens: 99 });
+    expect(nt.tokens.slice(256, 346)).toEqual(Array.from({ length: 90 }, (_, i) => String(i + 10)));
+    expect(nt.merges[0]).toBe('1 0');
+    const learned = nt.tokens.slice(346, -6);
+    for (const t of learned) for (const c of '0123456789+-*/=<>#') expect(t.includes(c), t).toBe(false);
+    const file = join(tmp, 'numbers-vocab.gguf');
+    writeTokenizerGguf(file, nt);
+    const m = await loadModel(file, { vocabOnly: true });
+    try {
+      for (let n = 0; n <= 99; n++) {
+        const ids = m.tokenize(`<<${n}+1=${n + 1}>>`, { addBos: false });
+        expect(m.detokenize([ids[2]])).toBe(String(n));
+      }
+      expect(m.tokenize('100', { addBos: false }).map((id) => m.detokenize([id]))).toEqual(['10', '0']);
+      for (const p of problems.slice(0, 50)) {
+        const t = teacherText(p);
+        const ids = m.tokenize(t, { addBos: false });
+        expect(m.detokenize(ids)).toBe(t);
+        expect(ids.filter((id) => /\d/.test(m.detokenize([id]))).length).toBe((t.match(/\d+/g) ?? []).length);
+      }
+    } finally {
+      m.dispose();
+    }
+    expect(() => trainOrganismTokenizer(corpus, { numberTokens: 100 })).toThrow(/numberTokens/);
+  });
+
   test('the pre-tokenizer keeps digits apart from words', () => {
     expect(preTokenize('Mia has 7 shells. <<7+5=12>>')).toEqual(['Mia', ' has', ' ', '7', ' shells', '.', ' <<', '7', '+', '5', '=', '12', '>>']);
   });

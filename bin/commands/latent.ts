@@ -10,6 +10,7 @@ export function latentProgressText(p: TrainLatentProgress, label = 'train-latent
   if (p.phase === 'save') return `${head} saving`;
   const parts = [head, `loss ${p.loss?.toFixed(4)}`];
   if (p.distill) parts.push(`ce ${p.ce?.toFixed(3)} distill ${p.distill.toFixed(3)} ref ${p.refCe?.toFixed(3)}`);
+  if (p.latentCe !== undefined) parts.push(`ce ${p.ce?.toFixed(3)} latent ${p.latentCe.toFixed(3)}`);
   parts.push(`lr ${p.lr?.toExponential(2)}`, `${Math.round(p.tokensPerSec)} tok/s`);
   if (p.etaMs !== null) parts.push(`ETA ${duration(p.etaMs)}`);
   return parts.join('  ');
@@ -28,6 +29,8 @@ interface TrainLatentCli {
   distillFactor: number;
   refFactor: number;
   supervisePrompt?: boolean;
+  latentTargets?: boolean;
+  latentFactor: number;
   loraR: number;
   loraAlpha: number;
   lr: number;
@@ -76,6 +79,8 @@ export function registerLatentCommands(program: Command): void {
     .addOption(new Option('--objective <o>', 'training objective').choices(['codi', 'coconut', 'lm']).default('codi'))
     .addOption(new Option('--stage <s>', 'coconut: latent steps replacing the first s CoT steps').argParser(intArg(0, 64)).default(1))
     .addOption(new Option('--mode <m>', 'lora: the LoRA and the head; full: every tensor and the head').choices(['lora', 'full']).default('lora'))
+    .option('--latent-targets', "coconut: latent step k's source row also predicts step k's result (the token after the step's last '=')")
+    .addOption(new Option('--latent-factor <x>', 'weight of the --latent-targets loss').argParser(floatArg(0, Infinity)).default(1))
     .addOption(new Option('--latent-steps <n>', 'codi: latent steps (default: the head\'s)').argParser(intArg(0, 64)))
     .addOption(new Option('--distill-factor <x>', 'codi: weight of the distillation loss').argParser(floatArg(0, Infinity)).default(1))
     .addOption(new Option('--ref-factor <x>', 'codi: weight of the teacher CE').argParser(floatArg(0, Infinity)).default(1))
@@ -110,7 +115,7 @@ export function registerLatentCommands(program: Command): void {
       let summary: TrainLatentSummary;
       try {
         const { json: _j, quiet: _q, ...rest } = opts;
-        summary = await trainLatent({ ...rest, supervisePrompt: opts.supervisePrompt ?? false, resume: opts.resume ?? false }, { onProgress: progress.update, signal });
+        summary = await trainLatent({ ...rest, supervisePrompt: opts.supervisePrompt ?? false, latentTargets: opts.latentTargets ?? false, resume: opts.resume ?? false }, { onProgress: progress.update, signal });
       } catch (e) {
         progress.end();
         if (isAbort(e)) {

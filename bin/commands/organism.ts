@@ -60,6 +60,7 @@ async function dataCommand(opts: DataCliOptions): Promise<void> {
 interface TokenizerCliOptions {
   data: string[];
   vocabSize: number;
+  numberTokens: number;
   out: string;
   overwrite?: boolean;
   quiet?: boolean;
@@ -76,7 +77,7 @@ async function tokenizerCommand(opts: TokenizerCliOptions): Promise<void> {
     }
   }
   if (records.length === 0) throw new InputError('organism tokenizer: the data files hold no records');
-  const tok = trainOrganismTokenizer(organismCorpus(records), { vocabSize: opts.vocabSize });
+  const tok = trainOrganismTokenizer(organismCorpus(records), { vocabSize: opts.vocabSize, numberTokens: opts.numberTokens });
   writeTokenizerGguf(opts.out, tok);
   if (!opts.quiet)
     process.stderr.write(
@@ -110,6 +111,7 @@ export function registerOrganismCommands(program: Command): void {
     .description('train the byte-level BPE on organism problems (questions and teacher texts) and write it as a vocab-only GGUF')
     .requiredOption('--data <files>', 'organism data JSONL (comma list, or repeat the flag)', listArg)
     .addOption(new Option('--vocab-size <n>', 'tokens in all: 256 bytes + merges + 6 special tokens').argParser(intArg(262, 1 << 20)).default(384))
+    .addOption(new Option('--number-tokens <n>', 'numbers 0..N one token each (0: every digit its own token; the organism uses 99)').argParser(intArg(0, 99)).default(0))
     .requiredOption('-o, --out <file.gguf>', 'output GGUF')
     .option('--overwrite', 'replace --out when it exists')
     .option('-q, --quiet', 'no summary on stderr')

@@ -17,13 +17,15 @@ import { generateProblems, organismCorpus, type OrganismProblem } from './data.j
 import { trainOrganismTokenizer, writeTokenizerGguf } from './tokenizer.js';
 
 export interface OrganismRecipe {
-  version: 1;
+  version: 2;
   name: string;
   dataSeed: number;
   trainProblems: number;
   minSteps: number;
   maxSteps: number;
   vocabSize: number;
+  /** Numbers 0..numberTokens are one token each (0: every digit its own token). */
+  numberTokens: number;
   model: { nEmbd: number; nLayer: number; nHead: number; nHeadKv: number; nFf: number; ropeBase: number; weightStd: number };
   initSeed: number;
   latentSteps: number;
@@ -31,26 +33,31 @@ export interface OrganismRecipe {
   /** How the latents are trained after pretraining: CODI distillation, or Coconut's curriculum. */
   method: 'codi' | 'coconut';
   codi: { steps: number; batchSize: number; lr: number; warmup: number; distillFactor: number; refFactor: number };
-  /** Coconut: stage s = 1..stages replaces the first s CoT steps by s latent steps (identity head), each stage from the last. */
-  coconut: { stages: number; stepsPerStage: number; batchSize: number; lr: number };
+  /**
+   * Coconut: stage s = 1..stages replaces the first s CoT steps by s latent steps (identity head),
+   * each stage from the last. latentTargets: latent step k's source row also predicts step k's
+   * result (weight latentFactor), so that the latent carries the value rather than the answer prompt.
+   */
+  coconut: { stages: number; stepsPerStage: number; batchSize: number; lr: number; latentTargets: boolean; latentFactor: number };
 }
 
 /** The shipped organism's recipe (about 50 minutes on 2 cores). */
 export const ORGANISM_RECIPE: OrganismRecipe = {
-  version: 1,
+  version: 2,
   name: 'lro-native organism',
   dataSeed: 1,
   trainProblems: 40000,
   minSteps: 2,
   maxSteps: 4,
   vocabSize: 1024,
+  numberTokens: 99,
   model: { nEmbd: 128, nLayer: 4, nHead: 4, nHeadKv: 4, nFf: 384, ropeBase: 10000, weightStd: 0.02 },
   initSeed: 1,
   latentSteps: 6,
-  pretrain: { steps: 2000, batchSize: 16, lr: 2e-3, warmup: 0.03 },
+  pretrain: { steps: 2500, batchSize: 16, lr: 2e-3, warmup: 0.03 },
   method: 'coconut',
   codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 4, stepsPerStage: 500, batchSize: 16, lr: 1e-3 },
+  coconut: { stages: 4, stepsPerStage: 400, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1 },
 };
 
 /** A minute's worth, for tests: the same path on a tiny model. */
@@ -63,7 +70,7 @@ export const QUICK_RECIPE: OrganismRecipe = {
   latentSteps: 3,
   pretrain: { steps: 30, batchSize: 8, lr: 3e-3, warmup: 0 },
   codi: { steps: 20, batchSize: 8, lr: 1e-3, warmup: 0, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3 },
+  coconut: { stages: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1 },
 };
 
 export interface OrganismTrainOptions {
@@ -118,7 +125,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
   if (!existsSync(vocab)) {
     say('tokenizer');
     train ??= readFileSync(trainFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as OrganismProblem);
-    const tok = trainOrganismTokenizer(organismCorpus(train), { vocabSize: recipe.vocabSize });
+    const tok = trainOrganismTokenizer(organismCorpus(train), { vocabSize: recipe.vocabSize, numberTokens: recipe.numberTokens });
     writeTokenizerGguf(vocab, tok, [{ key: 'general.name', type: 'string', value: `${recipe.name} tokenizer` }]);
   }
   // 3. init
@@ -226,6 +233,8 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
             out: dir,
             objective: 'coconut',
             stage: st,
+            latentTargets: recipe.coconut.latentTargets,
+            latentFactor: recipe.coconut.latentFactor,
             lr: recipe.coconut.lr,
             warmup: 0,
             schedule: 'constant',

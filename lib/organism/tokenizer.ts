@@ -1,8 +1,10 @@
 // A small byte-level BPE for the model organism, in the form the engine's GGUF tokenizer reads
 // (native/model/tokenizer.cpp: tokenizer.ggml.model "gpt2", pre "llama-bpe"): the 256 byte tokens
 // (GPT-2's byte-to-unicode spelling, ids in byte order, as native/model/random_model.cpp writes
-// them), then the learned merges, then the special tokens. No merge touches a digit or one of
-// + - * / = < > #, so every digit stays one token and the <<a+b=c>> annotations stay spelled out.
+// them), then the learned merges, then the special tokens. No learned merge touches a digit or one
+// of + - * / = < > #, so the <<a+b=c>> annotations stay spelled out. With numberTokens, the numbers
+// 10..N are one token each (merges of their digits, ranked first): a value is then a single token,
+// which a small model computes and a probe or a latent target reads as one class.
 import { randomBytes } from 'node:crypto';
 import { renameSync, rmSync } from 'node:fs';
 import { InputError } from '../errors.js';
@@ -34,6 +36,8 @@ export interface TrainTokenizerOptions {
   vocabSize?: number;
   /** A pair must occur at least this often to be merged; default 2. */
   minFrequency?: number;
+  /** Numbers 0..numberTokens (at most 99) one token each; default 0 (every digit its own token). */
+  numberTokens?: number;
 }
 
 // ------------------------------------------------------------------ byte-level alphabet
@@ -83,7 +87,8 @@ export function trainOrganismTokenizer(texts: readonly string[], options: TrainT
   const tokens: string[] = [...BYTE_TO_UNICODE];
   const idOf = new Map(tokens.map((t, i) => [t, i]));
   const blocked = new Set<number>([...UNMERGEABLE].map((c) => c.charCodeAt(0)));
-  const isBlocked = (id: number) => blocked.has(id);
+  const isBlocked = (id: number) => blocked.has(id) || id >= 256 && /^[0-9]+$/.test(tokens[id]);
+  const isDigit = (id: number) => id >= 48 && id <= 57;
 
   // Distinct words with their counts, as symbol ids (bytes at first).
   const counts = new Map<string, number>();
@@ -91,6 +96,28 @@ export function trainOrganismTokenizer(texts: readonly string[], options: TrainT
   const words = [...counts.keys()].sort().map((w) => ({ syms: [...Buffer.from(w, 'utf8')], count: counts.get(w)! }));
 
   const merges: string[] = [];
+  const numberTokens = options.numberTokens ?? 0;
+  if (!Number.isInteger(numberTokens) || numberTokens < 0 || numberTokens > 99) throw new InputError('organism tokenizer: numberTokens must be an integer in 0..99');
+  for (let n = 10; n <= numberTokens; n++) {
+    const [a, b] = [...String(n)].map((c) => c.charCodeAt(0));
+    const id = tokens.length;
+    tokens.push(String(n));
+    idOf.set(String(n), id);
+    merges.push(`${tokens[a]} ${tokens[b]}`);
+    for (const w of words) {
+      const s = w.syms;
+      let j = 0;
+      for (let i = 0; i < s.length; i++) {
+        if (i + 1 < s.length && s[i] === a && s[i + 1] === b && (i + 2 >= s.length || !isDigit(s[i + 2])) && (i === 0 || !isDigit(s[i - 1]))) {
+          s[j++] = id;
+          i++;
+        } else {
+          s[j++] = s[i];
+        }
+      }
+      s.length = j;
+    }
+  }
   const target = vocabSize - ORGANISM_SPECIAL_TOKENS.length;
   while (tokens.length < target) {
     const pairs = new Map<number, number>();

@@ -30,7 +30,7 @@ int64_t int_field(const Napi::Object& o, const char* key, const std::string& whe
   return static_cast<int64_t>(v);
 }
 
-// {prompt, suffix, suffixLabels, teacher?, teacherLabels?, studentDistill?, teacherDistill?}
+// {prompt, suffix, suffixLabels, teacher?, teacherLabels?, studentDistill?, teacherDistill?, latentLabels?}
 std::vector<lro::LatentExample> latent_examples(const Napi::Value& v) {
   if (!v.IsArray()) throw std::invalid_argument("latent trainer: examples must be an array");
   auto a = v.As<Napi::Array>();
@@ -48,6 +48,7 @@ std::vector<lro::LatentExample> latent_examples(const Napi::Value& v) {
     x.teacher_labels = i32_field(o, "teacherLabels", where, false);
     x.student_distill = int_field(o, "studentDistill", where, -1);
     x.teacher_distill = int_field(o, "teacherDistill", where, -1);
+    x.latent_labels = i32_field(o, "latentLabels", where, false);
     out.push_back(std::move(x));
   }
   return out;
@@ -59,6 +60,8 @@ Napi::Object loss_to_js(Napi::Env env, const lro::LatentLoss& l) {
   o.Set("ce", l.ce);
   o.Set("distill", l.distill);
   o.Set("refCe", l.ref_ce);
+  o.Set("latentCe", l.latent_ce);
+  o.Set("latentTokens", static_cast<double>(l.latent_tokens));
   auto per = Napi::Array::New(env, l.distill_per_state.size());
   for (size_t i = 0; i < l.distill_per_state.size(); ++i) per.Set(static_cast<uint32_t>(i), l.distill_per_state[i]);
   o.Set("distillPerState", per);
@@ -204,6 +207,7 @@ LatentTrainerWrap::LatentTrainerWrap(const Napi::CallbackInfo& info) : Napi::Obj
   cfg.latent_steps = static_cast<int64_t>(opt_number(co, "latentSteps", static_cast<double>(cfg.latent_steps)));
   cfg.distill_factor = opt_number(co, "distillFactor", cfg.distill_factor);
   cfg.ref_factor = opt_number(co, "refFactor", cfg.ref_factor);
+  cfg.latent_factor = opt_number(co, "latentFactor", cfg.latent_factor);
   cfg.smooth_l1_beta = opt_number(co, "smoothL1Beta", cfg.smooth_l1_beta);
   cfg.train_head = opt_bool(co, "trainHead", cfg.train_head);
   cfg.threads = static_cast<int>(opt_number(co, "threads", 0));
@@ -266,6 +270,7 @@ class LatentTrainWorker : public Napi::AsyncWorker {
     o.Set("ce", result.ce);
     o.Set("distill", result.distill);
     o.Set("refCe", result.ref_ce);
+    o.Set("latentCe", result.latent_ce);
     o.Set("gradNorm", result.grad_norm);
     o.Set("clipCoef", result.clip_coef);
     o.Set("lr", result.lr);

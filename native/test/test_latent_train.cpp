@@ -217,6 +217,106 @@ void run_variant(const Variant& v, const std::string& hf, const std::string& tmp
   check(std::fabs(la - glosses[2]) <= v.later_loss_abs, fmt("loss after step 2: %.6f (golden %.6f, tol %.0e)", la, glosses[2], v.later_loss_abs));
 }
 
+// Latent targets (not in the goldens): the CE of the row the head reads for step k against
+// latent_labels[k]. Its value is checked against logits computed here from the traced h_k and the
+// output matrix; its gradient (with minus without targets) against central differences.
+void check_latent_targets(const std::string& hf, const std::string& tmp) {
+  std::printf("-- latent targets (coconut, full)\n");
+  Golden g(hf, "codi-train-coconut-full");
+  auto model = lro::LlamaModel::load(tmp + "/merged.gguf");
+  const int64_t V = model->hparams().n_vocab, d = model->hparams().n_embd;
+  lro::LatentTrainConfig cfg;
+  cfg.objective = lro::LatentObjective::COCONUT;
+  cfg.mode = lro::LatentTrainMode::FULL;
+  cfg.latent_steps = g.j.find("objective_settings")->find("stage")->integer;
+  cfg.threads = 2;
+  lro::OptimConfig oc;
+  lro::LatentTrainer tr(model, nullptr, cfg, oc);
+  std::vector<lro::LatentExample> plain, targeted;
+  const size_t n_ex = g.j.find("examples")->items.size();
+  for (size_t b = 0; b < n_ex; ++b) {
+    const std::string p = "ex" + std::to_string(b) + ".";
+    lro::LatentExample e;
+    e.prompt = ids(g.at(p + "prompt_ids"));
+    e.suffix = ids(g.at(p + "suffix_ids"));
+    e.suffix_labels = ids(g.at(p + "suffix_labels"));
+    plain.push_back(e);
+    for (int64_t k = 0; k < cfg.latent_steps; ++k)
+      e.latent_labels.push_back(b == 0 && k == 0 ? -100 : static_cast<int32_t>((e.prompt[static_cast<size_t>(k)] * 7 + 3 * k + b) % V));
+    targeted.push_back(std::move(e));
+  }
+  const lro::TrainTensor* out = tr.find("lm_head.weight");
+  if (!out) out = tr.find("model.embed_tokens.weight");
+  check(out != nullptr, "the output matrix is a trained tensor");
+  if (!out) return;
+  const std::vector<float> W = tr.hf_values(*out, false);  // [V, d]
+  std::vector<lro::LatentTrace> traces;
+  auto losses = tr.accumulate(targeted, 0.0, &traces);
+  double worst = 0;
+  bool total_ok = true;
+  for (size_t b = 0; b < n_ex; ++b) {
+    double sum = 0;
+    int n = 0;
+    for (int64_t k = 0; k < cfg.latent_steps; ++k) {
+      const int32_t t = targeted[b].latent_labels[static_cast<size_t>(k)];
+      if (t < 0) continue;
+      const float* h = traces[b].h.data() + k * d;
+      std::vector<double> z(static_cast<size_t>(V));
+      double mx = -1e300;
+      for (int64_t v = 0; v < V; ++v) {
+        double a = 0;
+        for (int64_t i = 0; i < d; ++i) a += double(W[static_cast<size_t>(v * d + i)]) * h[i];
+        z[static_cast<size_t>(v)] = a;
+        mx = std::max(mx, a);
+      }
+      double se = 0;
+      for (double a : z) se += std::exp(a - mx);
+      sum += mx + std::log(se) - z[static_cast<size_t>(t)];
+      ++n;
+    }
+    const double ref = sum / n;
+    worst = std::max(worst, std::fabs(losses[b].latent_ce - ref) / ref);
+    total_ok = total_ok && std::fabs(losses[b].total - losses[b].ce - losses[b].latent_ce) <= 1e-9 * losses[b].total &&
+               losses[b].latent_tokens == n;
+  }
+  check(worst <= 1e-5, fmt("latent-target CE vs logits of the traced h_k: worst rel %.2e (tol 1e-5)", worst));
+  check(total_ok, "loss = suffix CE + latent-target CE; a negative label is skipped");
+
+  // d(mean latent CE)/dw = grad(with targets) - grad(without)
+  tr.zero_grad();
+  tr.accumulate(targeted, 1.0);
+  std::vector<std::vector<float>> with;
+  for (auto& t : tr.params()) with.push_back(t.g);
+  tr.zero_grad();
+  tr.accumulate(plain, 1.0);
+  auto mean_latent = [&]() {
+    double m = 0;
+    for (const auto& l : tr.accumulate(targeted, 0.0)) m += l.latent_ce / static_cast<double>(n_ex);
+    return m;
+  };
+  double fd_worst = 0;
+  int probes = 0;
+  for (size_t pi = 0; pi < tr.params().size(); pi += 3) {
+    auto& t = tr.params()[pi];
+    size_t best = 0;
+    for (size_t i = 0; i < t.g.size(); ++i)
+      if (std::fabs(with[pi][i] - t.g[i]) > std::fabs(with[pi][best] - t.g[best])) best = i;
+    const double analytic = double(with[pi][best]) - t.g[best];
+    if (std::fabs(analytic) < 1e-3) continue;
+    const float w0 = t.w[best], eps = 1e-2f * std::max(1.0f, std::fabs(w0));
+    t.w[best] = w0 + eps;
+    const double up = mean_latent();
+    t.w[best] = w0 - eps;
+    const double dn = mean_latent();
+    t.w[best] = w0;
+    const double fd = (up - dn) / (2.0 * eps);
+    fd_worst = std::max(fd_worst, std::fabs(fd - analytic) / std::fabs(analytic));
+    ++probes;
+  }
+  check(probes >= 3 && fd_worst <= 2e-2,
+        fmt("latent-target gradient vs central differences at %d weights: worst rel %.2e (tol 2e-2)", probes, fd_worst));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -241,6 +341,7 @@ int main(int argc, char** argv) {
     run_variant({"codi-train-full", O::CODI, M::FULL, 1e-5, 2e-1, 2e-4, 5e-5, 5e-3, 5e-4, 1e-3}, hf, tmp);
     run_variant({"codi-train-coconut", O::COCONUT, M::LORA, 1e-5, 5e-3, 1e-4, 5e-5, 5e-4, 5e-4, 5e-3}, hf, tmp);
     run_variant({"codi-train-coconut-full", O::COCONUT, M::FULL, 1e-5, 2e-1, 2e-4, 5e-5, 5e-3, 5e-4, 1e-3}, hf, tmp);
+    check_latent_targets(hf, tmp);
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
     ++failures;

@@ -735,7 +735,23 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
       }
       lo.distill = sum / J;
     }
-    lo.total = lo.ce + cfg_.distill_factor * lo.distill + cfg_.ref_factor * lo.ref_ce;
+    // latent targets: the row whose final state becomes e_k predicts latent_labels[k]
+    if (!ex.latent_labels.empty()) {
+      std::vector<int64_t> lrows;
+      std::vector<int32_t> ltg;
+      const int64_t first = prompts[static_cast<size_t>(b)].first + prompts[static_cast<size_t>(b)].second - 1;
+      for (int64_t k = 0; k < N; ++k)
+        if (ex.latent_labels[static_cast<size_t>(k)] >= 0) {
+          lrows.push_back(first + k);
+          ltg.push_back(ex.latent_labels[static_cast<size_t>(k)]);
+        }
+      lo.latent_tokens = static_cast<int64_t>(lrows.size());
+      if (!lrows.empty()) {
+        const double n = static_cast<double>(lrows.size());
+        lo.latent_ce = ce_rows(s, lrows, ltg, w * cfg_.latent_factor / n, backward && cfg_.latent_factor > 0 ? &dtop : nullptr) / n;
+      }
+    }
+    lo.total = lo.ce + cfg_.distill_factor * lo.distill + cfg_.ref_factor * lo.ref_ce + cfg_.latent_factor * lo.latent_ce;
   }
   if (!backward) return out;
 
@@ -792,6 +808,13 @@ std::vector<LatentLoss> LatentTrainer::accumulate(const std::vector<LatentExampl
       continue;
     }
     if (ex.prompt.empty()) throw std::invalid_argument(where + " has no prompt ids");
+    if (!ex.latent_labels.empty()) {
+      if (static_cast<int64_t>(ex.latent_labels.size()) != cfg_.latent_steps)
+        throw std::invalid_argument(where + ": latent labels has " + std::to_string(ex.latent_labels.size()) +
+                                    " entries, expected one per latent step (" + std::to_string(cfg_.latent_steps) + ")");
+      for (int32_t x : ex.latent_labels)
+        if (x >= hp.n_vocab) throw std::invalid_argument(where + ": latent label " + std::to_string(x) + " is outside the vocabulary");
+    }
     ids(ex.prompt, "prompt");
     ids(ex.suffix, "suffix");
     labels(ex.suffix_labels, ex.suffix, "suffix");
@@ -835,6 +858,7 @@ LatentStepResult LatentTrainer::step(const std::vector<std::vector<LatentExample
       r.ce += k * l.ce;
       r.distill += k * l.distill;
       r.ref_ce += k * l.ref_ce;
+      r.latent_ce += k * l.latent_ce;
       r.tokens += l.tokens;
       r.examples.push_back(l);
     }

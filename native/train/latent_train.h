@@ -35,6 +35,10 @@ struct LatentTrainConfig {
   LatentTrainMode mode = LatentTrainMode::LORA;
   int64_t latent_steps = 6;  // CODI: the N latent steps; Coconut: the stage s
   double distill_factor = 1, ref_factor = 1;
+  // Weight of the latent-target CE (examples with latent_labels): the row whose final state the head
+  // reads for step k is also trained to predict latent_labels[k] through the output head. Not part
+  // of CODI or Coconut; the organism uses it so that step k's latent carries step k's result.
+  double latent_factor = 1;
   double smooth_l1_beta = 1;
   LoraConfig lora;           // LoRA mode: a fresh LoRA, or lora.init_adapter (a llama.cpp GGUF adapter)
   bool train_head = true;    // CODI's head is trained with the model
@@ -50,12 +54,13 @@ struct LatentExample {
   std::vector<int32_t> teacher, teacher_labels;  // CODI: the teacher's whole sequence
   int64_t student_distill = -1;                  // CODI: index in suffix of the distillation token
   int64_t teacher_distill = -1;                  // CODI: index in teacher of the same token
+  std::vector<int32_t> latent_labels;            // empty, or one per latent step (negative: none)
 };
 
 struct LatentLoss {
-  double ce = 0, distill = 0, ref_ce = 0, total = 0;  // ce / ref_ce: means over their targets
+  double ce = 0, distill = 0, ref_ce = 0, latent_ce = 0, total = 0;  // CEs: means over their targets
   std::vector<double> distill_per_state;              // [n_layer + 1]
-  int64_t ce_tokens = 0, ref_tokens = 0, tokens = 0;
+  int64_t ce_tokens = 0, ref_tokens = 0, latent_tokens = 0, tokens = 0;
 };
 
 // What the forward of one example computed, for tests and inspection.
@@ -65,7 +70,7 @@ struct LatentTrace {
 };
 
 struct LatentStepResult {
-  double loss = 0, ce = 0, distill = 0, ref_ce = 0;  // batch means
+  double loss = 0, ce = 0, distill = 0, ref_ce = 0, latent_ce = 0;  // batch means
   double grad_norm = 0, clip_coef = 1, lr = 0;
   int64_t tokens = 0, step = 0;
   std::vector<LatentLoss> examples;
