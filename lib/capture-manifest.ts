@@ -1,6 +1,7 @@
 // The manifest of a capture folder: what was captured, from which model, and where each tensor lives.
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { InputError } from './errors.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -107,7 +108,12 @@ export const CaptureManifestSchema = z.preprocess(
       /** false while a run is in progress or after an interrupted one (rerun with resume). */
       complete: z.boolean(),
       model: z.object({
+        /** Absolute, as the run saw it. */
         path: z.string(),
+        /** The same file relative to the capture folder: found first, so a moved folder still finds a model moved with it. */
+        relative: z.string().optional(),
+        /** Content hash (sha256 of the file): a resume with another model is refused even when the sizes match. */
+        sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
         name: z.string(),
         architecture: z.string(),
         fileSize: int.nonnegative(),
@@ -116,6 +122,14 @@ export const CaptureManifestSchema = z.preprocess(
         nLayer: int.positive(),
       }),
       settings: SettingsSchema,
+      /** What the records came from and the latent head, by content (absent in older manifests). */
+      inputs: z
+        .object({
+          latentHeadSha256: z.string().regex(/^[0-9a-f]{64}$/).nullable(),
+          source: z.object({ what: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).nullable(),
+        })
+        .strict()
+        .optional(),
       shards: z.array(z.object({ file: z.string().min(1), bytes: int.nonnegative(), tensors: int.nonnegative() })),
       records: z.array(CaptureRecordEntrySchema),
     })
@@ -186,6 +200,18 @@ function formatManifest(m: CaptureManifest): string {
 }
 
 /** Replaces DIR/manifest.json atomically (temp file, fsync, rename). */
+/**
+ * The model file a manifest names, from the folder `dir` holding it: its relative path first (a
+ * folder moved with its model), then the absolute one; null when neither exists.
+ */
+export function manifestModelPath(dir: string, model: CaptureManifest['model']): string | null {
+  if (model.relative !== undefined) {
+    const p = resolve(dir, model.relative);
+    if (existsSync(p)) return p;
+  }
+  return existsSync(model.path) ? model.path : null;
+}
+
 export async function writeCaptureManifest(dir: string, manifest: CaptureManifest): Promise<void> {
   await writeFileAtomic(join(dir, MANIFEST_FILE), formatManifest(manifest));
 }

@@ -2,7 +2,7 @@
 // (the plain capture, the reasoning capture, trace --capture). Memory is bounded by one shard;
 // the manifest lists a record only once all of its tensors are on disk.
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import {
   CAPTURE_FORMAT,
   CAPTURE_VERSION,
@@ -27,6 +27,8 @@ export interface CaptureSinkInit {
   flushIntervalMs: number;
   model: CaptureManifest['model'];
   settings: CaptureManifest['settings'];
+  /** The latent head's and the records' source content hashes; a resume with others is refused. */
+  inputs?: CaptureManifest['inputs'];
 }
 
 /** One tensor of a record: rows of `width` float32 values, possibly in several pieces. */
@@ -40,10 +42,34 @@ export interface SinkTensor {
 
 const SAFETENSORS_DTYPE = { f32: 'F32', f16: 'F16', bf16: 'BF16' } as const satisfies Record<string, SafetensorsDtype>;
 
-function sameSettings(a: CaptureManifest['settings'], b: CaptureManifest['settings']): string | undefined {
-  for (const k of new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof CaptureManifest['settings']>)
-    if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return `${k} is ${JSON.stringify(a[k])} there, ${JSON.stringify(b[k])} now`;
+// byContent: the latent head is compared by its hash (inputs), so its path may differ.
+function sameSettings(a: CaptureManifest['settings'], b: CaptureManifest['settings'], byContent: boolean): string | undefined {
+  const strip = (s: CaptureManifest['settings']) => (byContent && s.reasoning ? { ...s, reasoning: { ...s.reasoning, latentHead: '' } } : s);
+  const [x, y] = [strip(a), strip(b)];
+  for (const k of new Set([...Object.keys(x), ...Object.keys(y)]) as Set<keyof CaptureManifest['settings']>)
+    if (JSON.stringify(x[k]) !== JSON.stringify(y[k])) return `${k} is ${JSON.stringify(x[k])} there, ${JSON.stringify(y[k])} now`;
   return undefined;
+}
+
+const short = (h: string | null | undefined) => (h ? h.slice(0, 12) : 'none');
+
+/** Why a manifest's model or inputs are not the run's (by content where both have hashes); null when they are. */
+function otherInputs(m: CaptureManifest, init: CaptureSinkInit): string | null {
+  if (m.model.sha256 && init.model.sha256) {
+    if (m.model.sha256 !== init.model.sha256)
+      return `another model: ${m.model.path} (sha256 ${short(m.model.sha256)}) there, ${init.model.path} (sha256 ${short(init.model.sha256)}) now`;
+  } else {
+    for (const k of ['nVocab', 'nEmbd', 'nLayer', 'fileSize'] as const)
+      if (m.model[k] !== init.model[k]) return `another model: ${m.model.path} there, ${init.model.path} now (${k} differs)`;
+  }
+  if (m.inputs && init.inputs) {
+    if (m.inputs.latentHeadSha256 !== init.inputs.latentHeadSha256)
+      return `another latent head (sha256 ${short(m.inputs.latentHeadSha256)} there, ${short(init.inputs.latentHeadSha256)} now)`;
+    const [a, b] = [m.inputs.source, init.inputs.source];
+    if (a?.sha256 !== b?.sha256)
+      return `other records: ${a ? `${a.what} (sha256 ${short(a.sha256)})` : 'unrecorded'} there, ${b ? `${b.what} (sha256 ${short(b.sha256)})` : 'unrecorded'} now`;
+  }
+  return null;
 }
 
 /** Bytes in the output dtype; the f16/bf16 rounding is native. */
@@ -97,11 +123,13 @@ export class CaptureSink {
       if (!init.resume)
         throw new InputError(`${init.out} already holds a capture (${MANIFEST_FILE}); resume it (--resume) or choose another output folder`);
       manifest = await readCaptureManifest(init.out);
-      const diff = sameSettings(manifest.settings, init.settings);
+      const other = otherInputs(manifest, init);
+      if (other) throw new InputError(`${join(init.out, MANIFEST_FILE)} was made from ${other}; resume needs the same inputs (or choose another output folder)`);
+      const diff = sameSettings(manifest.settings, init.settings, manifest.inputs !== undefined && init.inputs !== undefined);
       if (diff) throw new InputError(`${join(init.out, MANIFEST_FILE)} was made with other settings (${diff}); resume needs the same ones`);
-      for (const k of ['nVocab', 'nEmbd', 'nLayer', 'fileSize'] as const)
-        if (manifest.model[k] !== init.model[k])
-          throw new InputError(`${join(init.out, MANIFEST_FILE)} was made with another model (${manifest.model.path}; ${k} differs)`);
+      // The current locations (the folder or the model may have moved since).
+      manifest.model = { ...manifest.model, path: init.model.path, relative: relative(resolve(init.out), resolve(init.model.path)) };
+      manifest.settings = init.settings;
       manifest.complete = false;
     } else {
       const now = new Date().toISOString();
@@ -111,8 +139,9 @@ export class CaptureSink {
         createdAt: now,
         updatedAt: now,
         complete: false,
-        model: init.model,
+        model: { ...init.model, relative: relative(resolve(init.out), resolve(init.model.path)) },
         settings: init.settings,
+        ...(init.inputs ? { inputs: init.inputs } : {}),
         shards: [],
         records: [],
       };

@@ -2,11 +2,12 @@
 // safetensors shards plus a manifest, so a crash or Ctrl-C loses at most the unwritten shard.
 // A model with a latent head is captured through the reasoning loop (prompt, latent steps, eot,
 // answer); any other model by feeding each record's tokens.
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { goldAnswer } from './answers.js';
 import { PositionSelectorSchema, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
 import { CaptureSink, type SinkTensor } from './capture-sink.js';
+import { contentHash, type SourceIdentity } from './content-hash.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
 import type { Model } from './model.js';
@@ -123,6 +124,8 @@ export const CaptureOptionsSchema = z
     maxAnswerTokens: z.number().int().min(0).max(1 << 20).default(32),
     temperature: z.number().min(0).default(0),
     seed: z.number().int().min(0).default(0),
+    /** What the records came from (fileSource / textSource): kept in the manifest; a resume from another source is refused. */
+    source: z.object({ what: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict().optional(),
   })
   .strict();
 export type CaptureOptions = z.input<typeof CaptureOptionsSchema>;
@@ -228,11 +231,17 @@ export function reasoningSettings(
   };
 }
 
-/** The model block of a manifest. */
-export function manifestModel(model: Model): CaptureManifest['model'] {
+/** The manifest's inputs block: the latent head and the records' source, by content. */
+export async function captureInputs(head: LatentHead | null, source: SourceIdentity | undefined): Promise<NonNullable<CaptureManifest['inputs']>> {
+  return { latentHeadSha256: head ? await contentHash(head.settings.path) : null, source: source ?? null };
+}
+
+/** The model block of a manifest (with the file's content hash). */
+export async function manifestModel(model: Model): Promise<CaptureManifest['model']> {
   const info = model.info;
   return {
-    path: info.path,
+    path: resolve(info.path),
+    sha256: await contentHash(info.path),
     name: info.name,
     architecture: info.architecture,
     fileSize: info.fileSize,
@@ -282,7 +291,8 @@ export async function capture(
     resume: o.resume,
     shardBytes: o.shardBytes,
     flushIntervalMs: o.flushIntervalMs,
-    model: manifestModel(model),
+    model: await manifestModel(model),
+    inputs: await captureInputs(head, o.source),
     settings: {
       points: o.points,
       dtype: o.dtype,

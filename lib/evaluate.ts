@@ -24,6 +24,8 @@ export const EvaluateOptionsSchema = z
     out: z.string().min(1).optional(),
     /** With out: start the file afresh. */
     overwrite: z.boolean().default(false),
+    /** With out: what the records came from (fileSource / textSource); a continuation from another source is refused. */
+    source: z.object({ what: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict().optional(),
   })
   .strict();
 export type EvaluateOptions = z.input<typeof EvaluateOptionsSchema>;
@@ -99,6 +101,7 @@ export async function evaluate(
       const t = await trace(model, records, {
         out: o.out,
         overwrite: o.overwrite,
+        source: o.source,
         latentHead: head,
         latentSteps,
         format: o.format,

@@ -22,7 +22,8 @@ import { native, type NativeLatentExample, type NativeLatentStepResult, type Nat
 import { parseOptions } from './options.js';
 import { writeSafetensors } from './safetensors.js';
 import { abortError } from './session.js';
-import { checkRunIdentity, contentHash, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
+import { contentHash } from './content-hash.js';
+import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
 
 const int = z.number().int();
 

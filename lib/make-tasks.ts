@@ -8,7 +8,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
-import { readCaptureManifest, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
+import { manifestModelPath, readCaptureManifest, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
+import { contentHash } from './content-hash.js';
 import { ensureDemoModel, isBuiltinModel } from './demo-model.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
@@ -16,6 +17,7 @@ import { loadModel, type Model } from './model.js';
 import { writeFileAtomic } from './atomic-file.js';
 import type { OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
+import { checkRunIdentity } from './train-run.js';
 import { EXTRA_DIR, extrasManifest, pointOf, runExtras, type ExtraKind } from './tasks/extras.js';
 import { readSolutions, readTraceRecords, type TraceRecord } from './tasks/inputs.js';
 import { parseTaskList } from './tasks/registry.js';
@@ -53,6 +55,8 @@ export const MakeTasksOptionsSchema = z
     /** Counterfactual threshold on 1 - cosine; "median": the training split's median distance per layer. */
     cfThreshold: z.union([z.number().min(0).max(2), z.literal('median')]).default('median'),
     threads: int.min(0).max(1024).default(0),
+    /** Replace task files of another run in out (refused without it). */
+    overwrite: z.boolean().default(false),
   })
   .strict();
 export type MakeTasksOptions = z.input<typeof MakeTasksOptionsSchema>;
@@ -147,7 +151,7 @@ function context(seed: number, detokenize: (ids: number[]) => string, cfThreshol
 }
 
 async function openModel(o: z.output<typeof MakeTasksOptionsSchema>, manifest: CaptureManifest, full: boolean): Promise<{ model: Model; head: LatentHead | null; path: string }> {
-  let path = o.model ?? manifest.model.path;
+  let path = o.model ?? manifestModelPath(o.capture, manifest.model) ?? manifest.model.path;
   let headPath = o.latentHead ?? (o.model === undefined ? manifest.settings.reasoning?.latentHead : undefined);
   if (isBuiltinModel(path)) {
     const demo = await ensureDemoModel();
@@ -176,6 +180,39 @@ async function openModel(o: z.output<typeof MakeTasksOptionsSchema>, manifest: C
     throw new InputError(`${path} has no latent head; give --latent-head`);
   }
   return { model, head, path };
+}
+
+const TASK_OUTPUTS = ['train.jsonl', 'val.jsonl', 'test.jsonl', 'summary.json', EXTRA_DIR];
+
+/**
+ * OUT/run.json names the inputs and settings of the tasks in OUT by content. A rerun with the same
+ * ones continues (the extra runs); other ones, or task files without a run.json, are refused
+ * unless overwrite, which removes them first.
+ */
+async function claimTasksFolder(o: z.output<typeof MakeTasksOptionsSchema>, manifest: CaptureManifest): Promise<void> {
+  const runFile = join(o.out, 'run.json');
+  if (o.overwrite) for (const f of ['run.json', ...TASK_OUTPUTS]) await rm(join(o.out, f), { recursive: true, force: true });
+  else if (!existsSync(runFile) && TASK_OUTPUTS.some((f) => existsSync(join(o.out, f))))
+    throw new InputError(`${o.out} already holds task files of another run (and no run.json); pass --overwrite to replace them, or choose another --out`);
+  const model = o.model !== undefined && !isBuiltinModel(o.model) && existsSync(o.model) ? await contentHash(o.model) : (o.model ?? manifest.model.sha256 ?? null);
+  const identity = {
+    traces: await contentHash(o.traces),
+    capture: await contentHash(join(o.capture, 'manifest.json')),
+    data: o.data ? await contentHash(o.data) : null,
+    model,
+    latentHead: o.latentHead && existsSync(o.latentHead) ? await contentHash(o.latentHead) : null,
+    tasks: o.tasks,
+    layers: o.layers ?? null,
+    split: o.split,
+    seed: o.seed,
+    maxPerQuestion: o.maxPerQuestion,
+    headView: o.headView,
+    trainEvalOnly: o.trainEvalOnly,
+    tamperNoise: o.tamperNoise,
+    cfThreshold: o.cfThreshold,
+  };
+  mkdirSync(o.out, { recursive: true });
+  await checkRunIdentity(runFile, 'lro-tasks-run', identity, {}, (d) => `${o.out} holds tasks made from other inputs or settings (${d}); pass --overwrite to replace them, or choose another --out`);
 }
 
 /**
@@ -241,6 +278,7 @@ export async function makeTasks(
 
   const extraKinds = [...new Set(tasks.flatMap((t) => t.extras ?? []))] as ExtraKind[];
   const needsTokenizer = tasks.some((t) => t.name === 'past_lens' || t.name === 'future_lens');
+  await claimTasksFolder(o, manifest);
   const opened = extraKinds.length || needsTokenizer ? await openModel(o, manifest, extraKinds.length > 0) : null;
   try {
     mkdirSync(o.out, { recursive: true });

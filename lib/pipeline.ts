@@ -6,10 +6,11 @@
 // from its checkpoint, eval from its predictions file. A stage whose settings changed is redone
 // (trace and capture refuse to mix settings in one file, and say so).
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
+import { contentHash, fileSource } from './content-hash.js';
 import { capture, type CaptureRecord } from './capture.js';
 import { PositionSelectorSchema } from './capture-manifest.js';
 import { ensureDemoModel, DEMO_MODEL_NAME, isBuiltinModel } from './demo-model.js';
@@ -204,12 +205,6 @@ function sha256(s: string): string {
   return createHash('sha256').update(s).digest('hex');
 }
 
-async function fileSha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const b of createReadStream(path)) h.update(b as Buffer);
-  return h.digest('hex');
-}
-
 /** Where each stage writes. */
 export function pipelinePaths(out: string) {
   return {
@@ -283,8 +278,10 @@ export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOp
   };
   const records = (): AsyncIterable<CaptureRecord> => readPromptJsonl(c.data.path, { fields: c.data.field ? [c.data.field] : undefined, limit: c.limits.questions });
 
-  const modelId = { path: modelPath, bytes: statSync(modelPath).size, head: headPath ?? null };
-  const dataId = { path: c.data.path, sha256: await fileSha256(c.data.path), field: c.data.field ?? null, questions: c.limits.questions ?? null };
+  // By content: a merged model and its base have the same size.
+  const modelId = { sha256: await contentHash(modelPath), bytes: statSync(modelPath).size, head: headPath ? await contentHash(headPath) : null };
+  const source = await fileSource(c.data.path, c.data.field ? `field ${c.data.field}` : undefined);
+  const dataId = { path: c.data.path, sha256: await contentHash(c.data.path), field: c.data.field ?? null, questions: c.limits.questions ?? null };
   const reasonId = { latentSteps: c.limits.latentSteps ?? null, maxAnswerTokens: c.limits.maxAnswerTokens, seed: c.seed };
   // Each stage's fingerprint covers its own settings and the fingerprints of its inputs.
   const fp: Partial<Record<PipelineStage, string>> = {};
@@ -321,6 +318,7 @@ export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOp
       const s = await trace(m, records(), {
         out: P.traces,
         overwrite: fresh,
+        source,
         latentHead: h,
         latentSteps: c.limits.latentSteps,
         maxAnswerTokens: c.limits.maxAnswerTokens,
@@ -342,6 +340,7 @@ export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOp
       const layers = c.layers ?? defaultLayers(m.info.nLayer);
       const r = await capture(m, records(), {
         out: P.capture,
+        source,
         points: layers.map(pointOf),
         positions: c.positions,
         dtype: c.dtype,

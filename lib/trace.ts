@@ -9,7 +9,7 @@ import { isCorrect } from './answers.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { MANIFEST_FILE, PositionSelectorSchema } from './capture-manifest.js';
 import { CaptureSink } from './capture-sink.js';
-import { checkPointName, manifestModel, reasoningRecordEntry, reasoningSettings, reasoningTensors, type CaptureRecord } from './capture.js';
+import { captureInputs, checkPointName, manifestModel, reasoningRecordEntry, reasoningSettings, reasoningTensors, type CaptureRecord } from './capture.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
 import type { Model } from './model.js';
@@ -188,6 +188,8 @@ export const TraceOptionsSchema = z
     out: z.string().min(1),
     /** Start the file afresh instead of continuing it. */
     overwrite: z.boolean().default(false),
+    /** What the records came from (fileSource / textSource); a continuation from another source is refused. */
+    source: z.object({ what: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict().optional(),
     latentSteps: z.number().int().min(0).max(4096).optional(),
     format: z.enum(['codi-answer-only', 'codi', 'plain']).optional(),
     maxAnswerTokens: z.number().int().min(0).max(1 << 20).default(32),
@@ -291,9 +293,12 @@ export async function trace(
   // What the lines cannot show (the model, the decoding settings) is kept beside the trace file,
   // so a resume with another model or seed is refused instead of mixing two runs in one file.
   const settingsPath = `${o.out}.settings.json`;
+  const manifestModelBlock = await manifestModel(model);
+  const inputs = await captureInputs(head, o.source);
   const runSettings = {
-    model: { path: resolve(model.info.path), fileSize: model.info.fileSize },
-    latentHead: resolve(head.settings.path),
+    model: { sha256: manifestModelBlock.sha256, fileSize: model.info.fileSize },
+    latentHead: { sha256: inputs.latentHeadSha256 },
+    source: o.source ?? null,
     format: o.format ?? head.settings.promptFormat,
     maxAnswerTokens: o.maxAnswerTokens,
     temperature: o.temperature,
@@ -337,7 +342,8 @@ export async function trace(
       resume: true,
       shardBytes: o.capture.shardBytes,
       flushIntervalMs: o.capture.flushIntervalMs,
-      model: manifestModel(model),
+      model: manifestModelBlock,
+      inputs,
       settings: {
         points: o.capture.points,
         dtype: o.capture.dtype,

@@ -24,7 +24,8 @@ import { writeFileAtomic } from './atomic-file.js';
 import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
 import { abortError } from './session.js';
-import { checkRunIdentity, fileSha256, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
+import { fileSha256 } from './content-hash.js';
+import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
 
 export { planEpoch, planRun, type PlannedStep } from './train-run.js';
 

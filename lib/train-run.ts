@@ -1,7 +1,6 @@
 // What every training command shares: the seeded batch plan (a pure function of the data's
 // lengths and the seed, so a resume replays it), the run identity check, the log truncation on
 // resume, and the data fingerprint.
-import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
@@ -63,11 +62,6 @@ export function planRun(
   return out;
 }
 
-export async function fileSha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const b of createReadStream(path)) h.update(b as Buffer);
-  return h.digest('hex');
-}
 
 /** The first setting that differs between two run identities, said for a person; null when equal. */
 export function firstDifference(a: unknown, b: unknown, path = ''): string | null {
@@ -99,33 +93,6 @@ export async function truncateLog(path: string, upToStep: number): Promise<void>
 }
 
 
-/**
- * A file's sha256, computed once: cached under ~/.cache/lro-native/hashes by absolute path, size and
- * mtime, so a run's identity names a big model by its content without re-reading it every time.
- */
-export async function contentHash(path: string): Promise<string> {
-  const abs = resolve(path);
-  const st = statSync(abs);
-  const key = createHash('sha256').update(`${abs}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 32);
-  const dir = join(process.env.LRO_CACHE_DIR ?? join(homedir(), '.cache', 'lro-native'), 'hashes');
-  const file = join(dir, key + '.json');
-  if (existsSync(file)) {
-    try {
-      const j = JSON.parse(readFileSync(file, 'utf8')) as { sha256?: unknown };
-      if (typeof j.sha256 === 'string' && /^[0-9a-f]{64}$/.test(j.sha256)) return j.sha256;
-    } catch {
-      // a damaged cache entry: hash again
-    }
-  }
-  const sha256 = await fileSha256(abs);
-  try {
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(file, JSON.stringify({ path: abs, size: st.size, mtimeMs: st.mtimeMs, sha256 }) + '\n');
-  } catch {
-    // an unwritable cache only costs a re-hash next time
-  }
-  return sha256;
-}
 
 /** The files of a training run's output folder. */
 export interface RunFolder {
@@ -155,7 +122,13 @@ export function openRunFolder(o: { out: string; log?: string; resume: boolean })
 }
 
 /** Writes run.json for a new run, or checks a resumed one's identity against it, naming the first difference. */
-export async function checkRunIdentity(runFile: string, format: string, identity: unknown, extra: Record<string, unknown> = {}): Promise<void> {
+export async function checkRunIdentity(
+  runFile: string,
+  format: string,
+  identity: unknown,
+  extra: Record<string, unknown> = {},
+  refusal: (difference: string) => string = (d) => `--resume: ${runFile} was written by a different run (${d}); use another --out`,
+): Promise<void> {
   if (existsSync(runFile)) {
     let prev: { identity?: unknown };
     try {
@@ -164,7 +137,7 @@ export async function checkRunIdentity(runFile: string, format: string, identity
       throw new InputError(`${runFile}: not valid JSON (${(e as Error).message})`);
     }
     const d = firstDifference(prev.identity, identity);
-    if (d) throw new InputError(`--resume: ${runFile} was written by a different run (${d}); use another --out`);
+    if (d) throw new InputError(refusal(d));
     return;
   }
   await writeFileAtomic(runFile, JSON.stringify({ format, version: 1, createdAt: new Date().toISOString(), ...extra, identity }, null, 1) + '\n');

@@ -1,12 +1,13 @@
 // Capture end to end: the CLI on the f32 golden model, read back with the test's own safetensors
 // reader and compared with Session.eval; shards, resume, interruption; the library API.
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { capture, loadModel, readCaptureManifest, readCaptureTensorF32, type CaptureManifest, type Model } from '../lib/index.js';
 import { maxAbsDiff } from './helpers/compare.js';
-import { runCli, startCli } from './helpers/cli.js';
+import { expectUserError, runCli, startCli } from './helpers/cli.js';
+import { manifestModelPath } from '../lib/capture-manifest.js';
 import { modelPath, sharedFile } from './helpers/paths.js';
 import { f32, readSt, wideToF32, type StFile, type StTensor } from './helpers/safetensors.js';
 
@@ -166,6 +167,40 @@ describe('capture CLI', () => {
     expect(m.records.map((x) => x.id)).toEqual(['0', '1', '2', '3', '4']);
     for (const [file, mtime] of firstShards) expect(statSync(join(out, file as string)).mtimeMs).toBe(mtime);
     await checkAgainstEval(out, m, true);
+  });
+
+  test('--resume compares the model, the data and the head by content; the manifest finds a model moved with its folder', async () => {
+    const data = sharedFile('data', 'gsm8k', 'test.jsonl');
+    const dir = join(tmp, 'identity');
+    mkdirSync(dir, { recursive: true });
+    const model = join(dir, 'model.gguf');
+    copyFileSync(modelPath('f32'), model);
+    // Same size, other content: the last weight's last byte changed.
+    const twin = join(dir, 'twin.gguf');
+    const bytes = readFileSync(model);
+    bytes[bytes.length - 1] ^= 0x01;
+    writeFileSync(twin, bytes);
+    const otherData = join(dir, 'other.jsonl');
+    const lines = readFileSync(data, 'utf8').split('\n');
+    writeFileSync(otherData, [JSON.stringify({ question: 'Another question?', answer: '#### 1' }), ...lines.slice(1, 4)].join('\n') + '\n');
+    const out = join(dir, 'cap');
+    const args = (m: string, d: string) => ['capture', '-m', m, '--data', d, '-o', out, '--points', 'final_norm', '--limit', '2', '--plain', '-q'];
+    expect((await runCli(args(model, data))).code).toBe(0);
+    const m = await readCaptureManifest(out);
+    expect(m.model.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(m.model.relative).toBe('../model.gguf');
+    expect(m.inputs!.source!.what).toBe(data);
+
+    expectUserError(await runCli([...args(twin, data), '--resume']), /made from another model: .*model\.gguf \(sha256 [0-9a-f]{12}\) there, .*twin\.gguf/);
+    expectUserError(await runCli([...args(model, otherData), '--resume']), /made from other records: .*test\.jsonl .* there, .*other\.jsonl/);
+    expect((await readCaptureManifest(out)).records.map((r) => r.id)).toEqual(['0', '1']);
+
+    // Moved with its model: found by the relative path; the old absolute one no longer exists.
+    const moved = join(tmp, 'identity-moved');
+    renameSync(dir, moved);
+    const mm = await readCaptureManifest(join(moved, 'cap'));
+    expect(manifestModelPath(join(moved, 'cap'), mm.model)).toBe(join(moved, 'model.gguf'));
+    renameSync(moved, dir);
   });
 
   test('Ctrl-C keeps the finished records; --resume completes the run', async () => {

@@ -4,21 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { loadModel } from '../lib/index.js';
-import { runCli, type CliResult } from './helpers/cli.js';
+import { expectUserError, runCli, type CliResult } from './helpers/cli.js';
 import { buildGguf } from './helpers/gguf.js';
 import { golden, modelPath } from './helpers/paths.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-function expectUserError(r: CliResult, pattern: RegExp): void {
-  expect(r.code, r.stderr).toBe(1);
-  const lines = r.stderr.split('\n').filter((l) => l.trim());
-  expect(lines, r.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^lro-native: /);
-  expect(lines[0]).toMatch(pattern);
-  expect(r.stderr).not.toMatch(/\n\s+at .*\(/); // no stack trace
-}
 
 function goldenLine(file: string, src: string, addBos: boolean, parseSpecial: boolean): { text: string; ids: number[] } {
   for (const l of readFileSync(golden('tokenizer', file), 'utf8').split('\n')) {

@@ -20,7 +20,7 @@ import {
 } from '../lib/organism/data.js';
 import { BYTE_TO_UNICODE, ORGANISM_SPECIAL_TOKENS, preTokenize, trainOrganismTokenizer, UNMERGEABLE, writeTokenizerGguf, type OrganismTokenizer } from '../lib/organism/tokenizer.js';
 import { equations } from '../lib/tasks/solution.js';
-import { runCli, type CliResult } from './helpers/cli.js';
+import { expectUserError, runCli, type CliResult } from './helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-organism-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -183,13 +183,6 @@ describe('generateProblems', () => {
 });
 
 describe('lro-native organism data', () => {
-  function expectUserError(r: CliResult, pattern: RegExp): void {
-    expect(r.code, r.stderr).toBe(1);
-    const lines = r.stderr.split('\n').filter((l) => l.trim());
-    expect(lines, r.stderr).toHaveLength(1);
-    expect(lines[0]).toMatch(/^lro-native: /);
-    expect(lines[0]).toMatch(pattern);
-  }
 
   test('writes N lines equal to generateProblems; refuses an existing --out unless --overwrite', async () => {
     const out = join(tmp, 'org.jsonl');

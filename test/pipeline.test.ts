@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertHf } from '../lib/convert.js';
 import { parsePipelineConfig, readPipelineConfig, runPipeline, type PipelineEvent, type PipelineReport, type PipelineStage } from '../lib/pipeline.js';
 import { TASKS } from '../lib/tasks/registry.js';
-import { runCli, type CliResult } from './helpers/cli.js';
+import { expectUserError, runCli, type CliResult } from './helpers/cli.js';
 import { golden, projectRoot, sharedFile } from './helpers/paths.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-pipeline-'));
@@ -20,13 +20,6 @@ const cli = (args: string[]) => runCli(args, { env });
 const gsm8k = () => sharedFile('data', 'gsm8k', 'test.jsonl');
 const codiPath = join(tmp, 'codi-tiny.f32.gguf');
 
-function expectUserError(r: CliResult, pattern: RegExp): void {
-  expect(r.code, r.stderr).toBe(1);
-  const lines = r.stderr.split('\n').filter((l) => l.trim() && !/demo model|RANDOM weights/.test(l));
-  expect(lines, r.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^lro-native: /);
-  expect(lines[0]).toMatch(pattern);
-}
 
 function expectReport(report: PipelineReport): void {
   expect(report.format).toBe('lro-pipeline-report');
@@ -71,8 +64,15 @@ describe('make-tasks CLI (demo model)', () => {
     for (const t of TASKS) expect(r.stderr).toMatch(new RegExp(`^${t.name} +\\d+ +\\d+ +\\d+`, 'm'));
     expect(r.stderr).toMatch(/^eq_result +0 .*eval only/m);
     for (const f of ['train.jsonl', 'val.jsonl', 'test.jsonl', 'summary.json', 'extra/manifest.json', 'extra/facts.jsonl']) expect(existsSync(join(out, f)), f).toBe(true);
-    const j = await cli(['make-tasks', '--traces', join(dir, 'traces.jsonl'), '--capture', join(dir, 'capture'), '-o', out, '--tasks', 'step_identity,prompt', '--layers', '2', '--json', '-q']);
+    const other = ['make-tasks', '--traces', join(dir, 'traces.jsonl'), '--capture', join(dir, 'capture'), '-o', out, '--tasks', 'step_identity,prompt', '--layers', '2', '--json', '-q'];
+    // Other tasks into the same folder: refused, naming the difference, and nothing is touched.
+    const before = readFileSync(join(out, 'train.jsonl'), 'utf8');
+    expectUserError(await cli(other), /holds tasks made from other inputs or settings \(data: .*pass --overwrite/);
+    expect(readFileSync(join(out, 'train.jsonl'), 'utf8')).toBe(before);
+    const j = await cli([...other, '--overwrite']);
     expect(j.code, j.stderr).toBe(0);
+    // The same command again continues the folder.
+    expect((await cli(other)).code).toBe(0);
     const s = JSON.parse(j.stdout);
     expect(Object.keys(s.examples)).toEqual(['step_identity', 'prompt']);
     expect(s.layers).toEqual([2]);

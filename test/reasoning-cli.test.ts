@@ -20,7 +20,8 @@ import {
 } from '../lib/index.js';
 import { goldAnswer, isCorrect, lastNumber } from '../lib/answers.js';
 import { Reasoner } from '../lib/reasoner.js';
-import { runCli, type CliResult } from './helpers/cli.js';
+import { textSource } from '../lib/content-hash.js';
+import { expectUserError, runCli, type CliResult } from './helpers/cli.js';
 import { golden, modelPath, sharedFile } from './helpers/paths.js';
 import { f32, i64, readSt, type StFile } from './helpers/safetensors.js';
 import { builtinModel } from '../lib/demo-model.js';
@@ -56,13 +57,6 @@ const TRACE_OPTS = { maxAnswerTokens: 12, earlyDecode: true, ablations: ['zero' 
 
 const cli = (args: string[]) => runCli(args, { env });
 
-function expectUserError(r: CliResult, pattern: RegExp): void {
-  expect(r.code, r.stderr).toBe(1);
-  const lines = r.stderr.split('\n').filter((l) => l.trim());
-  expect(lines, r.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^lro-native: /);
-  expect(lines[0]).toMatch(pattern);
-}
 
 function relRow(a: Float32Array, b: Float32Array): number {
   let num = 0;
@@ -174,6 +168,8 @@ describe('trace', () => {
       expect(readLines(out).map((l) => l.id)).toEqual(['q0', 'q1']);
       // What the lines do not show (seed, model) is checked from the settings file beside them.
       await expect(trace(demo, records, { ...opts, out, seed: 7 })).rejects.toThrow(/lib-abort\.jsonl was traced with other settings \(seed is 0 there, 7 now\)/);
+      // Records from another source: refused by content, not by line number.
+      await expect(trace(demo, records, { ...opts, out, source: textSource('other.jsonl', 'x') })).rejects.toThrow(/lib-abort\.jsonl was traced with other settings \(source is null there/);
       const s = await trace(demo, records, { ...opts, out });
       expect(s).toMatchObject({ written: 2, skipped: 2, lines: 4 });
       expect(readFileSync(out, 'utf8')).toBe(readFileSync(whole, 'utf8'));

@@ -5,6 +5,7 @@ import { floatArg, intArg, interruptSignal, isAbort, layersArg, openModel, openM
 import { LAYER_POINTS, MODEL_POINTS, REASONING_POINTS } from '../../lib/hook-points.js';
 import { capture, expandCapturePoints, type CaptureProgress, type CaptureRecord } from '../../lib/capture.js';
 import { InputError } from '../../lib/errors.js';
+import { fileSource, textSource, type SourceIdentity } from '../../lib/content-hash.js';
 import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
 import { findLatentHead, requireLatentHead } from '../../lib/reason.js';
 import type { LatentHead } from '../../lib/latent-head.js';
@@ -266,14 +267,18 @@ async function captureCommand(opts: CaptureCliOptions): Promise<void> {
     const points = expandCapturePoints(opts.points, opts.layers, model.info.nLayer, head !== null);
     let records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>;
     let total: number | undefined;
+    let source: SourceIdentity;
     if (opts.data !== undefined) {
       const fields = opts.field ? [opts.field] : undefined;
       total = await countJsonlRecords(opts.data, opts.limit);
       records = readPromptJsonl(opts.data, { fields, limit: opts.limit });
+      source = await fileSource(opts.data, opts.field ? `field ${opts.field}` : undefined);
     } else if (opts.prompt !== undefined) {
       records = [{ id: 'prompt', text: opts.prompt }];
+      source = textSource('--prompt', opts.prompt);
     } else {
       records = [{ id: 'tokens', tokens: opts.tokens! }];
+      source = textSource('--tokens', JSON.stringify(opts.tokens));
     }
     const progress = progressLine(opts.data !== undefined && !opts.quiet, captureProgressText);
     const signal = interruptSignal(() => process.stderr.write('\ncapture: interrupted; writing the records already captured (Ctrl-C again to quit now)\n'));
@@ -287,6 +292,7 @@ async function captureCommand(opts: CaptureCliOptions): Promise<void> {
         shardBytes: Math.max(1, Math.round(opts.shardMb * 1024 * 1024)),
         flushIntervalMs: Math.round(opts.flushSecs * 1000),
         resume: opts.resume ?? false,
+        source,
         addBos: opts.bos,
         parseSpecial: opts.parseSpecial ?? false,
         batchSize: opts.batchSize,

@@ -7,6 +7,7 @@ import { choiceListArg, floatArg, intArg, interruptSignal, isAbort, layersArg, o
 import { expandCapturePoints, type CaptureRecord } from '../../lib/capture.js';
 import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib/evaluate.js';
 import { InputError } from '../../lib/errors.js';
+import { fileSource, textSource, type SourceIdentity } from '../../lib/content-hash.js';
 import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
 import { reason, requireLatentHead } from '../../lib/reason.js';
 import type { AblationKind, Intervention } from '../../lib/reasoner.js';
@@ -26,12 +27,19 @@ interface DataOptions {
 }
 
 /** Records from --data (lazily, with a count for progress) or --prompt. */
-async function recordsFrom(opts: DataOptions, command: string): Promise<{ records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>; total?: number }> {
+async function recordsFrom(
+  opts: DataOptions,
+  command: string,
+): Promise<{ records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>; total?: number; source: SourceIdentity }> {
   if ((opts.data === undefined) === (opts.prompt === undefined)) throw new InputError(`${command}: give exactly one of --data or --prompt`);
-  if (opts.prompt !== undefined) return { records: [{ id: 'prompt', text: opts.prompt }], total: 1 };
+  if (opts.prompt !== undefined) return { records: [{ id: 'prompt', text: opts.prompt }], total: 1, source: textSource('--prompt', opts.prompt) };
   requireFile(opts.data!, 'data file');
   const fields = opts.field ? [opts.field] : undefined;
-  return { records: readPromptJsonl(opts.data!, { fields, limit: opts.limit }), total: await countJsonlRecords(opts.data!, opts.limit) };
+  return {
+    records: readPromptJsonl(opts.data!, { fields, limit: opts.limit }),
+    total: await countJsonlRecords(opts.data!, opts.limit),
+    source: await fileSource(opts.data!, opts.field ? `field ${opts.field}` : undefined),
+  };
 }
 
 // ------------------------------------------------------------------ trace
@@ -70,7 +78,7 @@ function traceProgressText(withoutLatents: boolean): (p: TraceProgress) => strin
 }
 
 async function traceCommand(opts: TraceCliOptions): Promise<void> {
-  const { records, total } = await recordsFrom(opts, 'trace');
+  const { records, total, source } = await recordsFrom(opts, 'trace');
   const opened = await openModelOrDemo(opts.model, opts.latentHead, opts.quiet ?? false);
   const model = opened.model;
   try {
@@ -91,6 +99,7 @@ async function traceCommand(opts: TraceCliOptions): Promise<void> {
       summary = await trace(model, records, {
         out: opts.out,
         overwrite: opts.overwrite ?? false,
+        source,
         latentHead: head,
         latentSteps: opts.latentSteps,
         maxAnswerTokens: opts.maxAnswerTokens,
@@ -171,7 +180,7 @@ function evalReport(s: EvaluateSummary, source: string, demo: boolean): string {
 }
 
 async function evalCommand(opts: EvalCliOptions): Promise<void> {
-  const { records, total } = await recordsFrom(opts, 'eval');
+  const { records, total, source } = await recordsFrom(opts, 'eval');
   const opened = await openModelOrDemo(opts.model, opts.latentHead, opts.quiet ?? false);
   const model = opened.model;
   try {
@@ -189,6 +198,7 @@ async function evalCommand(opts: EvalCliOptions): Promise<void> {
         maxAnswerTokens: opts.maxAnswerTokens,
         threads: opts.threads,
         out: opts.out,
+        source,
         overwrite: opts.overwrite ?? false,
         total,
         signal,

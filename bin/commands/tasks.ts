@@ -13,6 +13,7 @@ interface MakeTasksCliOptions {
   capture: string;
   out: string;
   tasks: string;
+  overwrite?: boolean;
   layers?: 'all' | number[];
   split: [number, number, number];
   seed: number;
@@ -91,6 +92,7 @@ async function makeTasksCommand(opts: MakeTasksCliOptions): Promise<void> {
         tamperNoise: opts.tamperNoise,
         cfThreshold: opts.cfThreshold,
         threads: opts.threads,
+        overwrite: opts.overwrite ?? false,
       },
       { signal, onProgress: progress.update },
     );
@@ -165,6 +167,7 @@ export function registerTaskCommands(program: Command): void {
     .addOption(new Option('--tamper-noise <s>', 'noise of the tamper reruns, relative to the input norm').argParser(floatArg(0, Infinity, true)).default(1))
     .addOption(new Option('--cf-threshold <x>', 'counterfactual threshold on 1 - cosine, or median (of the training split)').argParser(thresholdArg).default('median'))
     .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
+    .option('--overwrite', 'replace the task files of another run in --out (a rerun with the same inputs continues without it)')
     .option('--json', 'print the summary as JSON on stdout')
     .option('-q, --quiet', 'no progress or table on stderr')
     .action((opts: MakeTasksCliOptions) => makeTasksCommand(opts));

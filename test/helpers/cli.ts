@@ -1,5 +1,6 @@
 // Runs the compiled CLI (dist/bin/lro-native.js) as a child process.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { expect } from 'vitest';
 import { cliPath, projectRoot } from './paths.js';
 
 export interface CliResult {
@@ -31,4 +32,14 @@ export function startCli(args: string[], opts: CliOptions = {}): { child: ChildP
 
 export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
   return startCli(args, opts).done;
+}
+
+/** A user error: exit code 1 and one line on stderr, "lro-native: ..." matching pattern, no stack trace. */
+export function expectUserError(r: CliResult, pattern: RegExp): void {
+  expect(r.code, r.stderr).toBe(1);
+  const lines = r.stderr.split('\n').filter((l) => l.trim());
+  expect(lines, r.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^lro-native: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at .*\(/);
 }
