@@ -1,7 +1,7 @@
 // Files named by their content: a run's identity holds the sha256 of its model, head and data, so a
 // resume on another file of the same size (a merged model and its base) is refused.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -12,12 +12,18 @@ export async function fileSha256(path: string): Promise<string> {
 }
 
 /**
- * A file's sha256, computed once: cached under ~/.cache/lro-native/hashes by absolute path, size and
+ * A file's sha256 (a folder's: of its entries' names and hashes), computed once: cached under ~/.cache/lro-native/hashes by absolute path, size and
  * mtime, so a run's identity names a big model by its content without re-reading it every time.
  */
 export async function contentHash(path: string): Promise<string> {
   const abs = resolve(path);
   const st = statSync(abs);
+  // A folder (an HF checkpoint): its files' names and hashes, in name order.
+  if (st.isDirectory()) {
+    const h = createHash('sha256');
+    for (const name of readdirSync(abs).sort()) h.update(`${name}\0${await contentHash(join(abs, name))}\n`);
+    return h.digest('hex');
+  }
   const key = createHash('sha256').update(`${abs}\0${st.size}\0${st.mtimeMs}`).digest('hex').slice(0, 32);
   const dir = join(process.env.LRO_CACHE_DIR ?? join(homedir(), '.cache', 'lro-native'), 'hashes');
   const file = join(dir, key + '.json');

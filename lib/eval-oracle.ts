@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { isCorrect, lastNumber } from './answers.js';
 import { OracleRunner, type OracleQuery } from './ask-oracle.js';
+import { contentHash } from './content-hash.js';
 import { InputError } from './errors.js';
 import type { Model } from './model.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -18,6 +19,7 @@ import { mixSeed, rng, shuffleInPlace } from './oracle-common.js';
 import { readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
 import { abortError } from './session.js';
+import { firstDifference } from './train-run.js';
 
 export const ORACLE_CONDITIONS = ['oracle', 'noVectors', 'shuffled'] as const;
 export type OracleCondition = (typeof ORACLE_CONDITIONS)[number];
@@ -226,8 +228,8 @@ function readPredictions(path: string, identity: Record<string, unknown>): Map<s
     if (i === 0) {
       const h = j as PredictionsHeader;
       if (h.format !== 'lro-oracle-predictions') throw new InputError(`${path}:1: not an oracle predictions file`);
-      if (JSON.stringify(h.identity) !== JSON.stringify(identity))
-        throw new InputError(`${path}: written by a run with other settings (${JSON.stringify(h.identity)}); use another --predictions file`);
+      const d = firstDifference(h.identity, identity);
+      if (d) throw new InputError(`${path}: written by a run with other inputs or settings (${d}); use another --predictions file`);
       return;
     }
     const p = j as OraclePrediction;
@@ -272,9 +274,9 @@ export async function evalOracle(
     const partners = shufflePartners(counts, o.seed, questions);
 
     const identity = {
-      base: runner.model.info.path,
-      adapter: adapter === null ? null : resolve(adapter),
-      data: resolve(data),
+      base: await contentHash(runner.model.info.path),
+      adapter: adapter === null ? null : await contentHash(adapter),
+      data: await contentHash(data),
       injectLayer: runner.injectLayer,
       injectCoef: runner.injectCoef,
       maxTokens: o.maxTokens,

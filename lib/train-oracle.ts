@@ -24,7 +24,7 @@ import { writeFileAtomic } from './atomic-file.js';
 import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
 import { abortError } from './session.js';
-import { fileSha256 } from './content-hash.js';
+import { contentHash } from './content-hash.js';
 import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
 
 export { planEpoch, planRun, type PlannedStep } from './train-run.js';
@@ -204,12 +204,13 @@ async function nativeExamples(items: Prepared[], store: VectorStore, width: numb
 }
 
 /** Settings that decide the run's numbers; resume refuses to continue a run whose settings differ. */
-function runIdentity(o: Resolved, base: string, dataHash: string, valHash: string | null, nTrain: number, totalSteps: number) {
+// By content, so that a resume survives moving the files and refuses a same-size other model.
+function runIdentity(o: Resolved, hashes: { base: string; data: string; val: string | null; initAdapter: string | null }, base: string, nTrain: number, totalSteps: number) {
   return {
-    base: { path: base, bytes: statSync(base).size },
-    data: { path: resolve(o.data), sha256: dataHash, examples: nTrain },
-    val: o.val ? { path: resolve(o.val), sha256: valHash } : null,
-    initAdapter: o.initAdapter ? resolve(o.initAdapter) : null,
+    base: { sha256: hashes.base, bytes: statSync(base).size },
+    data: { sha256: hashes.data, examples: nTrain },
+    val: o.val ? { sha256: hashes.val } : null,
+    initAdapter: hashes.initAdapter,
     loraR: o.loraR,
     loraAlpha: o.loraAlpha,
     rslora: o.rslora,
@@ -264,9 +265,15 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
       o,
     );
     const totalSteps = plan.length;
-    const identity = runIdentity(o, base, await fileSha256(o.data), o.val ? await fileSha256(o.val) : null, train.length, totalSteps);
+    const hashes = {
+      base: await contentHash(base),
+      data: await contentHash(o.data),
+      val: o.val ? await contentHash(o.val) : null,
+      initAdapter: o.initAdapter ? await contentHash(o.initAdapter) : null,
+    };
+    const identity = runIdentity(o, hashes, base, train.length, totalSteps);
 
-    await checkRunIdentity(runFile, 'lro-oracle-run', identity);
+    await checkRunIdentity(runFile, 'lro-oracle-run', identity, { paths: { base, data: resolve(o.data), val: o.val ? resolve(o.val) : null } });
 
     trainer = new (native().NativeTrainer)(
       model.nativeHandle,
