@@ -12,6 +12,8 @@ export interface NativeTensorInfo {
   /** ggml order: shape[0] is the contiguous (row) length */
   shape: number[];
   bytes: number;
+  /** where its data starts in the file */
+  fileOffset: number;
 }
 
 export interface NativeTokenizerInfo {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { loadModel } from '../lib/index.js';
+import { native } from '../lib/native.js';
 import { buildGguf } from './helpers/gguf.js';
 import { golden, modelPath } from './helpers/paths.js';
 
@@ -84,6 +85,21 @@ describe('malformed GGUF files', () => {
   test('valid structure but no tokenizer metadata names the missing key', async () => {
     const e = await rejection(file('no-tokenizer.gguf', buildGguf({ kv: [['general.architecture', 'llama']] })));
     expect(e.message).toMatch(/tokenizer\.ggml/);
+  });
+
+  test('a non-finite block scale or value is refused at load, naming the tensor', async () => {
+    // q8_0: the f16 scale of block 3 of a matrix becomes NaN; f32: one norm weight becomes +inf.
+    for (const [kind, type, patch] of [
+      ['q8_0', 'q8_0', (b: Buffer, at: number) => b.writeUInt16LE(0x7e00, at + 3 * 34)],
+      ['f32', 'f32', (b: Buffer, at: number) => b.writeFloatLE(Infinity, at + 4 * 5)],
+    ] as const) {
+      const src = modelPath(kind);
+      const t = native().inspectGguf(src).tensors.find((x) => x.type === type && (type === 'f32' ? x.shape.length === 1 : x.shape.length === 2))!;
+      const bytes = readFileSync(src);
+      patch(bytes, t.fileOffset);
+      const e = await rejection(file(`nonfinite-${kind}.gguf`, bytes));
+      expect(e.message).toContain(`tensor '${t.name}' holds a non-finite ${type === 'f32' ? 'value (inf or NaN) at element 5' : 'block scale (inf or NaN) in the block at element 96'}`);
+    }
   });
 
   test('a directory is not a model', async () => {

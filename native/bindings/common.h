@@ -98,6 +98,7 @@ inline Napi::Array tensors_to_js(Napi::Env env, const lro::GgufFile& f) {
     for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, static_cast<double>(t.ne[d]));
     to.Set("shape", shape);
     to.Set("bytes", static_cast<double>(t.nbytes));
+    to.Set("fileOffset", static_cast<double>(f.file_offset(t)));
     tensors.Set(i++, to);
   }
   return tensors;

@@ -73,6 +73,8 @@ class GgufFile {
   uint32_t version() const { return version_; }
   size_t alignment() const { return alignment_; }
   size_t file_size() const { return size_; }
+  // Where a tensor's data starts in the file (bytes from its beginning).
+  size_t file_offset(const GgufTensorInfo& t) const { return static_cast<size_t>(t.data - base_); }
 
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return kv_; }
   const GgufValue* find(const std::string& key) const;        // nullptr if absent

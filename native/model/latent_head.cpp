@@ -123,6 +123,7 @@ std::vector<float> read_vec(const GgufFile& f, const std::string& name, int64_t 
     throw GgufError(f.path() + ": latent head tensor '" + name + "' has " + std::to_string(t->nelements()) +
                     " elements, expected " + std::to_string(n));
   if (!traits(t->type).supported) throw GgufError(f.path() + ": tensor '" + name + "' has an unsupported type");
+  require_finite(f.path(), *t);
   std::vector<float> v(static_cast<size_t>(n));
   dequantize_row(t->type, t->data, v.data(), n);
   return v;
@@ -166,8 +167,10 @@ std::shared_ptr<LatentHead> LatentHead::from_file(std::shared_ptr<GgufFile> file
   if (h->w2_->n_dims != 2 || h->w2_->ne[0] != h->hidden_ || h->w2_->ne[1] != n_embd)
     throw GgufError(f.path() + ": latent.fc2.weight must have ne [" + std::to_string(h->hidden_) + ", " +
                     std::to_string(n_embd) + "]");
-  for (const auto* t : {h->w1_, h->w2_})
+  for (const auto* t : {h->w1_, h->w2_}) {
     if (!traits(t->type).supported) throw GgufError(f.path() + ": tensor '" + t->name + "' has an unsupported type");
+    require_finite(f.path(), *t);
+  }
   h->b1_ = read_vec(f, "latent.fc1.bias", h->hidden_);
   h->b2_ = read_vec(f, "latent.fc2.bias", n_embd);
   h->ln_w_ = read_vec(f, "latent.ln.weight", n_embd);

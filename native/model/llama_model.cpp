@@ -73,6 +73,7 @@ Weight LlamaModel::matrix(const std::string& name, int64_t n_in, int64_t n_out) 
   if (!traits(t->type).supported)
     throw GgufError(file_->path() + ": tensor '" + name + "' has type " + traits(t->type).name +
                     ", which lro-native cannot compute with (supported: f32, f16, bf16, q8_0, q4_0, q4_K, q6_K)");
+  require_finite(file_->path(), *t);
   return Weight{name, t->type, t->data, n_in, n_out};
 }
 
@@ -84,6 +85,7 @@ std::vector<float> LlamaModel::vector_f32(const std::string& name, int64_t n) co
                     std::to_string(n) + "]");
   if (!traits(t->type).supported || t->ne[0] % traits(t->type).block_size != 0)
     throw GgufError(file_->path() + ": tensor '" + name + "' has unsupported type " + traits(t->type).name);
+  require_finite(file_->path(), *t);
   std::vector<float> out(static_cast<size_t>(n));
   dequantize_row(t->type, t->data, out.data(), n);
   return out;

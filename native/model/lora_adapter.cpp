@@ -1,4 +1,5 @@
 #include "model/lora_adapter.h"
+#include "quant/quants.h"
 
 namespace lro {
 
@@ -31,6 +32,7 @@ std::shared_ptr<LoraAdapter> LoraAdapter::load(const std::string& path, const Ll
     if (it == base.end()) throw GgufError(path + ": tensor '" + n + "' names no matrix of the model ('" + wname + "')");
     if (t.n_dims != 2) throw GgufError(path + ": tensor '" + n + "' must be 2-D");
     if (!traits(t.type).supported) throw GgufError(path + ": tensor '" + n + "' has an unsupported type");
+    require_finite(path, t);
     LoraPair& p = ad->pairs_[wname];
     Weight w{n, t.type, t.data, t.ne[0], t.ne[1]};
     (is_a ? p.a : p.b) = w;

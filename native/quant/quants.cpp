@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -758,6 +759,69 @@ std::vector<float> dequantize_rows(GgmlType type, const void* src, int64_t row_l
   const auto* b = static_cast<const uint8_t*>(src);
   for (int64_t r = 0; r < rows; ++r) dequantize_row(type, b + rs * static_cast<size_t>(r), v.data() + r * row_len, row_len);
   return v;
+}
+
+}  // namespace lro
+
+namespace lro {
+
+int64_t first_nonfinite(GgmlType type, const void* src, int64_t n) {
+  // f16: exponent bits all ones is inf or NaN; bf16 / f32 likewise with their exponents.
+  auto bad16 = [](uint16_t h) { return (h & 0x7c00u) == 0x7c00u; };
+  const auto* b = static_cast<const uint8_t*>(src);
+  switch (type) {
+    case GgmlType::F32: {
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t u;
+        std::memcpy(&u, b + i * 4, 4);
+        if ((u & 0x7f800000u) == 0x7f800000u) return i;
+      }
+      return -1;
+    }
+    case GgmlType::F16:
+    case GgmlType::BF16: {
+      const uint16_t mask = type == GgmlType::F16 ? 0x7c00u : 0x7f80u;
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, b + i * 2, 2);
+        if ((h & mask) == mask) return i;
+      }
+      return -1;
+    }
+    default:
+      break;
+  }
+  const auto& tr = traits(type);
+  const int64_t blocks = n / tr.block_size;
+  for (int64_t k = 0; k < blocks; ++k) {
+    const uint8_t* blk = b + static_cast<size_t>(k) * tr.block_bytes;
+    uint16_t d0 = 0, d1 = 0;
+    switch (type) {
+      case GgmlType::Q8_0:
+      case GgmlType::Q4_0:
+        std::memcpy(&d0, blk, 2);
+        break;
+      case GgmlType::Q4_K:
+        std::memcpy(&d0, blk, 2);
+        std::memcpy(&d1, blk + 2, 2);
+        break;
+      case GgmlType::Q6_K:
+        std::memcpy(&d0, blk + offsetof(block_q6_K, d), 2);
+        break;
+      default:
+        return -1;  // types we do not compute with are refused elsewhere
+    }
+    if (bad16(d0) || bad16(d1)) return k * tr.block_size;
+  }
+  return -1;
+}
+
+void require_finite(const std::string& path, const GgufTensorInfo& t) {
+  const int64_t at = first_nonfinite(t.type, t.data, t.nelements());
+  if (at < 0) return;
+  const bool quantised = traits(t.type).block_size > 1;
+  throw GgufError(path + ": tensor '" + t.name + "' holds " + (quantised ? "a non-finite block scale (inf or NaN) in the block at element " : "a non-finite value (inf or NaN) at element ") +
+                  std::to_string(at) + "; the file is damaged, or was written from a diverged checkpoint");
 }
 
 }  // namespace lro

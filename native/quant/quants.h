@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/ggml_types.h"
+#include "core/gguf.h"
 
 namespace lro {
 
@@ -25,6 +26,12 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);
 std::vector<float> dequantize_rows(GgmlType type, const void* src, int64_t row_len, int64_t rows);
 // Quantises n floats into dst (row_size(type, n) bytes). Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K.
 void quantize_row(GgmlType type, const float* src, void* dst, int64_t n);
+// The first element (a block's first, for a quantised type) of n whose value or block scale is
+// inf or NaN; -1 when none. Quantised types: only the f16 scales are read (cheap); f16 / bf16 /
+// f32: every value.
+int64_t first_nonfinite(GgmlType type, const void* src, int64_t n);
+// Throws GgufError naming the file and tensor when first_nonfinite finds something in it.
+void require_finite(const std::string& path, const GgufTensorInfo& t);
 bool can_quantize(GgmlType type);
 
 // y[t * ldy + o] = sum_i W[o, i] * x[t * n_in + i]  for o in [0, n_out), t in [0, n_tok)

@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -872,6 +873,35 @@ static void test_nonfinite_activations() {
   std::printf("non-finite activations: every path and quantised type gives a non-finite row\n");
 }
 
+// first_nonfinite: per type, a clean tensor gives -1; a non-finite scale (quantised: each of its
+// f16 scale fields) or value gives the first element of its block.
+static void test_first_nonfinite() {
+  const int64_t n = 4 * 256;
+  std::vector<float> w(static_cast<size_t>(n));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::cos(0.07 * static_cast<double>(i));
+  struct Field { GgmlType t; size_t offset; };  // byte offset of an f16 scale in a block
+  for (const Field f : {Field{GgmlType::Q8_0, 0}, Field{GgmlType::Q4_0, 0}, Field{GgmlType::Q4_K, 0}, Field{GgmlType::Q4_K, 2},
+                        Field{GgmlType::Q6_K, offsetof(block_q6_K, d)}, Field{GgmlType::F16, 0}, Field{GgmlType::BF16, 0},
+                        Field{GgmlType::F32, 0}}) {
+    const auto& tr = traits(f.t);
+    std::vector<uint8_t> q(row_size(f.t, n));
+    quantize_row(f.t, w.data(), q.data(), n);
+    CHECK(first_nonfinite(f.t, q.data(), n) == -1, "%s: a clean tensor has no non-finite entry", tr.name);
+    const int64_t block = 2;  // the third block (element 2 for plain types)
+    uint8_t* at = q.data() + static_cast<size_t>(block) * tr.block_bytes + f.offset;
+    if (f.t == GgmlType::F32) {
+      const float inf = INFINITY;
+      std::memcpy(at, &inf, 4);
+    } else {
+      const uint16_t nan = f.t == GgmlType::BF16 ? 0x7fc0 : 0x7e00;
+      std::memcpy(at, &nan, 2);
+    }
+    CHECK(first_nonfinite(f.t, q.data(), n) == block * tr.block_size, "%s (scale at byte %zu): found at element %lld, expected %lld", tr.name,
+          f.offset, static_cast<long long>(first_nonfinite(f.t, q.data(), n)), static_cast<long long>(block * tr.block_size));
+  }
+  std::printf("first_nonfinite: every type finds the damaged block\n");
+}
+
 int main(int argc, char** argv) {
   std::string golden_arg;
   bool do_bench = false, quick = false;
@@ -897,6 +927,7 @@ int main(int argc, char** argv) {
     test_roundtrip();
     test_matmul(quick);
     test_nonfinite_activations();
+    test_first_nonfinite();
     if (do_bench) bench();
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());
