@@ -60,11 +60,13 @@ export interface LatentIdsOptions {
   objective: LatentObjectiveName;
   /** Coconut: the stage s (latent steps replacing the first s CoT steps). */
   stage?: number;
+  /** Coconut: latent steps per replaced CoT step (Coconut's c); the stage runs s x c of them. Default 1. */
+  latentsPerStep?: number;
   /** Also supervise the answer prompt P (the golden does not; a model trained so writes P itself). */
   supervisePrompt?: boolean;
   /**
-   * Coconut: also train latent step k's source row (the row whose final state becomes e_k) to
-   * predict step k's result: the first token of the text after the step's last '=' (the answer's
+   * Coconut: also train the source row of each replaced step's last latent (the row whose final
+   * state becomes that latent's input) to predict the step's result: the first token of the text after the step's last '=' (the answer's
    * first token for latent steps past the last CoT step). Not in Coconut or CODI; the organism uses
    * it so that each latent step carries its step's value.
    */
@@ -103,12 +105,15 @@ export function latentIds(model: Model, head: LatentSettings | null, p: LatentPr
     const labels = [IGNORE, ...C, ...P, ...A, eos];
     const ex: NativeLatentExample = { prompt: i32(prompt), suffix: i32(suffix), suffixLabels: i32(labels) };
     if (o.latentTargets) {
+      // The last latent of each replaced step predicts its result; the others are free.
+      const c = o.latentsPerStep ?? 1;
       const targets: number[] = [];
       for (let k = 0; k < s; k++) {
         const text = k < p.steps.length ? stepResult(p.steps[k]) : p.answer;
         if (text === null) throw new Error(`CoT step ${k + 1} (${JSON.stringify(p.steps[k])}) has no '= result' to use as its latent target`);
         const ids = tok(text);
         if (ids.length === 0) throw new Error(`latent target ${JSON.stringify(text)} tokenizes to nothing`);
+        for (let j = 0; j + 1 < c; j++) targets.push(IGNORE);
         targets.push(ids[0]);
       }
       ex.latentLabels = i32(targets);

@@ -40,6 +40,8 @@ export const TrainLatentOptionsSchema = z
     objective: z.enum(['codi', 'coconut', 'lm']).default('codi'),
     /** Coconut: the curriculum stage s. */
     stage: int.min(0).max(64).default(1),
+    /** Coconut: latent steps per replaced CoT step (Coconut's c); the stage feeds s x c. */
+    latentsPerStep: int.min(1).max(16).default(1),
     mode: z.enum(['lora', 'full']).default('lora'),
     /** CODI: latent steps (default: the head's). */
     latentSteps: int.min(0).max(64).optional(),
@@ -154,6 +156,7 @@ export function readProblems(path: string, limit = Infinity): LatentProblem[] {
 export function buildLatentExamples(model: Model, head: LatentHead | null, problems: LatentProblem[], o: {
   objective: LatentObjectiveName;
   stage?: number;
+  latentsPerStep?: number;
   supervisePrompt?: boolean;
   latentTargets?: boolean;
 }): NativeLatentExample[] {
@@ -198,7 +201,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
     progress({ phase: 'prepare', step: 0, totalSteps: 0, epoch: 0, tokens: 0, tokensPerSec: 0, etaMs: null });
     const problems = readProblems(o.data, o.limit);
     const examples = buildLatentExamples(model, head, problems, o);
-    const latentSteps = o.objective === 'coconut' ? o.stage : (o.latentSteps ?? head?.settings.steps ?? 6);
+    const latentSteps = o.objective === 'coconut' ? o.stage * o.latentsPerStep : (o.latentSteps ?? head?.settings.steps ?? 6);
     const plan = planRun(examples.map(exampleLength), { ...o, groupByLength: false });
     const totalSteps = plan.length;
 
@@ -209,6 +212,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
       data: { sha256: await contentHash(o.data), problems: problems.length },
       objective: o.objective,
       stage: o.objective === 'coconut' ? o.stage : null,
+      ...(o.latentsPerStep !== 1 ? { latentsPerStep: o.latentsPerStep } : {}),
       mode: o.mode,
       latentSteps,
       distillFactor: o.distillFactor,

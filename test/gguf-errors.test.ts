@@ -6,7 +6,8 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { loadModel } from '../lib/index.js';
 import { native } from '../lib/native.js';
 import { buildGguf } from './helpers/gguf.js';
-import { golden, modelPath } from './helpers/paths.js';
+import { golden, modelPath, projectRoot } from './helpers/paths.js';
+import { LatentHead } from '../lib/latent-head.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lro-gguf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -99,6 +100,18 @@ describe('malformed GGUF files', () => {
       patch(bytes, t.fileOffset);
       const e = await rejection(file(`nonfinite-${kind}.gguf`, bytes));
       expect(e.message).toContain(`tensor '${t.name}' holds a non-finite ${type === 'f32' ? 'value (inf or NaN) at element 5' : 'block scale (inf or NaN) in the block at element 96'}`);
+    }
+  });
+
+  test('fuzz regression: a q8_0 latent head with a NaN block scale is refused, naming the tensor', async () => {
+    // The reproducer of the act32 overflow the first fuzzing run found (native/fuzz/regressions).
+    const m = await loadModel(modelPath('f32'));
+    try {
+      expect(() => LatentHead.find(m, join(projectRoot, 'native/fuzz/regressions/gguf/latent-head-q8_0-nan-scale.gguf'))).toThrow(
+        /tensor 'latent\.fc1\.weight' holds a non-finite block scale \(inf or NaN\) in the block at element 0/,
+      );
+    } finally {
+      m.dispose();
     }
   });
 

@@ -139,6 +139,51 @@ describe('KV cache', () => {
     }
   });
 
+  test('concurrency: two sessions at once, a second eval on a busy session, dispose mid-eval', async () => {
+    const a = model.createSession({ nCtx: 512 });
+    const b = model.createSession({ nCtx: 512 });
+    try {
+      const wantA = await alone(p40);
+      const wantB = await alone(p75);
+      // Two sessions of one model evaluating at the same time: the same logits as alone.
+      const [ra, rb] = await Promise.all([a.eval({ tokens: p40, outputRows: 'all' }), b.eval({ tokens: p75, outputRows: 'all' })]);
+      expect(maxAbsDiff(ra.logits!, wantA)).toBe(0);
+      expect(maxAbsDiff(rb.logits!, wantB)).toBe(0);
+      a.remove(0);
+      // One session, two evals without awaiting: the second is refused, the first finishes.
+      const first = a.eval({ tokens: p40, outputRows: 'all' });
+      await expect(a.eval({ tokens: p12 })).rejects.toThrow(/session is busy with an eval; await it \(or cancel it\) first/);
+      expect(maxAbsDiff((await first).logits!, wantA)).toBe(0);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+    // dispose while an eval is in flight: the eval settles (cancelled), the session is gone, nothing crashes.
+    const c = model.createSession({ nCtx: 4096 });
+    const long = Array.from({ length: 2048 }, (_, i) => p75[i % p75.length]);
+    const pending = c.eval({ tokens: long, outputRows: 'all' });
+    c.dispose();
+    await pending.then(
+      (r) => expect(r.logits!.length).toBe(2048 * V),
+      (e) => expect(String(e)).toMatch(/cancel|abort/i),
+    );
+    await expect(c.eval({ tokens: p12 })).rejects.toThrow(/session has been disposed/);
+  });
+
+  test('disposing the model while a session evaluates: the eval finishes, new sessions are refused', async () => {
+    const m = await loadModel(modelPath('f32'));
+    const s = m.createSession({ nCtx: 512 });
+    const pending = s.eval({ tokens: p75, outputRows: 'all' });
+    m.dispose();
+    const r = await pending;
+    expect(maxAbsDiff(r.logits!, await alone(p75))).toBe(0);
+    // The session keeps the weights it needs until it goes.
+    const again = await s.eval({ tokens: p12 });
+    expect(again.logits!.length).toBe(V);
+    s.dispose();
+    expect(() => m.createSession({ nCtx: 16 })).toThrow(/model has been disposed/);
+  });
+
   test('bad batches are refused without changing the cache', async () => {
     const s = model.createSession({ nCtx: 16 });
     try {

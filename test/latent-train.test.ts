@@ -89,6 +89,9 @@ describe('latent training ids', () => {
     const tok = (s: string) => model.tokenize(s, { addBos: false });
     const ids = latentIds(model, head!.settings, p, { objective: 'coconut', stage: 3, latentTargets: true });
     expect(Array.from(ids.latentLabels!)).toEqual([tok('7')[0], tok('14')[0], tok('14')[0]]);
+    // Two latents per step: the second of each predicts the result.
+    const two = latentIds(model, head!.settings, p, { objective: 'coconut', stage: 2, latentsPerStep: 2, latentTargets: true });
+    expect(Array.from(two.latentLabels!)).toEqual([-100, tok('7')[0], -100, tok('14')[0]]);
     // Without the option (the golden's Coconut) there are none.
     expect(latentIds(model, head!.settings, p, { objective: 'coconut', stage: 3 }).latentLabels).toBeUndefined();
     expect(() => latentIds(model, head!.settings, { ...p, steps: ['think'] }, { objective: 'coconut', stage: 1, latentTargets: true })).toThrow(/CoT step 1.*no '= result'/);

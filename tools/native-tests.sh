@@ -7,7 +7,11 @@ shared="${1:-${LRO_SHARED:-$(cd .. && pwd)/shared}}"
 build="${LRO_NATIVE_TEST_BUILD:-build-tests}"
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
-cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DLRO_NATIVE_TESTS=ON >/dev/null
+# LRO_NATIVE_TEST_CONFIGURED=1: the build folder is configured already (the sanitizer build of
+# tools/fuzz.sh); only build and run.
+if [ -z "${LRO_NATIVE_TEST_CONFIGURED:-}" ]; then
+  cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DLRO_NATIVE_TESTS=ON >/dev/null
+fi
 cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)"
 fail=0
 run() {

@@ -31,6 +31,7 @@ interface TrainLatentCli {
   supervisePrompt?: boolean;
   latentTargets?: boolean;
   latentFactor: number;
+  latentsPerStep: number;
   loraR: number;
   loraAlpha: number;
   lr: number;
@@ -79,6 +80,7 @@ export function registerLatentCommands(program: Command): void {
     .addOption(new Option('--objective <o>', 'training objective').choices(['codi', 'coconut', 'lm']).default('codi'))
     .addOption(new Option('--stage <s>', 'coconut: latent steps replacing the first s CoT steps').argParser(intArg(0, 64)).default(1))
     .addOption(new Option('--mode <m>', 'lora: the LoRA and the head; full: every tensor and the head').choices(['lora', 'full']).default('lora'))
+    .addOption(new Option('--latents-per-step <c>', "coconut: latent steps per replaced CoT step (Coconut's c)").argParser(intArg(1, 16)).default(1))
     .option('--latent-targets', "coconut: latent step k's source row also predicts step k's result (the token after the step's last '=')")
     .addOption(new Option('--latent-factor <x>', 'weight of the --latent-targets loss').argParser(floatArg(0, Infinity)).default(1))
     .addOption(new Option('--latent-steps <n>', 'codi: latent steps (default: the head\'s)').argParser(intArg(0, 64)))

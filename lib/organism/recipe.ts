@@ -38,7 +38,7 @@ export interface OrganismRecipe {
    * each stage from the last. latentTargets: latent step k's source row also predicts step k's
    * result (weight latentFactor), so that the latent carries the value rather than the answer prompt.
    */
-  coconut: { stages: number; stepsPerStage: number; batchSize: number; lr: number; latentTargets: boolean; latentFactor: number };
+  coconut: { stages: number; latentsPerStep: number; stepsPerStage: number; batchSize: number; lr: number; latentTargets: boolean; latentFactor: number };
 }
 
 /** The shipped organism's recipe (about 50 minutes on 2 cores). */
@@ -57,7 +57,7 @@ export const ORGANISM_RECIPE: OrganismRecipe = {
   pretrain: { steps: 2500, batchSize: 16, lr: 2e-3, warmup: 0.03 },
   method: 'coconut',
   codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 4, stepsPerStage: 400, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1 },
+  coconut: { stages: 4, latentsPerStep: 2, stepsPerStage: 600, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1 },
 };
 
 /** A minute's worth, for tests: the same path on a tiny model. */
@@ -70,7 +70,7 @@ export const QUICK_RECIPE: OrganismRecipe = {
   latentSteps: 3,
   pretrain: { steps: 30, batchSize: 8, lr: 3e-3, warmup: 0 },
   codi: { steps: 20, batchSize: 8, lr: 1e-3, warmup: 0, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1 },
+  coconut: { stages: 2, latentsPerStep: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1 },
 };
 
 export interface OrganismTrainOptions {
@@ -211,7 +211,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
         { key: 'general.type', type: 'string', value: 'latent-head' },
         { key: 'general.name', type: 'string', value: `${recipe.name} latent head (coconut)` },
         { key: 'lro.latent.mode', type: 'string', value: 'coconut' },
-        { key: 'lro.latent.steps', type: 'u32', value: recipe.coconut.stages },
+        { key: 'lro.latent.steps', type: 'u32', value: recipe.coconut.stages * recipe.coconut.latentsPerStep },
         { key: 'lro.latent.bot_id', type: 'i32', value: ids[0] },
         { key: 'lro.latent.eot_id', type: 'i32', value: ids[1] },
         { key: 'lro.latent.pad_id', type: 'i32', value: ids[2] },
@@ -233,6 +233,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
             out: dir,
             objective: 'coconut',
             stage: st,
+            latentsPerStep: recipe.coconut.latentsPerStep,
             latentTargets: recipe.coconut.latentTargets,
             latentFactor: recipe.coconut.latentFactor,
             lr: recipe.coconut.lr,
