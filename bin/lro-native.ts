@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { isAbort } from './cli-util.js';
+import { fileSystemMessage } from '../lib/errors.js';
 import { registerConvertCommands } from './commands/convert.js';
 import { registerLatentCommands } from './commands/latent.js';
 import { registerModelCommands } from './commands/model.js';
@@ -49,7 +50,7 @@ async function main(): Promise<void> {
       process.exitCode = 130;
       return;
     }
-    const message = e instanceof Error ? e.message : String(e);
+    const message = fileSystemMessage(e) ?? (e instanceof Error ? e.message : String(e));
     process.stderr.write(`lro-native: ${message}\n`);
     if (process.env.LRO_DEBUG && e instanceof Error && e.stack) process.stderr.write(e.stack + '\n');
     process.exitCode = 1;

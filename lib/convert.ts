@@ -93,7 +93,14 @@ export async function convertHf(dir: string, out: string, options: ConvertOption
     if (o.weights !== undefined && o.weights !== source) throw new TypeError('invalid convert options: weights and source name different files');
     o.weights = source;
   }
-  if (kind(dir) !== 'dir') throw new InputError(`model folder not found: ${dir}`);
+  const k = kind(dir);
+  if (k === 'file')
+    throw new InputError(
+      /\.gguf$/i.test(dir)
+        ? `${dir} is a GGUF file already; convert reads a Hugging Face model folder (config.json, model.safetensors or pytorch_model.bin)`
+        : `${dir} is a file; convert reads a Hugging Face model folder (give the folder holding config.json, not a file in it)`,
+    );
+  if (k !== 'dir') throw new InputError(`model folder not found: ${dir}`);
   if (kind(out) === 'dir') throw new InputError(`output is a folder, expected a .gguf file path: ${out}`);
   requireParentDir(out, 'output');
   if (o.latentOut) requireParentDir(o.latentOut, 'latent head output');

@@ -1,12 +1,33 @@
 // Mistaken inputs get one clear line naming the flag or field (issue: nothing mixed, nothing lost).
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../lib/model.js';
-import { runCli } from './helpers/cli.js';
+import { expectUserError, runCli } from './helpers/cli.js';
 import { golden } from './helpers/paths.js';
 
 const tiny = golden('gguf', 'tiny-l3.f32.gguf');
 
+const tmp = mkdtempSync(join(tmpdir(), 'lro-inputs-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
 describe('mistaken inputs', () => {
+  it('an output folder where a file is, or under a file: one line naming the path, no raw EEXIST', async () => {
+    const file = join(tmp, 'a-file');
+    writeFileSync(file, 'x');
+    const base = ['capture', '-m', tiny, '--prompt', 'hi', '--points', 'final_norm', '--plain', '-q'];
+    expectUserError(await runCli([...base, '-o', file]), new RegExp(`cannot create the folder ${file}: a file of that name is in the way`));
+    expectUserError(await runCli([...base, '-o', join(file, 'sub')]), /a-file\/sub: a part of this path is a file, not a folder/);
+  });
+
+  it('convert given a file says it wants a folder (a GGUF: that it is converted already)', async () => {
+    expectUserError(await runCli(['convert', tiny, '-o', join(tmp, 'x.gguf')]), /is a GGUF file already; convert reads a Hugging Face model folder/);
+    const cfg = join(tmp, 'config.json');
+    writeFileSync(cfg, '{}');
+    expectUserError(await runCli(['convert', cfg, '-o', join(tmp, 'x.gguf')]), /is a file; convert reads a Hugging Face model folder \(give the folder holding config\.json/);
+  });
+
   it('--threads beyond any machine is refused, naming the flag', async () => {
     const r = await runCli(['generate', '--model', tiny, '--prompt', 'hi', '--threads', '1000']);
     expect(r.code).toBe(1);
