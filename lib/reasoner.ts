@@ -33,6 +33,14 @@ export type Intervention =
       positions?: 'latent' | number[];
     };
 
+/**
+ * The noise of step `step` in a run seeded `runSeed`: one rule for a noise intervention without
+ * its own seed and for the trace's noise ablation, so `noise:K` reproduces the ablation of step K.
+ */
+export function noiseSeed(runSeed: number, step: number): number {
+  return (runSeed * 1000003 + step) >>> 0;
+}
+
 export type AblationKind = 'zero' | 'skip' | 'noise';
 
 const step = z.number().int().min(0);
@@ -309,12 +317,12 @@ export class Reasoner {
         const at = 'at' in iv ? (iv.at ?? 'input') : 'input';
         if (at !== 'input') {
           if (iv.kind === 'zero') edits.push({ point: at, row: 0, mode: 'replace', vector: new Float32Array(d) });
-          else if (iv.kind === 'noise') edits.push({ point: at, row: 0, mode: 'noise', scale: iv.scale ?? 1, seed: iv.seed ?? 0 });
+          else if (iv.kind === 'noise') edits.push({ point: at, row: 0, mode: 'noise', scale: iv.scale ?? 1, seed: iv.seed ?? noiseSeed(sample.seed, iv.step) });
           else if (iv.kind === 'mean' || iv.kind === 'patch') edits.push({ point: at, row: 0, mode: 'replace', vector: iv.vector });
           continue;
         }
         if (iv.kind === 'zero' || iv.kind === 'skip') vec = new Float32Array(d);
-        else if (iv.kind === 'noise') vec = native().addScaledNoise(vec, iv.scale ?? 1, iv.seed ?? 0);
+        else if (iv.kind === 'noise') vec = native().addScaledNoise(vec, iv.scale ?? 1, iv.seed ?? noiseSeed(sample.seed, iv.step));
         else if (iv.kind === 'mean' || iv.kind === 'patch') vec = iv.vector;
       }
       return { vec, edits };
@@ -349,7 +357,7 @@ export class Reasoner {
         let vec = proj[i];
         if (a.step === t) {
           if (a.kind === 'zero' || a.kind === 'skip') vec = new Float32Array(d);
-          else if (a.kind === 'noise') vec = native().addScaledNoise(vec, noiseScale, (sample.seed * 1000003 + a.step) >>> 0);
+          else if (a.kind === 'noise') vec = native().addScaledNoise(vec, noiseScale, noiseSeed(sample.seed, a.step));
         } else if (a.kind === 'skip' && a.step + 1 === t && a.step >= 1) {
           vec = b.e[a.step - 1];
         }

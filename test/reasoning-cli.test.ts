@@ -356,6 +356,20 @@ describe('eval and run', () => {
     const bad = await cli(['run', '-m', codiPath, 'x', '--intervene', 'swap:1']);
     expectUserError(bad, /"swap:1": swap needs two steps/);
   });
+
+  test('run --intervene noise:K without a seed is the trace noise ablation of step K with the same --seed', async () => {
+    const q = questions[1];
+    const seed = 5;
+    const traced = await reason(model, q.question, { maxAnswerTokens: 12, ablations: ['noise'], seed });
+    for (const k of [1, 3]) {
+      const r = await cli(['run', '-m', codiPath, q.question, '--max-answer-tokens', '12', '--no-early-decode', '--seed', String(seed), '--threads', THREADS, '--json', '--intervene', `noise:${k}`]);
+      expect(r.code, r.stderr).toBe(0);
+      const ablated = traced.ablations.noise![k];
+      expect(JSON.parse(r.stdout).answer_tokens).toEqual(ablated.answerTokens);
+      // and the same latent states, not just the same answer
+      expect(JSON.parse(r.stdout).steps[k + 1].norm).toBeCloseTo(Math.hypot(...ablated.h[k + 1]), 3);
+    }
+  });
 });
 
 describe('library', () => {

@@ -245,7 +245,7 @@ function interventionsArg(value: string): Intervention[] {
           if (at) throw bad(spec, 'skip acts on the fed embedding only');
           return { kind: 'skip', step };
         case 'noise':
-          return { kind: 'noise', step, scale: nums[1] ?? 1, seed: nums[2] ?? 0, at };
+          return { kind: 'noise', step, scale: nums[1] ?? 1, seed: nums[2], at };
         case 'swap':
           if (!Number.isInteger(nums[1])) throw bad(spec, 'swap needs two steps');
           return { kind: 'swap', step, with: nums[1] };
