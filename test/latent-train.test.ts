@@ -1,7 +1,7 @@
 // train-latent against the codi-train goldens, end to end from GSM8K lines: the ids and labels the
 // TS layer builds, the step-0 loss and gradients the CLI dumps (--dump-grads), and a resume that
 // ends with the same files as an uninterrupted run.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +11,7 @@ import { LatentHead } from '../lib/latent-head.js';
 import { trainLatent } from '../lib/latent-train.js';
 import { loadModel, type Model } from '../lib/model.js';
 import { readSafetensors } from '../lib/safetensors.js';
-import { runCli } from './helpers/cli.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { sharedDir } from './helpers/paths.js';
 
 const hf = join(sharedDir, 'golden', 'hf');
@@ -145,7 +145,7 @@ describe('train-latent', () => {
     expect(resumed.stderr).toMatch(/different run \(data\.sha256/);
   }, 120_000);
 
-  it('an interrupted full-mode run resumed gives the same model and head as an uninterrupted one', async () => {
+  it('an interrupted full-mode run (aborted, or killed with SIGKILL) resumed gives the same model and head as an uninterrupted one', async () => {
     const data = join(tmp, 'six.jsonl');
     writeFileSync(data, gsmRows.slice(10, 16).join('\n') + '\n');
     const base = {
@@ -174,5 +174,21 @@ describe('train-latent', () => {
     const m = await loadModel(straight.model!);
     expect(m.info.nLayer).toBe(model.info.nLayer);
     m.dispose();
+
+    // kill -9 in the middle (the CLI, a checkpoint every step), then --resume: the same files.
+    const out = join(tmp, 'killed');
+    const args = ['train-latent', '--base', base.base, '--data', data, '--objective', 'coconut', '--stage', '1', '--mode', 'full', '--lr', '1e-3',
+      '--batch-size', '2', '--steps', '4', '--seed', '3', '--threads', '2', '--save-every', '1', '--out', out, '-q'];
+    const { child, done } = startCli(args);
+    const logFile = join(out, 'log.jsonl');
+    while (!(existsSync(logFile) && readFileSync(logFile, 'utf8').split('\n').filter(Boolean).length >= 2)) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGKILL');
+    await done;
+    expect(existsSync(join(out, 'model.gguf'))).toBe(false);
+    const again = await runCli([...args, '--resume']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(readFileSync(join(out, 'model.gguf')).equals(readFileSync(straight.model!))).toBe(true);
+    expect(readFileSync(join(out, 'model.latent.gguf')).equals(readFileSync(straight.head!))).toBe(true);
+    expect(readFileSync(logFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).step)).toEqual([1, 2, 3, 4]);
   }, 180_000);
 });

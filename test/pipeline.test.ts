@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertHf } from '../lib/convert.js';
 import { parsePipelineConfig, readPipelineConfig, runPipeline, type PipelineEvent, type PipelineReport, type PipelineStage } from '../lib/pipeline.js';
 import { TASKS } from '../lib/tasks/registry.js';
-import { expectUserError, runCli, type CliResult } from './helpers/cli.js';
+import { expectUserError, runCli, startCli, type CliResult } from './helpers/cli.js';
 import { golden, projectRoot, sharedFile } from './helpers/paths.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-pipeline-'));
@@ -79,6 +79,20 @@ describe('make-tasks CLI (demo model)', () => {
     // step_identity: one example per latent step of the built-in model; prompt: one per question
     const steps = (JSON.parse(readFileSync(join(dir, 'traces.jsonl'), 'utf8').split('\n')[0]) as { steps: unknown[] }).steps.length - 1;
     expect(s.totals.train + s.totals.val + s.totals.test).toBe(3 * (steps + 1));
+  });
+
+  it('killed with SIGKILL during the extra runs, then rerun: the same task files as an uninterrupted run', async () => {
+    const args = (out: string) => ['make-tasks', '--traces', join(dir, 'traces.jsonl'), '--capture', join(dir, 'capture'), '-o', out, '--data', data, '--model', 'demo', '--split', '0.34,0.33,0.33', '--threads', '2', '-q'];
+    const whole = join(dir, 'whole');
+    expect((await cli(args(whole))).code).toBe(0);
+    const cut = join(dir, 'cut');
+    const { child, done } = startCli(args(cut));
+    while (!existsSync(join(cut, 'extra'))) await new Promise((r) => setTimeout(r, 5));
+    child.kill('SIGKILL');
+    await done;
+    const again = await cli(args(cut));
+    expect(again.code, again.stderr).toBe(0);
+    for (const f of ['train.jsonl', 'val.jsonl', 'test.jsonl']) expect(readFileSync(join(cut, f), 'utf8'), f).toBe(readFileSync(join(whole, f), 'utf8'));
   });
 
   it('gives one-line errors naming the file or option', async () => {
