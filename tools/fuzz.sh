@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses of native/fuzz/ (clang, ASan + UBSan, any report fatal), seeds
-# each from the golden files and the shipped models, replays its regression inputs, then fuzzes
+# each from the golden files, the shipped models and native/fuzz/seeds/, replays its regression
+# inputs (native/fuzz/regressions/<name>/), then fuzzes
 # each for SECONDS. Findings land in <build>/findings/ and fail the run.
 # Usage: tools/fuzz.sh [SECONDS per harness, default 30] [shared-dir]
 #   A longer campaign: tools/fuzz.sh 3600   (the corpus in <build>/corpus grows between runs)
@@ -34,6 +35,8 @@ seed torch_zip $(find "$g" -name '*.bin')
 seed json $(find "$g" -name '*.json' -size -1M | head -n 40)
 seed hf_config $(find "$g" -name 'config.json' -o -name 'base_config.json' -o -name 'adapter_config.json')
 seed hf_vocab $(find "$g" -name 'tokenizer.json' -size -4M)
+# Small seeds of our own (native/fuzz/seeds/<name>/: a torch.save zip, its zip64 rewrite, its pickle).
+for d in native/fuzz/seeds/*/; do seed "$(basename "$d")" "$d"*; done
 mkdir -p "$corpus/unpickle"
 for z in $(find "$g" -name '*.bin'); do
   if command -v unzip >/dev/null; then unzip -p "$z" '*/data.pkl' > "$corpus/unpickle/$(basename "$z").pkl" 2>/dev/null || true; fi
