@@ -148,6 +148,8 @@ export interface NativeLatentSettings {
   padId: number;
   promptFormat: string; // "codi-answer-only" | "codi" | "plain"
   layerNormEps: number;
+  /** coconut: e = scale x h (lro.latent.scale; 1 in Coconut itself) */
+  scale: number;
   hidden: number;
   excludeIds: Int32Array;
 }

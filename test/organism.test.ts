@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { embeddingScale } from '../lib/organism/recipe.js';
 import { LatentHead } from '../lib/latent-head.js';
 import { loadModel } from '../lib/model.js';
 import { runCli } from './helpers/cli.js';
@@ -28,7 +29,7 @@ describe('organism train --quick', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const pre = losses(join(out, 'pretrain', 'log.jsonl'));
-    const recipe = JSON.parse(readFileSync(join(out, 'recipe.json'), 'utf8')) as { method: string; coconut: { stages: number } };
+    const recipe = JSON.parse(readFileSync(join(out, 'recipe.json'), 'utf8')) as { method: string; coconut: { stages: number; latentsPerStep: number; scaleToEmbeddings: boolean } };
     const last = recipe.method === 'codi' ? 'codi' : `coconut-${recipe.coconut.stages}`;
     const codi = losses(join(out, last, 'log.jsonl'));
     expect(mean(pre.slice(-5))).toBeLessThan(0.8 * mean(pre.slice(0, 5)));
@@ -37,6 +38,11 @@ describe('organism train --quick', () => {
     const m = await loadModel(join(out, 'organism.gguf'));
     const head = LatentHead.find(m);
     expect(head?.settings.mode).toBe(recipe.method);
+    // Coconut's feed at the pretrained embeddings' norm: e = scale x final_norm(h), scale well below 1.
+    if (recipe.method === 'coconut' && recipe.coconut.scaleToEmbeddings) {
+      expect(head!.settings.scale).toBeCloseTo(embeddingScale(join(out, 'pretrain', 'model.gguf')), 6);
+      expect(head!.settings.scale).toBeLessThan(0.5);
+    }
     expect(typeof m.metadata()['lro.organism.recipe']).toBe('string');
     m.dispose();
 
@@ -52,7 +58,7 @@ describe('organism train --quick', () => {
     expect(ev.code).toBe(0);
     const rep = JSON.parse(ev.stdout) as { withLatents: { n: number }; zeroAblation: unknown[]; probe: { best: number[][] } };
     expect(rep.withLatents.n).toBe(8);
-    expect(rep.zeroAblation.length).toBe(recipe.method === 'codi' ? 3 : recipe.coconut.stages);
+    expect(rep.zeroAblation.length).toBe(recipe.method === 'codi' ? 3 : recipe.coconut.stages * recipe.coconut.latentsPerStep);
     expect(rep.probe.best.length).toBe(3);
     expect(existsSync(join(out, 'DONE'))).toBe(true);
 

@@ -38,7 +38,17 @@ export interface OrganismRecipe {
    * each stage from the last. latentTargets: latent step k's source row also predicts step k's
    * result (weight latentFactor), so that the latent carries the value rather than the answer prompt.
    */
-  coconut: { stages: number; latentsPerStep: number; stepsPerStage: number; batchSize: number; lr: number; latentTargets: boolean; latentFactor: number };
+  coconut: {
+    stages: number;
+    latentsPerStep: number;
+    stepsPerStage: number;
+    batchSize: number;
+    lr: number;
+    latentTargets: boolean;
+    latentFactor: number;
+    /** Feed e = scale x h with scale = the pretrained token embeddings' mean norm / the final norm's gain norm (lro.latent.scale). */
+    scaleToEmbeddings: boolean;
+  };
 }
 
 /** The shipped organism's recipe (about 50 minutes on 2 cores). */
@@ -57,7 +67,7 @@ export const ORGANISM_RECIPE: OrganismRecipe = {
   pretrain: { steps: 2500, batchSize: 16, lr: 2e-3, warmup: 0.03 },
   method: 'coconut',
   codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 4, latentsPerStep: 2, stepsPerStage: 600, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1 },
+  coconut: { stages: 4, latentsPerStep: 2, stepsPerStage: 600, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: true },
 };
 
 /** A minute's worth, for tests: the same path on a tiny model. */
@@ -70,7 +80,7 @@ export const QUICK_RECIPE: OrganismRecipe = {
   latentSteps: 3,
   pretrain: { steps: 30, batchSize: 8, lr: 3e-3, warmup: 0 },
   codi: { steps: 20, batchSize: 8, lr: 1e-3, warmup: 0, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 2, latentsPerStep: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1 },
+  coconut: { stages: 2, latentsPerStep: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: true },
 };
 
 export interface OrganismTrainOptions {
@@ -92,6 +102,30 @@ export interface OrganismTrainSummary {
   pretrainLoss: number | null;
   codiLoss: number | null;
   elapsedMs: number;
+}
+
+/**
+ * The feed scale that puts e = scale x final_norm(h) at the token embeddings' norm: the mean row
+ * norm of token_embd over the norm of output_norm's gain (final_norm(h) has about that norm).
+ */
+export function embeddingScale(modelPath: string): number {
+  const info = native().inspectGguf(modelPath);
+  const bytes = readFileSync(modelPath);
+  const f32 = (name: string): Float32Array => {
+    const t = info.tensors.find((x) => x.name === name);
+    if (!t || t.type !== 'f32') throw new InputError(`${modelPath}: tensor ${name} (f32) not found`);
+    return new Float32Array(bytes.buffer.slice(bytes.byteOffset + t.fileOffset, bytes.byteOffset + t.fileOffset + t.bytes));
+  };
+  const emb = f32('token_embd.weight');
+  const gain = f32('output_norm.weight');
+  const d = gain.length;
+  let rows = 0;
+  for (let r = 0; r < emb.length / d; r++) {
+    let q = 0;
+    for (let j = 0; j < d; j++) q += emb[r * d + j] ** 2;
+    rows += Math.sqrt(q);
+  }
+  return rows / (emb.length / d) / Math.hypot(...gain);
 }
 
 function jsonl(records: readonly OrganismProblem[]): string {
@@ -218,6 +252,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
         { key: 'lro.latent.prompt_format', type: 'string', value: 'codi' },
         { key: 'lro.latent.layer_norm_eps', type: 'f32', value: 1e-5 },
         { key: 'lro.latent.exclude_ids', type: 'array:i32', value: [ids[2], ids[0], ids[1]] },
+        ...(recipe.coconut.scaleToEmbeddings ? [{ key: 'lro.latent.scale', type: 'f32' as const, value: embeddingScale(join(pre, 'model.gguf')) }] : []),
       ], []);
     }
     let base = join(pre, 'model.gguf');

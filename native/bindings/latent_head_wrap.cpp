@@ -32,6 +32,7 @@ class LatentHeadWrap : public Napi::ObjectWrap<LatentHeadWrap> {
     o.Set("padId", s.pad_id);
     o.Set("promptFormat", s.prompt_format);
     o.Set("layerNormEps", s.ln_eps);
+    o.Set("scale", s.scale);
     o.Set("hidden", static_cast<double>(head->hidden()));
     auto ex = Napi::Int32Array::New(env, s.exclude_ids.size());
     for (size_t i = 0; i < s.exclude_ids.size(); ++i) ex[i] = s.exclude_ids[i];

@@ -112,6 +112,7 @@ struct FolderFacts {
   int64_t num_latent = -1;
   int64_t pad = -1, bot = -1, eot = -1;
   std::string prompt_format, latent_mode;  // README.json of an export-hf folder
+  double latent_scale = 1.0;
 };
 
 FolderFacts read_folder_facts(const std::string& dir) {
@@ -133,6 +134,9 @@ FolderFacts read_folder_facts(const std::string& dir) {
     // export-hf's README.json states these as strings (a CODI checkpoint's prompt_format is an object describing it).
     if (const json::Value* pf = j.find("prompt_format"); pf && pf->is_string()) f.prompt_format = pf->str;
     if (const json::Value* lm = j.find("latent_mode"); lm && lm->is_string()) f.latent_mode = lm->str;
+    f.latent_scale = json::get_number_or(j, "latent_scale", 1.0, readme);
+    if (!std::isfinite(f.latent_scale) || f.latent_scale <= 0 || f.latent_scale > 1e4)
+      throw ConvertError(readme + ": latent_scale must be a positive number");
     if (!f.prompt_format.empty() && f.prompt_format != "codi-answer-only" && f.prompt_format != "codi" && f.prompt_format != "plain")
       throw ConvertError(readme + ": prompt_format '" + f.prompt_format + "' is not codi-answer-only, codi or plain");
     if (const json::Value* s = j.find("special_ids"); s && s->is_object()) {
@@ -170,6 +174,7 @@ void write_latent_sidecar(const std::string& path, const std::string& name, cons
   w.set_i32(kLatentPad, s.pad_id);
   w.set_string(kLatentPromptFormat, s.prompt_format);
   w.set_f32(kLatentLnEps, s.ln_eps);
+  if (s.scale != 1.0f) w.set_f32(kLatentScale, s.scale);
   w.set_i32_array(kLatentExclude, s.exclude_ids);
   std::vector<const TensorRef*> srcs;
   if (s.mode == "codi") {
@@ -681,6 +686,7 @@ HfConvertSummary convert_hf(const std::string& dir, const std::string& out, cons
       s.eot_id = static_cast<int32_t>(eot);
       s.pad_id = static_cast<int32_t>(lat);
       s.prompt_format = facts.prompt_format.empty() ? "plain" : facts.prompt_format;
+      s.scale = static_cast<float>(facts.latent_scale);
       if (bot < 0) sum.warnings.push_back("coconut sidecar: no <|start-latent|> / <|end-latent|> tokens found; bot/eot ids are -1");
     }
     for (int32_t id : {s.pad_id, s.bot_id, s.eot_id}) {

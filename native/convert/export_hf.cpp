@@ -285,6 +285,8 @@ HfExportSummary export_hf(const std::string& model_path, const std::string& out_
     r.set("latent_mode", str(s.mode));
     r.set("num_latent", num(s.steps));
     r.set("prompt_format", str(s.prompt_format));
+    // lro-native's Coconut feed scale (e = scale x h); Coconut itself feeds h as it is.
+    if (s.scale != 1.0f) r.set("latent_scale", Value::make_number(s.scale));
     ids.set("bot", num(s.bot_id));
     ids.set("eot", num(s.eot_id));
     ids.set("pad", num(s.pad_id));

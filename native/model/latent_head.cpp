@@ -83,7 +83,7 @@ void head_hidden(const LatentHeadWeights& w, const float* z, int64_t n, std::vec
 
 void latent_head_forward(const LatentHeadWeights& w, const float* z, float* e, int64_t n, ThreadPool& pool) {
   if (w.identity) {
-    std::copy(z, z + n * w.d, e);
+    for (int64_t i = 0; i < n * w.d; ++i) e[i] = w.scale * z[i];
     return;
   }
   std::vector<float> a, g, y;
@@ -95,7 +95,7 @@ void latent_head_backward(const LatentHeadWeights& w, const LatentHeadGrads& gr,
                           float* dz, int64_t n, ThreadPool& pool) {
   const int64_t d = w.d, hid = w.hidden;
   if (w.identity) {
-    for (int64_t i = 0; i < n * d; ++i) dz[i] += de[i];
+    for (int64_t i = 0; i < n * d; ++i) dz[i] += w.scale * de[i];
     return;
   }
   std::vector<float> a, g, y;
@@ -154,6 +154,11 @@ std::shared_ptr<LatentHead> LatentHead::from_file(std::shared_ptr<GgufFile> file
   s.pad_id = static_cast<int32_t>(f.get_int(kLatentPad, -1));
   s.prompt_format = f.get_string(kLatentPromptFormat, "plain");
   s.ln_eps = static_cast<float>(f.get_float(kLatentLnEps, 1e-5));
+  s.scale = static_cast<float>(f.get_float(kLatentScale, 1.0));
+  if (!std::isfinite(s.scale) || s.scale <= 0 || s.scale > 1e4)
+    throw GgufError(f.path() + ": '" + kLatentScale + "' must be a positive finite number, got " + std::to_string(s.scale));
+  if (s.scale != 1.0f && s.mode != "coconut")
+    throw GgufError(f.path() + ": '" + kLatentScale + "' applies to Coconut heads only (this one is '" + s.mode + "')");
   if (const GgufValue* ex = f.find(kLatentExclude))
     for (const auto& v : ex->as_array(kLatentExclude)) s.exclude_ids.push_back(static_cast<int32_t>(v.as_int(kLatentExclude)));
   if (s.mode == "coconut") return h;
@@ -181,6 +186,7 @@ std::shared_ptr<LatentHead> LatentHead::from_file(std::shared_ptr<GgufFile> file
 LatentHeadWeights LatentHead::weights() const {
   LatentHeadWeights w;
   w.d = d_;
+  w.scale = s_.scale;
   if (s_.mode == "coconut") return w;
   w.identity = false;
   w.hidden = hidden_;

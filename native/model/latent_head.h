@@ -22,6 +22,9 @@ constexpr const char* kLatentEot = "lro.latent.eot_id";                 // i32
 constexpr const char* kLatentPad = "lro.latent.pad_id";                 // i32, -1 if none
 constexpr const char* kLatentPromptFormat = "lro.latent.prompt_format"; // "codi-answer-only" | "codi" | "plain"
 constexpr const char* kLatentLnEps = "lro.latent.layer_norm_eps";       // f32
+// Coconut only, not in Coconut itself: e = scale x h (default 1). A small model's final states
+// are far larger than its token embeddings; the organism feeds them at the embeddings' norm.
+constexpr const char* kLatentScale = "lro.latent.scale";                // f32
 constexpr const char* kLatentExclude = "lro.latent.exclude_ids";        // i32[]: never decoded (pad, bot, eot)
 // Tensors: latent.fc1.weight ne [d, h], latent.fc1.bias [h], latent.fc2.weight ne [h, d],
 // latent.fc2.bias [d], latent.ln.weight [d], latent.ln.bias [d] (CODI only).
@@ -29,7 +32,8 @@ constexpr const char* kLatentExclude = "lro.latent.exclude_ids";        // i32[]
 // The head's weights as its forward and backward see them: the GGUF's tensors (inference) or f32
 // copies being trained.
 struct LatentHeadWeights {
-  bool identity = true;  // Coconut: e = z
+  bool identity = true;  // Coconut: e = scale x z
+  float scale = 1.0f;
   int64_t d = 0, hidden = 0;
   GgmlType w1_type = GgmlType::F32, w2_type = GgmlType::F32;
   const void* w1 = nullptr;  // [hidden, d]
@@ -57,6 +61,7 @@ struct LatentSettings {
   int32_t bot_id = -1, eot_id = -1, pad_id = -1;
   std::string prompt_format = "plain";
   float ln_eps = 1e-5f;
+  float scale = 1.0f;  // Coconut: kLatentScale
   std::vector<int32_t> exclude_ids;
 };
 

@@ -376,7 +376,10 @@ BlockWeights LatentTrainer::layer_weights(int layer) {
 LatentHeadWeights LatentTrainer::head_weights() const {
   LatentHeadWeights w;
   w.d = model_->hparams().n_embd;
-  if (cfg_.objective != LatentObjective::CODI) return w;
+  if (cfg_.objective != LatentObjective::CODI) {
+    w.scale = head_ ? head_->settings().scale : 1.0f;  // Coconut: the identity feed at the head's scale
+    return w;
+  }
   w.identity = false;
   w.hidden = head_hidden_;
   w.ln_eps = head_->settings().ln_eps;
