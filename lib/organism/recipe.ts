@@ -46,6 +46,8 @@ export interface OrganismRecipe {
     lr: number;
     latentTargets: boolean;
     latentFactor: number;
+    /** Then this many more steps of the last stage with a cosine decay to 0 (0: none). */
+    finalSteps: number;
     /** Feed e = scale x h with scale = the pretrained token embeddings' mean norm / the final norm's gain norm (lro.latent.scale). */
     scaleToEmbeddings: boolean;
   };
@@ -67,7 +69,7 @@ export const ORGANISM_RECIPE: OrganismRecipe = {
   pretrain: { steps: 2500, batchSize: 16, lr: 2e-3, warmup: 0.03 },
   method: 'coconut',
   codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 4, latentsPerStep: 2, stepsPerStage: 600, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: true },
+  coconut: { stages: 4, latentsPerStep: 2, stepsPerStage: 600, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: false, finalSteps: 3000 },
 };
 
 /** A minute's worth, for tests: the same path on a tiny model. */
@@ -80,7 +82,7 @@ export const QUICK_RECIPE: OrganismRecipe = {
   latentSteps: 3,
   pretrain: { steps: 30, batchSize: 8, lr: 3e-3, warmup: 0 },
   codi: { steps: 20, batchSize: 8, lr: 1e-3, warmup: 0, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 2, latentsPerStep: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: true },
+  coconut: { stages: 2, latentsPerStep: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: true, finalSteps: 5 },
 };
 
 export interface OrganismTrainOptions {
@@ -257,8 +259,12 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
     }
     let base = join(pre, 'model.gguf');
     let baseHead = headFile;
-    for (let st = 1; st <= recipe.coconut.stages; st++) {
-      const dir = join(out, `coconut-${st}`);
+    // Stages 1..S at a constant LR, then (finalSteps > 0) more of stage S with a cosine decay.
+    const runs = Array.from({ length: recipe.coconut.stages }, (_, i) => ({ stage: i + 1, dir: `coconut-${i + 1}`, steps: recipe.coconut.stepsPerStage, schedule: 'constant' as 'constant' | 'cosine' }));
+    if (recipe.coconut.finalSteps > 0)
+      runs.push({ stage: recipe.coconut.stages, dir: 'coconut-final', steps: recipe.coconut.finalSteps, schedule: 'cosine' as const });
+    for (const { stage: st, dir: name, steps, schedule } of runs) {
+      const dir = join(out, name);
       if (!existsSync(join(dir, 'model.gguf'))) {
         const r = await trainLatent(
           {
@@ -273,14 +279,14 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
             latentFactor: recipe.coconut.latentFactor,
             lr: recipe.coconut.lr,
             warmup: 0,
-            schedule: 'constant',
+            schedule,
             batchSize: recipe.coconut.batchSize,
-            steps: recipe.coconut.stepsPerStage,
+            steps,
             resume: existsSync(join(dir, 'run.json')),
             name: recipe.name,
             metadata,
           },
-          { signal: o.signal, onProgress: (p) => say(`coconut stage ${st}`, p) },
+          { signal: o.signal, onProgress: (p) => say(name === 'coconut-final' ? `coconut stage ${st} (final, cosine)` : `coconut stage ${st}`, p) },
         );
         codiLoss = r.loss;
       }

@@ -8,10 +8,10 @@ namespace lro_napi {
 // loadAdapter(model, path): checked against the model's shapes.
 Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "loadAdapter: model");
   if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
   std::shared_ptr<lro::LoraAdapter> ad;
-  ad = lro::LoraAdapter::load(info[1].As<Napi::String>().Utf8Value(), *mw->model);
+  ad = lro::LoraAdapter::load(string_arg(info, 1, "loadAdapter: path"), *mw->model);
   Napi::Object obj = new_instance(env, "NativeAdapter");
   AdapterWrap::Unwrap(obj)->adapter = ad;
   return obj;

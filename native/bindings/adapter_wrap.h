@@ -18,6 +18,7 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
  private:
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    if (!adapter) throw Napi::Error::New(env, "NativeAdapter: no adapter (make one with loadAdapter)");
     auto o = Napi::Object::New(env);
     o.Set("path", adapter->path());
     o.Set("alpha", adapter->alpha());

@@ -28,6 +28,7 @@
 #include "model/random_model.h"
 #include "runtime/session.h"
 #include "train/train.h"
+#include "bindings/guards.h"
 
 namespace lro_napi {
 
@@ -84,6 +85,19 @@ inline void register_class(Napi::Env env, Napi::Function f) {
   data->classes[f.Get("name").As<Napi::String>().Utf8Value()] = Napi::Persistent(f);
 }
 
+// The native object behind a JS value of class `name` (NativeModel, NativeAdapter, ...), or a
+// TypeError naming `what`: no other object (another class's, a plain one) is ever reinterpreted.
+template <typename W>
+W* unwrap_as(Napi::Env env, const Napi::Value& v, const char* name, const std::string& what) {
+  auto* data = env.GetInstanceData<AddonData>();
+  auto it = data->classes.find(name);
+  if (!v.IsObject() || it == data->classes.end() || !v.As<Napi::Object>().InstanceOf(it->second.Value()))
+    throw Napi::TypeError::New(env, what + " must be a " + name);
+  W* w = W::Unwrap(v.As<Napi::Object>());
+  if (!w) throw Napi::TypeError::New(env, what + " must be a " + name);
+  return w;
+}
+
 inline Napi::Object new_instance(Napi::Env env, const char* name) { return env.GetInstanceData<AddonData>()->classes.at(name).New({}); }
 
 // The tensor table of a GGUF file: [{name, type, shape (ggml order), bytes}].
@@ -123,8 +137,7 @@ inline Napi::Object metadata_to_js(Napi::Env env, const lro::GgufFile& f, uint32
 
 template <typename T, typename A>
 std::vector<T> copy_typed(const Napi::Value& v, const char* field) {
-  if (!v.IsTypedArray()) throw std::invalid_argument(std::string("eval: '") + field + "' must be a typed array");
-  auto a = v.As<A>();
+  auto a = typed_value<A>(v.Env(), v, std::string("eval: ") + field);
   return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
 }
 

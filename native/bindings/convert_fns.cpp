@@ -123,7 +123,7 @@ Napi::Value ConvertHf(const Napi::CallbackInfo& info) {
   auto* w = new ConvertWorker(env, o.Has("onProgress") ? o.Get("onProgress") : env.Undefined());
   opt.progress = w->progress_fn();
   auto sum = std::make_shared<lro::convert::HfConvertSummary>();
-  std::string dir = info[0].As<Napi::String>().Utf8Value(), out = info[1].As<Napi::String>().Utf8Value();
+  std::string dir = string_arg(info, 0, "convertHf: dir"), out = string_arg(info, 1, "convertHf: out");
   w->work = [sum, dir, out, opt]() { *sum = lro::convert::convert_hf(dir, out, opt); };
   w->result = [sum](Napi::Env e) {
     const auto& s = *sum;
@@ -184,7 +184,7 @@ Napi::Value ConvertAdapter(const Napi::CallbackInfo& info) {
   auto* w = new ConvertWorker(env, o.Has("onProgress") ? o.Get("onProgress") : env.Undefined());
   opt.progress = w->progress_fn();
   auto sum = std::make_shared<lro::convert::AdapterConvertSummary>();
-  std::string in = info[0].As<Napi::String>().Utf8Value(), out = info[1].As<Napi::String>().Utf8Value();
+  std::string in = string_arg(info, 0, "convertAdapter: input"), out = string_arg(info, 1, "convertAdapter: out");
   w->work = [sum, in, out, opt]() { *sum = lro::convert::convert_adapter(in, out, opt); };
   w->result = [sum](Napi::Env e) {
     const auto& s = *sum;
@@ -215,7 +215,7 @@ Napi::Value ExportHf(const Napi::CallbackInfo& info) {
   Napi::Object o = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
   lro::convert::HfExportOptions opt;
   opt.latent_head = opt_string(o, "latentHead");
-  auto s = lro::convert::export_hf(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(), opt);
+  auto s = lro::convert::export_hf(string_arg(info, 0, "exportHf: model"), string_arg(info, 1, "exportHf: out"), opt);
   auto r = Napi::Object::New(env);
   r.Set("dir", s.dir);
   r.Set("files", string_array(env, s.files));

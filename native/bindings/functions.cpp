@@ -6,10 +6,10 @@ namespace lro_napi {
 // logitStats(logits, row, nVocab, vocabLimit, topK)
 Napi::Value LogitStatsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto logits = info[0].As<Napi::Float32Array>();
-  int64_t row = info[1].As<Napi::Number>().Int64Value(), nv = info[2].As<Napi::Number>().Int64Value();
-  int64_t limit = info[3].As<Napi::Number>().Int64Value(), k = info[4].As<Napi::Number>().Int64Value();
-  if (nv <= 0 || row < 0 || static_cast<size_t>((row + 1) * nv) > logits.ElementLength())
+  auto logits = typed_arg<Napi::Float32Array>(info, 0, "logitStats: logits");
+  int64_t row = int_arg(info, 1, "logitStats: row", 0, kMaxSafeInt), nv = int_arg(info, 2, "logitStats: nVocab", 1, kMaxI32);
+  int64_t limit = int_arg(info, 3, "logitStats: vocabLimit", 0, kMaxI32), k = int_arg(info, 4, "logitStats: topK", 0, kMaxI32);
+  if (nv <= 0 || row < 0 || static_cast<size_t>(row) >= logits.ElementLength() / static_cast<size_t>(nv))
     throw Napi::RangeError::New(env, "logitStats: row outside the logits");
   auto s = lro::logit_stats(logits.Data() + row * nv, nv, limit, std::max<int64_t>(k, 0));
   auto o = Napi::Object::New(env);
@@ -32,10 +32,10 @@ Napi::Value LogitStatsFn(const Napi::CallbackInfo& info) {
 // vectorStats(v, prev | null)
 Napi::Value VectorStatsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto v = info[0].As<Napi::Float32Array>();
+  auto v = typed_arg<Napi::Float32Array>(info, 0, "vectorStats: v");
   const float* prev = nullptr;
-  if (info.Length() > 1 && info[1].IsTypedArray()) {
-    auto p = info[1].As<Napi::Float32Array>();
+  if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) {
+    auto p = typed_arg<Napi::Float32Array>(info, 1, "vectorStats: prev");
     if (p.ElementLength() != v.ElementLength()) throw Napi::RangeError::New(env, "vectorStats: vectors differ in length");
     prev = p.Data();
   }
@@ -50,18 +50,19 @@ Napi::Value VectorStatsFn(const Napi::CallbackInfo& info) {
 // addScaledNoise(v, scale, seed) -> v + scale * ||v|| * g / ||g||
 Napi::Value AddScaledNoise(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto v = info[0].As<Napi::Float32Array>();
+  auto v = typed_arg<Napi::Float32Array>(info, 0, "addScaledNoise: v");
+  const double scale = number_arg(info, 1, "addScaledNoise: scale");
+  const int64_t seed = int_arg(info, 2, "addScaledNoise: seed", 0, kMaxSafeInt);
   auto out = Napi::Float32Array::New(env, v.ElementLength());
-  lro::add_scaled_noise(out.Data(), v.Data(), static_cast<int64_t>(v.ElementLength()), info[1].As<Napi::Number>().DoubleValue(),
-                        static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()));
+  lro::add_scaled_noise(out.Data(), v.Data(), static_cast<int64_t>(v.ElementLength()), scale, static_cast<uint64_t>(seed));
   return out;
 }
 
 // meanRows(x, width) -> mean row
 Napi::Value MeanRows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto x = info[0].As<Napi::Float32Array>();
-  int64_t d = info[1].As<Napi::Number>().Int64Value();
+  auto x = typed_arg<Napi::Float32Array>(info, 0, "meanRows: x");
+  int64_t d = int_arg(info, 1, "meanRows: width", 1, kMaxI32);
   if (d <= 0 || x.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, "meanRows: length not a multiple of width");
   auto out = Napi::Float32Array::New(env, static_cast<size_t>(d));
   lro::mean_rows(out.Data(), x.Data(), static_cast<int64_t>(x.ElementLength()) / d, d);
@@ -94,10 +95,10 @@ Napi::Value RidgeClassify(const Napi::CallbackInfo& info) {
 
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
-  auto src = info[1].As<Napi::Float32Array>();
+  GgmlType t = parse_type(string_arg(info, 0, "quantize: type"));
+  auto src = typed_arg<Napi::Float32Array>(info, 1, "quantize: data");
   int64_t n = static_cast<int64_t>(src.ElementLength());
-  int64_t row = info.Length() > 2 ? info[2].As<Napi::Number>().Int64Value() : n;
+  int64_t row = info.Length() > 2 && !info[2].IsUndefined() ? int_arg(info, 2, "quantize: rowLength", 1, kMaxSafeInt) : n;
   if (!lro::can_quantize(t)) throw std::invalid_argument("cannot quantise to " + type_name(t));
   if (row <= 0 || n % row != 0 || row % lro::traits(t).block_size != 0)
     throw std::invalid_argument("quantize: row length must divide the data and be a multiple of the block size " +
@@ -110,9 +111,9 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
 
 Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  GgmlType t = parse_type(info[0].As<Napi::String>().Utf8Value());
-  auto src = info[1].As<Napi::Uint8Array>();
-  int64_t n = info[2].As<Napi::Number>().Int64Value();
+  GgmlType t = parse_type(string_arg(info, 0, "dequantize: type"));
+  auto src = typed_arg<Napi::Uint8Array>(info, 1, "dequantize: data");
+  int64_t n = int_arg(info, 2, "dequantize: n", 0, kMaxSafeInt);
   if (n < 0 || n % lro::traits(t).block_size != 0 || lro::row_size(t, n) > src.ByteLength())
     throw std::invalid_argument("dequantize: data too short or length not a multiple of the block size");
   auto out = Napi::Float32Array::New(env, static_cast<size_t>(n));
@@ -130,6 +131,7 @@ lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type) {
   if (type.rfind("array:", 0) == 0) {
     g.type = T::ARRAY;
     std::string et = type.substr(6);
+    if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), "writeGguf: a value of type " + type + " must be an array");
     auto a = v.As<Napi::Array>();
     for (uint32_t i = 0; i < a.Length(); ++i) g.arr.push_back(js_to_gguf(a.Get(i), et));
     g.elem_type = g.arr.empty() ? (et == "string" ? T::STRING : T::I32) : g.arr[0].type;
@@ -142,6 +144,11 @@ lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type) {
   for (auto& nt : names) {
     if (type != nt.first) continue;
     g.type = nt.second;
+    if (g.type == T::STRING ? !v.IsString() : g.type == T::BOOL ? !v.IsBoolean() : !(v.IsNumber() || v.IsBigInt()))
+      throw Napi::TypeError::New(v.Env(), "writeGguf: a value of type " + type + " must be a " +
+                                              (g.type == T::STRING ? "string" : g.type == T::BOOL ? "boolean" : "number or bigint"));
+    if (v.IsNumber() && !std::isfinite(v.As<Napi::Number>().DoubleValue()) && g.type != T::F32 && g.type != T::F64)
+      throw Napi::RangeError::New(v.Env(), "writeGguf: a value of type " + type + " must be finite");
     switch (g.type) {
       case T::STRING: g.str = v.As<Napi::String>().Utf8Value(); break;
       case T::BOOL: g.num.b = v.ToBoolean(); break;
@@ -159,23 +166,32 @@ lro::GgufValue js_to_gguf(const Napi::Value& v, const std::string& type) {
 
 Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = string_arg(info, 0, "writeGguf: path");
   lro::GgufWriter w;
+  if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray())
+    throw Napi::TypeError::New(env, "writeGguf(path, metadata: {key, type, value}[], tensors: {name, type, shape, data}[])");
+  auto str = [&](const Napi::Object& o, const char* k, const std::string& where) {
+    if (!o.Get(k).IsString()) type_error(env, where + "." + k, "a string");
+    return o.Get(k).As<Napi::String>().Utf8Value();
+  };
   auto md = info[1].As<Napi::Array>();
   for (uint32_t i = 0; i < md.Length(); ++i) {
+    const std::string where = "writeGguf: metadata[" + std::to_string(i) + "]";
+    if (!md.Get(i).IsObject()) type_error(env, where, "an object");
     auto e = md.Get(i).As<Napi::Object>();
-    w.set_value(e.Get("key").As<Napi::String>().Utf8Value(),
-                js_to_gguf(e.Get("value"), e.Get("type").As<Napi::String>().Utf8Value()));
+    w.set_value(str(e, "key", where), js_to_gguf(e.Get("value"), str(e, "type", where)));
   }
   auto ts = info[2].As<Napi::Array>();
   for (uint32_t i = 0; i < ts.Length(); ++i) {
+    const std::string where = "writeGguf: tensors[" + std::to_string(i) + "]";
+    if (!ts.Get(i).IsObject()) type_error(env, where, "an object");
     auto t = ts.Get(i).As<Napi::Object>();
+    if (!t.Get("shape").IsArray()) type_error(env, where + ".shape", "an array");
     auto shape = t.Get("shape").As<Napi::Array>();
     std::vector<int64_t> ne;
-    for (uint32_t d = 0; d < shape.Length(); ++d) ne.push_back(shape.Get(d).As<Napi::Number>().Int64Value());
-    auto data = t.Get("data").As<Napi::Uint8Array>();
-    w.add_tensor(t.Get("name").As<Napi::String>().Utf8Value(), parse_type(t.Get("type").As<Napi::String>().Utf8Value()), ne,
-                 std::vector<uint8_t>(data.Data(), data.Data() + data.ByteLength()));
+    for (uint32_t d = 0; d < shape.Length(); ++d) ne.push_back(int_value(env, shape.Get(d), where + ".shape[" + std::to_string(d) + "]", 1, kMaxSafeInt));
+    auto data = typed_value<Napi::Uint8Array>(env, t.Get("data"), where + ".data");
+    w.add_tensor(str(t, "name", where), parse_type(str(t, "type", where)), ne, std::vector<uint8_t>(data.Data(), data.Data() + data.ByteLength()));
   }
   w.write(path);
   return env.Undefined();
@@ -186,22 +202,22 @@ Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
 // resumed or re-run generation picks the same tokens.
 Napi::Value SampleToken(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto logits = info[0].As<Napi::Float32Array>();
-  int64_t row = info[1].As<Napi::Number>().Int64Value();
-  int64_t nv = info[2].As<Napi::Number>().Int64Value();
-  auto o = info[3].As<Napi::Object>();
-  if (nv <= 0 || row < 0 || static_cast<size_t>((row + 1) * nv) > logits.ElementLength())
+  auto logits = typed_arg<Napi::Float32Array>(info, 0, "sampleToken: logits");
+  int64_t row = int_arg(info, 1, "sampleToken: row", 0, kMaxSafeInt);
+  int64_t nv = int_arg(info, 2, "sampleToken: nVocab", 1, kMaxI32);
+  auto o = object_arg(info, 3, "sampleToken: options");
+  if (nv <= 0 || row < 0 || static_cast<size_t>(row) >= logits.ElementLength() / static_cast<size_t>(nv))
     throw Napi::RangeError::New(env, "sampleToken: row outside the logits");
   const float* l = logits.Data() + row * nv;
-  double temperature = o.Get("temperature").As<Napi::Number>().DoubleValue();
-  int64_t top_k = o.Get("topK").As<Napi::Number>().Int64Value();
-  double top_p = o.Get("topP").As<Napi::Number>().DoubleValue();
-  uint64_t seed = static_cast<uint64_t>(o.Get("seed").As<Napi::Number>().Int64Value());
-  uint64_t step = static_cast<uint64_t>(o.Get("step").As<Napi::Number>().Int64Value());
+  double temperature = number_value(env, o.Get("temperature"), "sampleToken: options.temperature");
+  int64_t top_k = int_value(env, o.Get("topK"), "sampleToken: options.topK", 0, kMaxI32);
+  double top_p = number_value(env, o.Get("topP"), "sampleToken: options.topP");
+  uint64_t seed = static_cast<uint64_t>(int_value(env, o.Get("seed"), "sampleToken: options.seed", 0, kMaxSafeInt));
+  uint64_t step = static_cast<uint64_t>(int_value(env, o.Get("step"), "sampleToken: options.step", 0, kMaxSafeInt));
   std::vector<char> banned(static_cast<size_t>(nv), 0);
   Napi::Value ex = o.Get("exclude");
-  if (ex.IsTypedArray()) {
-    auto e = ex.As<Napi::Int32Array>();
+  if (!ex.IsUndefined() && !ex.IsNull()) {
+    auto e = typed_value<Napi::Int32Array>(env, ex, "sampleToken: options.exclude");
     for (size_t i = 0; i < e.ElementLength(); ++i)
       if (e[i] >= 0 && e[i] < nv) banned[static_cast<size_t>(e[i])] = 1;
   }
@@ -267,10 +283,11 @@ class RandomModelWorker : public Napi::AsyncWorker {
 //                         tokenizerFrom, ropeBase, unitNorms})
 Napi::Value WriteRandomLlama(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto o = info[1].As<Napi::Object>();
+  const std::string path = string_arg(info, 0, "writeRandomLlama: path");
+  auto o = object_arg(info, 1, "writeRandomLlama: spec");
   lro::RandomLlamaSpec sp;
   auto num = [&](const char* k, int64_t& dst) {
-    if (o.Get(k).IsNumber()) dst = o.Get(k).As<Napi::Number>().Int64Value();
+    if (!o.Get(k).IsUndefined()) dst = int_value(env, o.Get(k), std::string("writeRandomLlama: spec.") + k, 0, kMaxI32);
   };
   num("nEmbd", sp.n_embd);
   num("nLayer", sp.n_layer);
@@ -282,14 +299,14 @@ Napi::Value WriteRandomLlama(const Napi::CallbackInfo& info) {
   int64_t seed = 1;
   num("seed", seed);
   sp.seed = static_cast<uint64_t>(seed);
-  if (o.Get("weightStd").IsNumber()) sp.weight_std = o.Get("weightStd").As<Napi::Number>().FloatValue();
+  if (!o.Get("weightStd").IsUndefined()) sp.weight_std = static_cast<float>(number_value(env, o.Get("weightStd"), "writeRandomLlama: spec.weightStd"));
   if (o.Get("name").IsString()) sp.name = o.Get("name").As<Napi::String>().Utf8Value();
   if (o.Get("latentPath").IsString()) sp.latent_path = o.Get("latentPath").As<Napi::String>().Utf8Value();
   if (o.Get("type").IsString()) sp.type = parse_type(o.Get("type").As<Napi::String>().Utf8Value());
   if (o.Get("tokenizerFrom").IsString()) sp.tokenizer_from = o.Get("tokenizerFrom").As<Napi::String>().Utf8Value();
-  if (o.Get("ropeBase").IsNumber()) sp.rope_base = o.Get("ropeBase").As<Napi::Number>().FloatValue();
+  if (!o.Get("ropeBase").IsUndefined()) sp.rope_base = static_cast<float>(number_value(env, o.Get("ropeBase"), "writeRandomLlama: spec.ropeBase"));
   sp.unit_norms = o.Get("unitNorms").ToBoolean().Value();
-  auto* w = new RandomModelWorker(env, info[0].As<Napi::String>().Utf8Value(), sp);
+  auto* w = new RandomModelWorker(env, path, sp);
   auto p = w->Promise();
   w->Queue();
   return p;

@@ -42,7 +42,7 @@ class LatentHeadWrap : public Napi::ObjectWrap<LatentHeadWrap> {
   // project(z: Float32Array [n * nEmbd]) -> Float32Array [n * nEmbd]
   Napi::Value Project(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto z = info[0].As<Napi::Float32Array>();
+    auto z = typed_arg<Napi::Float32Array>(info, 0, "project: z");
     if (z.ElementLength() == 0 || z.ElementLength() % static_cast<size_t>(n_embd) != 0)
       throw Napi::RangeError::New(env, "project: input length must be a positive multiple of the model width " + std::to_string(n_embd));
     int64_t n = static_cast<int64_t>(z.ElementLength()) / n_embd;
@@ -55,7 +55,7 @@ class LatentHeadWrap : public Napi::ObjectWrap<LatentHeadWrap> {
 // loadLatentHead(model, path | null): null path = the model file itself; resolves null when it has none.
 Napi::Value LoadLatentHead(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "loadLatentHead: model");
   if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
   int64_t d = mw->model->hparams().n_embd;
   std::shared_ptr<lro::LatentHead> h;

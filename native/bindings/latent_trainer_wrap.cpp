@@ -191,7 +191,7 @@ class LatentTrainerWrap : public Napi::ObjectWrap<LatentTrainerWrap> {
 LatentTrainerWrap::LatentTrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LatentTrainerWrap>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "new NativeLatentTrainer(model, headPath, config?, optim?)");
-  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "new NativeLatentTrainer: model");
   if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
   std::shared_ptr<lro::LatentHead> head;
   if (info.Length() > 1 && info[1].IsString()) head = lro::LatentHead::load(info[1].As<Napi::String>().Utf8Value(), mw->model->hparams().n_embd);

@@ -61,14 +61,14 @@ Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& m = get(env);
   // Arrays longer than maxArray are summarised so `info` stays readable on 128k vocabularies.
-  uint32_t max_array = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 0xffffffffu;
+  uint32_t max_array = info.Length() > 0 && !info[0].IsUndefined() ? static_cast<uint32_t>(int_arg(info, 0, "metadata: maxArray", 0, 0xffffffffll)) : 0xffffffffu;
   return metadata_to_js(env, m.file(), max_array);
 }
 
 Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& m = get(env);
-  std::string text = info[0].As<Napi::String>().Utf8Value();
+  std::string text = string_arg(info, 0, "tokenize: text");
   bool add_bos = info[1].ToBoolean();
   bool parse_special = info[2].ToBoolean();
   auto ids = m.tokenizer().encode(text, add_bos, parse_special);
@@ -80,7 +80,7 @@ Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& m = get(env);
-  auto arr = info[0].As<Napi::Int32Array>();
+  auto arr = typed_arg<Napi::Int32Array>(info, 0, "detokenize: ids");
   std::vector<int32_t> ids(arr.Data(), arr.Data() + arr.ElementLength());
   for (int32_t id : ids)
     if (id < 0 || id >= m.tokenizer().n_tokens())
@@ -92,7 +92,7 @@ Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::TokenText(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto& m = get(env);
-  int32_t id = info[0].As<Napi::Number>().Int32Value();
+  const int32_t id = static_cast<int32_t>(int_arg(info, 0, "tokenText: id", 0, kMaxI32));
   if (id < 0 || id >= m.tokenizer().n_tokens())
     throw Napi::RangeError::New(env, "token id " + std::to_string(id) + " is outside the vocabulary");
   return Napi::String::New(env, m.tokenizer().token_text(id));
@@ -100,7 +100,7 @@ Napi::Value ModelWrap::TokenText(const Napi::CallbackInfo& info) {
 
 Napi::Value ModelWrap::IsEog(const Napi::CallbackInfo& info) {
   auto& m = get(info.Env());
-  return Napi::Boolean::New(info.Env(), m.tokenizer().is_eog(info[0].As<Napi::Number>().Int32Value()));
+  return Napi::Boolean::New(info.Env(), m.tokenizer().is_eog(static_cast<int32_t>(int_arg(info, 0, "isEog: id", -kMaxI32, kMaxI32))));
 }
 
 Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {
@@ -139,7 +139,7 @@ class LoadWorker : public Napi::AsyncWorker {
 Napi::Value InspectGguf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "inspectGguf(path: string, maxArray?: number)");
-  uint32_t max_array = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0xffffffffu;
+  uint32_t max_array = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<uint32_t>(int_arg(info, 1, "inspectGguf: maxArray", 0, 0xffffffffll)) : 0xffffffffu;
   // A malformed file throws lro::GgufError; node-addon-api turns it into a JS Error (CPP_EXCEPTIONS_ALL).
   auto f = lro::GgufFile::open(info[0].As<Napi::String>().Utf8Value());
   auto o = Napi::Object::New(env);

@@ -91,13 +91,15 @@ SessionWrap::SessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sess
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
     throw Napi::TypeError::New(env, "new NativeSession(model, options)");
-  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "new NativeSession: model");
   if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
   auto o = info[1].As<Napi::Object>();
   lro::SessionOptions so;
-  so.n_ctx = o.Get("nCtx").As<Napi::Number>().Int64Value();
-  so.kv_f16 = o.Get("kvType").As<Napi::String>().Utf8Value() == "f16";
-  so.threads = o.Get("threads").As<Napi::Number>().Int32Value();
+  so.n_ctx = int_value(env, o.Get("nCtx"), "new NativeSession: options.nCtx", 1, kMaxI32);
+  const std::string kv = o.Get("kvType").IsUndefined() ? "f32" : (o.Get("kvType").IsString() ? o.Get("kvType").As<Napi::String>().Utf8Value() : "");
+  if (kv != "f32" && kv != "f16") throw Napi::TypeError::New(env, "new NativeSession: options.kvType must be 'f32' or 'f16'");
+  so.kv_f16 = kv == "f16";
+  so.threads = static_cast<int>(int_value(env, o.Get("threads"), "new NativeSession: options.threads", 0, 1024));
   session = std::make_unique<lro::Session>(mw->model, so);
 }
 
@@ -222,13 +224,19 @@ Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
     Napi::Value cap = req.Get("capture");
     if (cap.IsArray()) {
       auto a = cap.As<Napi::Array>();
-      for (uint32_t i = 0; i < a.Length(); ++i) w->captures.push_back(parse_capture(a.Get(i).As<Napi::String>().Utf8Value(), hp.n_layer));
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        if (!a.Get(i).IsString()) type_error(env, "eval: capture[" + std::to_string(i) + "]", "a hook point name");
+        w->captures.push_back(parse_capture(a.Get(i).As<Napi::String>().Utf8Value(), hp.n_layer));
+      }
     }
     Napi::Value ed = req.Get("edits");
     if (ed.IsArray()) {
       auto a = ed.As<Napi::Array>();
       for (uint32_t i = 0; i < a.Length(); ++i) {
+        const std::string where = "eval: edits[" + std::to_string(i) + "]";
+        if (!a.Get(i).IsObject()) type_error(env, where, "an object");
         auto eo = a.Get(i).As<Napi::Object>();
+        if (!eo.Get("point").IsString() || !eo.Get("mode").IsString()) type_error(env, where + ".point and .mode", "strings");
         std::string name = eo.Get("point").As<Napi::String>().Utf8Value();
         CaptureSpec sp = parse_capture(name, hp.n_layer);
         if (sp.point == lro::HookPoint::FINAL_NORM) throw std::invalid_argument("eval: edits at final_norm are not supported");
@@ -241,11 +249,11 @@ Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
         else throw std::invalid_argument("eval: edit mode '" + mode + "' (expected add, replace, noise, inject)");
         e.point = sp.point;
         e.layer = sp.layer;
-        e.row = eo.Get("row").As<Napi::Number>().Int64Value();
+        e.row = int_value(env, eo.Get("row"), where + ".row", 0, kMaxI32);
         Napi::Value sc = eo.Get("scale");
-        if (sc.IsNumber()) e.scale = sc.As<Napi::Number>().DoubleValue();
+        if (!sc.IsUndefined()) e.scale = number_value(env, sc, where + ".scale");
         if (e.mode == EditSpec::NOISE) {
-          e.seed = static_cast<uint64_t>(eo.Get("seed").As<Napi::Number>().Int64Value());
+          e.seed = static_cast<uint64_t>(int_value(env, eo.Get("seed"), where + ".seed", 0, kMaxSafeInt));
         } else {
           e.vec = copy_typed<float, Napi::Float32Array>(eo.Get("vector"), "edits.vector");
           if (static_cast<int64_t>(e.vec.size()) != hp.n_embd)
@@ -273,21 +281,21 @@ Napi::Value SessionWrap::Cancel(const Napi::CallbackInfo& info) {
 
 Napi::Value SessionWrap::SeqCopy(const Napi::CallbackInfo& info) {
   auto& s = get(info.Env());
-  s.seq_copy(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
-             info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value());
+  auto i32 = [&](size_t i, const char* what) { return static_cast<int32_t>(int_arg(info, i, what, -kMaxI32, kMaxI32)); };
+  s.seq_copy(i32(0, "seqCopy: src"), i32(1, "seqCopy: dst"), i32(2, "seqCopy: p0"), i32(3, "seqCopy: p1"));
   return info.Env().Undefined();
 }
 
 Napi::Value SessionWrap::SeqRemove(const Napi::CallbackInfo& info) {
   auto& s = get(info.Env());
-  s.seq_remove(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
-               info[2].As<Napi::Number>().Int32Value());
+  auto i32 = [&](size_t i, const char* what) { return static_cast<int32_t>(int_arg(info, i, what, -kMaxI32, kMaxI32)); };
+  s.seq_remove(i32(0, "seqRemove: seq"), i32(1, "seqRemove: p0"), i32(2, "seqRemove: p1"));
   return info.Env().Undefined();
 }
 
 Napi::Value SessionWrap::SeqPosMax(const Napi::CallbackInfo& info) {
   if (!session) throw Napi::Error::New(info.Env(), "session has been disposed");
-  return Napi::Number::New(info.Env(), session->seq_pos_max(info[0].As<Napi::Number>().Int32Value()));
+  return Napi::Number::New(info.Env(), session->seq_pos_max(static_cast<int32_t>(int_arg(info, 0, "seqPosMax: seq", -kMaxI32, kMaxI32))));
 }
 
 Napi::Value SessionWrap::Threads(const Napi::CallbackInfo& info) {
@@ -299,11 +307,14 @@ Napi::Value SessionWrap::Threads(const Napi::CallbackInfo& info) {
 Napi::Value SessionWrap::SetAdapters(const Napi::CallbackInfo& info) {
   auto& s = get(info.Env());
   std::vector<std::pair<std::shared_ptr<const lro::LoraAdapter>, float>> list;
+  if (info.Length() < 1 || !info[0].IsArray()) type_error(info.Env(), "setAdapters: adapters", "an array of {adapter, scale}");
   auto a = info[0].As<Napi::Array>();
   for (uint32_t i = 0; i < a.Length(); ++i) {
+    if (!a.Get(i).IsObject()) type_error(info.Env(), "setAdapters: adapters[" + std::to_string(i) + "]", "an object");
     auto o = a.Get(i).As<Napi::Object>();
-    auto* aw = AdapterWrap::Unwrap(o.Get("adapter").As<Napi::Object>());
-    list.push_back({aw->adapter, o.Get("scale").As<Napi::Number>().FloatValue()});
+    auto* aw = unwrap_as<AdapterWrap>(info.Env(), o.Get("adapter"), "NativeAdapter", "setAdapters: adapters[" + std::to_string(i) + "].adapter");
+    if (!aw->adapter) throw Napi::Error::New(info.Env(), "setAdapters: adapters[" + std::to_string(i) + "].adapter holds no adapter");
+    list.push_back({aw->adapter, static_cast<float>(number_value(info.Env(), o.Get("scale"), "setAdapters: adapters[" + std::to_string(i) + "].scale"))});
   }
   s.set_adapters(std::move(list));
   return info.Env().Undefined();

@@ -95,23 +95,23 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
   Napi::Value SaveAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = get(env);
-    t.save_adapter(info[0].As<Napi::String>().Utf8Value(), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "");
+    t.save_adapter(string_arg(info, 0, "saveAdapter: path"), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "");
     return env.Undefined();
   }
   Napi::Value SaveCheckpoint(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = get(env);
-    t.save_checkpoint(info[0].As<Napi::String>().Utf8Value());
+    t.save_checkpoint(string_arg(info, 0, "saveCheckpoint: path"));
     return env.Undefined();
   }
   Napi::Value LoadCheckpoint(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = get(env);
-    t.load_checkpoint(info[0].As<Napi::String>().Utf8Value());
+    t.load_checkpoint(string_arg(info, 0, "loadCheckpoint: path"));
     return env.Undefined();
   }
   Napi::Value SetDataPosition(const Napi::CallbackInfo& info) {
-    get(info.Env()).set_data_position(info[0].As<Napi::Number>().Int64Value());
+    get(info.Env()).set_data_position(int_arg(info, 0, "setDataPosition: position", 0, kMaxSafeInt));
     return info.Env().Undefined();
   }
   Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -145,7 +145,7 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
 TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerWrap>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "new NativeTrainer(model, lora?, optim?, options?)");
-  auto* mw = ModelWrap::Unwrap(info[0].As<Napi::Object>());
+  auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "new NativeTrainer: model");
   if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
   auto arg = [&](size_t i) { return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(env); };
   Napi::Object lo = arg(1), oo = arg(2), to = arg(3);
@@ -160,7 +160,10 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   if (tg.IsArray()) {
     auto a = tg.As<Napi::Array>();
     lc.targets.clear();
-    for (uint32_t i = 0; i < a.Length(); ++i) lc.targets.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      if (!a.Get(i).IsString()) type_error(env, "new NativeTrainer: lora.targets[" + std::to_string(i) + "]", "a string");
+      lc.targets.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+    }
   }
   lro::OptimConfig oc;
   oc.lr = train_num(oo, "lr", oc.lr);
