@@ -23,7 +23,7 @@ import { parseOptions } from './options.js';
 import { writeSafetensors } from './safetensors.js';
 import { abortError } from './session.js';
 import { contentHash } from './content-hash.js';
-import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
+import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint, trainingRunFields } from './train-run.js';
 
 const int = z.number().int();
 
@@ -56,23 +56,9 @@ export const TrainLatentOptionsSchema = z
     trainHead: z.boolean().default(true),
     loraR: int.positive().max(4096).default(16),
     loraAlpha: z.number().positive().finite().default(32),
-    lr: z.number().positive().finite().default(1e-4),
-    weightDecay: z.number().min(0).finite().default(0.01),
-    batchSize: int.positive().default(8),
-    gradAccum: int.positive().default(1),
-    clip: z.number().min(0).finite().default(1.0),
-    schedule: z.enum(['constant', 'linear', 'cosine']).default('constant'),
-    warmup: z.number().min(0).max(1).default(0),
-    epochs: int.positive().default(1),
-    steps: int.positive().optional(),
-    seed: int.min(0).max(0xffffffff).default(0),
-    shuffle: z.boolean().default(true),
+    ...trainingRunFields({ lr: 1e-4, batchSize: 8, warmup: 0 }),
     /** First N problems of the data only. */
     limit: int.positive().optional(),
-    log: z.string().min(1).optional(),
-    resume: z.boolean().default(false),
-    saveEvery: int.nonnegative().default(100),
-    threads: int.min(0).max(1024).default(0),
     /** Writes DIR/step0.safetensors: every trainable tensor's step-0 gradient before clipping. */
     dumpGrads: z.string().min(1).optional(),
     /** Name written into the outputs' general.name. */

@@ -25,7 +25,7 @@ import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } fr
 import { parseOptions } from './options.js';
 import { abortError } from './session.js';
 import { contentHash } from './content-hash.js';
-import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint } from './train-run.js';
+import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint, trainingRunFields } from './train-run.js';
 
 export { planEpoch, planRun, type PlannedStep } from './train-run.js';
 
@@ -50,36 +50,14 @@ export const TrainOracleOptionsSchema = z
     rslora: z.boolean().default(false),
     loraDropout: z.number().min(0).max(0.99).default(0),
     targets: z.union([z.literal('all'), z.array(z.enum([...LORA_TARGETS, ...PEFT_TARGETS])).min(1)]).default('all'),
-    lr: z.number().positive().finite().default(1e-5),
-    weightDecay: z.number().min(0).finite().default(0.01),
-    /** Examples per micro-batch. */
-    batchSize: int.positive().default(16),
-    /** Micro-batches per optimizer step (each its own token mean, averaged; HF Trainer's convention). */
-    gradAccum: int.positive().default(1),
-    /** Global gradient-norm clip; 0 disables. */
-    clip: z.number().min(0).finite().default(1.0),
-    schedule: z.enum(['constant', 'linear', 'cosine']).default('constant'),
-    /** Warmup as a fraction of all steps (rounded up), linear from 0. */
-    warmup: z.number().min(0).max(1).default(0.1),
-    epochs: int.positive().default(1),
-    /** Total optimizer steps; overrides epochs (the data is cycled, reshuffled each epoch). */
-    steps: int.positive().optional(),
+    ...trainingRunFields({ lr: 1e-5, batchSize: 16, warmup: 0.1 }),
     injectLayer: int.min(-1).default(1),
     injectCoef: z.number().positive().finite().default(1),
-    seed: int.min(0).max(0xffffffff).default(0),
-    /** false: file order, no length grouping. */
-    shuffle: z.boolean().default(true),
-    /** Batches of similar lengths (within shuffled groups of 8 steps), so packed passes waste less. */
+    /** Batches of similar lengths (within shuffled groups of 8 steps), so packed passes waste less; off without shuffle. */
     groupByLength: z.boolean().default(true),
-    /** Per-step log; default OUT/log.jsonl. */
-    log: z.string().min(1).optional(),
     format: z.array(z.enum(ADAPTER_FORMATS)).min(1).default(['gguf', 'peft']),
-    resume: z.boolean().default(false),
-    /** Checkpoint every N steps (0: only at the end and when stopped). */
-    saveEvery: int.nonnegative().default(100),
     /** Validation loss every N steps (0: only at the end); needs val. */
     evalEvery: int.nonnegative().default(100),
-    threads: int.min(0).max(1024).default(0),
     /** Recompute each block in backward instead of storing activations (less memory, ~1.3x time). */
     recompute: z.boolean().default(false),
     /** Examples of a micro-batch share one forward pass up to this many tokens. */

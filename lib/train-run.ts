@@ -4,9 +4,44 @@
 import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import { z } from 'zod';
 import { InputError } from './errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { mixSeed, rng, shuffleInPlace } from './oracle-common.js';
+
+const int = z.number().int();
+
+/**
+ * The optimizer, schedule, batching and run-control options every trainer takes, in one place;
+ * the defaults that differ between trainers are given by each.
+ */
+export function trainingRunFields(d: { lr: number; batchSize: number; warmup: number }) {
+  return {
+    lr: z.number().positive().finite().default(d.lr),
+    weightDecay: z.number().min(0).finite().default(0.01),
+    /** Examples per micro-batch. */
+    batchSize: int.positive().default(d.batchSize),
+    /** Micro-batches per optimizer step (each its own mean, averaged; HF Trainer's convention). */
+    gradAccum: int.positive().default(1),
+    /** Global gradient-norm clip; 0 disables. */
+    clip: z.number().min(0).finite().default(1.0),
+    schedule: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+    /** Warmup as a fraction of all steps (rounded up), linear from 0. */
+    warmup: z.number().min(0).max(1).default(d.warmup),
+    epochs: int.positive().default(1),
+    /** Total optimizer steps; overrides epochs (the data is cycled, reshuffled each epoch). */
+    steps: int.positive().optional(),
+    seed: int.min(0).max(0xffffffff).default(0),
+    /** false: file order. */
+    shuffle: z.boolean().default(true),
+    /** Per-step log; default OUT/log.jsonl. */
+    log: z.string().min(1).optional(),
+    resume: z.boolean().default(false),
+    /** Checkpoint every N steps (0: only at the end and when stopped). */
+    saveEvery: int.nonnegative().default(100),
+    threads: int.min(0).max(1024).default(0),
+  };
+}
 
 export interface PlannedStep {
   epoch: number;
