@@ -1,6 +1,7 @@
 // Files written so that a reader (or a resumed run) never sees half of one.
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
+import { withPath } from './errors.js';
 
 /** Writes through a temp file, fsync and rename, so a reader never sees half a file. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
@@ -12,7 +13,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
   } catch (e) {
     await fh.close().catch(() => undefined);
     await rm(tmp, { force: true });
-    throw e;
+    throw withPath(e, path);
   }
   await fh.close();
   await rename(tmp, path);

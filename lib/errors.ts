@@ -28,3 +28,10 @@ export function fileSystemMessage(e: unknown): string | null {
   const say = FS_MESSAGES[err.code];
   return say ? say(err.path) : null;
 }
+
+/** Names the file on a file-system error that lacks one (a failed write says only "write"). */
+export function withPath(e: unknown, path: string): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (err && typeof err === 'object' && typeof err.code === 'string' && typeof err.path !== 'string') err.path = path;
+  return e;
+}

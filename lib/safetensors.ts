@@ -2,6 +2,7 @@
 // https://github.com/huggingface/safetensors#format
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, rm } from 'node:fs/promises';
+import { withPath } from './errors.js';
 
 export type SafetensorsDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
@@ -109,7 +110,7 @@ export async function writeSafetensors(
   } catch (e) {
     await fh.close().catch(() => undefined);
     await rm(tmp, { force: true });
-    throw e;
+    throw withPath(e, path);
   }
   await fh.close();
   await rename(tmp, path);
