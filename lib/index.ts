@@ -3,6 +3,8 @@ export { Session, type EvalInput, type EvalOutput } from './session.js';
 export type { LoadOptions, SessionOptions, TokenizeOptions, GenerateOptions, SampleOptions } from './options.js';
 export { native } from './native.js';
 export { InputError } from './errors.js';
+export { patchSweep, PatchSweepOptionsSchema, type PatchSweepOptions, type PatchSweepResult, type PatchRun } from './patch-sweep.js';
+export { contentHash, fileSource, textSource, type SourceIdentity } from './content-hash.js';
 export {
   capture,
   checkPointName,

@@ -9,6 +9,7 @@ import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib
 import { InputError } from '../../lib/errors.js';
 import { fileSource, textSource, type SourceIdentity } from '../../lib/content-hash.js';
 import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
+import { patchSweep } from '../../lib/patch-sweep.js';
 import { reason, requireLatentHead } from '../../lib/reason.js';
 import type { AblationKind, Intervention } from '../../lib/reasoner.js';
 import { trace, traceLine, type TraceLine, type TraceProgress } from '../../lib/trace.js';
@@ -431,4 +432,56 @@ export function registerReasoningCommands(program: Command): void {
     .option('--json', 'print the trace line (as trace writes it) as JSON')
     .option('-q, --quiet', 'no notice about the demo model')
     .action((question: string, opts: RunCliOptions) => runCommand(question, opts));
+
+  const sweepCmd = program
+    .command('patch-sweep')
+    .description("activation patching: the clean question's state at every (latent step x hook point) written into the corrupted run; how much of the clean answer comes back");
+  modelOptions(sweepCmd)
+    .requiredOption('--clean <question>', 'the clean question')
+    .requiredOption('--corrupted <question>', 'the same question with one thing changed (a number, say)')
+    .addOption(new Option('--layers <list>', 'resid_post layers to patch (default all; the fed embedding is always swept)').argParser(layersArg))
+    .option('--json', 'print the result as JSON')
+    .option('-q, --quiet', 'no notice about the built-in model')
+    .action((opts: PatchSweepCliOptions) => patchSweepCommand(opts));
+}
+
+interface PatchSweepCliOptions {
+  model?: string;
+  latentHead?: string;
+  latentSteps?: number;
+  maxAnswerTokens: number;
+  threads: number;
+  clean: string;
+  corrupted: string;
+  layers?: number[] | 'all';
+  json?: boolean;
+  quiet?: boolean;
+}
+
+async function patchSweepCommand(opts: PatchSweepCliOptions): Promise<void> {
+  const opened = await openModelOrDemo(opts.model, opts.latentHead, (opts.quiet ?? false) || (opts.json ?? false));
+  try {
+    const r = await patchSweep(opened.model, opts.clean, opts.corrupted, {
+      latentHead: opened.latentHead,
+      latentSteps: opts.latentSteps,
+      maxAnswerTokens: Math.max(1, opts.maxAnswerTokens),
+      layers: Array.isArray(opts.layers) ? opts.layers : undefined,
+      threads: opts.threads,
+    });
+    if (opts.json) {
+      process.stdout.write(JSON.stringify(r, null, 1) + '\n');
+      return;
+    }
+    const tok = JSON.stringify(opened.model.detokenize([r.target]));
+    const lines = [
+      `clean      ${JSON.stringify(r.clean.answer)}  P(${tok}) = ${r.clean.pClean.toFixed(3)}`,
+      `corrupted  ${JSON.stringify(r.corrupted.answer)}  P(${tok}) = ${r.corrupted.pClean.toFixed(3)}`,
+      `recovered: (P(patched) - P(corrupted)) / (P(clean) - P(corrupted)), the clean state of step k at each point`,
+      `  step  ${r.points.map((p) => p.padStart(13)).join('')}`,
+      ...r.recovered.map((row, k) => `  ${String(k).padStart(4)}  ${row.map((x) => (x === null ? '-' : x.toFixed(2)).padStart(13)).join('')}`),
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    opened.model.dispose();
+  }
 }
