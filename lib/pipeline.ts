@@ -4,7 +4,8 @@
 // rerun skips stages whose marker says done with the same fingerprint and resumes the others:
 // trace and capture continue their files, make-tasks continues its extra runs, training resumes
 // from its checkpoint, eval from its predictions file. A stage whose settings changed is redone
-// (trace and capture refuse to mix settings in one file, and say so).
+// (trace and capture refuse to mix settings in one file, and say so) only with overwrite (--overwrite)
+// or from (--from); otherwise the rerun is refused, so no finished output is replaced unasked.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
@@ -150,6 +151,8 @@ export interface PipelineEvent {
 export interface PipelineOptions {
   /** Rerun this stage and every later one even when marked done (their outputs are replaced). */
   from?: PipelineStage;
+  /** Redo stages whose settings or inputs changed since their outputs were made (refused without it). */
+  overwrite?: boolean;
   signal?: AbortSignal;
   onEvent?: (e: PipelineEvent) => void;
   /** Free-form progress of the running stage. */
@@ -451,7 +454,12 @@ export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOp
       }
       if (signal?.aborted) throw Object.assign(new Error('pipeline stopped'), { name: 'AbortError' });
       // Same inputs and not done: an interrupted run, continued. Other inputs (or --from): start over.
-      const fresh = forced || (marker !== null && marker.fingerprint !== fingerprint);
+      const changed = marker !== null && marker.fingerprint !== fingerprint;
+      if (changed && !forced && !options.overwrite)
+        throw new InputError(
+          `${join(P.stages, `${stage}.json`)}: the ${stage} outputs in ${c.out} were made from other settings or inputs; pass --overwrite to redo ${stage} and what follows (or --from ${stage}), or choose another out`,
+        );
+      const fresh = forced || changed;
       const why = forced ? 'rerun (--from)' : marker === null ? undefined : marker.fingerprint !== fingerprint ? 'settings or inputs changed: redone' : 'continuing an interrupted run';
       onEvent?.({ stage, state: 'start', message: why });
       const startedAt = new Date().toISOString();

@@ -190,8 +190,10 @@ describe('pipeline', () => {
     expectReport(r.report);
     expect(r.report.model).toBe(codiPath);
 
-    // A changed training setting redoes training and what follows, nothing before.
-    const r2 = await runPipeline({ ...config, training: { ...config.training, steps: 3 } });
+    // A changed training setting is refused without overwrite (nothing replaced unasked); with it,
+    // training and what follows are redone, nothing before.
+    await expect(runPipeline({ ...config, training: { ...config.training, steps: 3 } })).rejects.toThrow(/train-oracle outputs in .* were made from other settings or inputs; pass --overwrite/);
+    const r2 = await runPipeline({ ...config, training: { ...config.training, steps: 3 } }, { overwrite: true });
     expect(r2.skipped).toEqual(['trace', 'capture', 'make-tasks']);
     expect(r2.report.training.steps).toBe(3);
   });

@@ -105,6 +105,7 @@ async function makeTasksCommand(opts: MakeTasksCliOptions): Promise<void> {
 
 interface PipelineCliOptions {
   from?: PipelineStage;
+  overwrite?: boolean;
   json?: boolean;
   quiet?: boolean;
 }
@@ -122,6 +123,7 @@ async function pipelineCommand(configPath: string, opts: PipelineCliOptions): Pr
   try {
     result = await runPipeline(config, {
       from: opts.from,
+      overwrite: opts.overwrite ?? false,
       signal,
       onProgress: (stage, text) => {
         current = stage;
@@ -177,6 +179,7 @@ export function registerTaskCommands(program: Command): void {
     .description('trace -> capture -> make-tasks -> train-oracle -> eval-oracle -> report from one config; finished stages are skipped, interrupted ones resumed')
     .argument('<config.json>', 'pipeline config (see README, examples/pipeline.demo.json)')
     .addOption(new Option('--from <stage>', 'redo this stage and the later ones').choices([...PIPELINE_STAGES]))
+    .option('--overwrite', 'redo the stages whose settings or inputs changed (refused without it)')
     .option('--json', 'print the report as JSON on stdout')
     .option('-q, --quiet', 'no progress on stderr')
     .action((path: string, opts: PipelineCliOptions) => pipelineCommand(path, opts));
