@@ -1,5 +1,5 @@
 // Mistaken inputs get one clear line naming the flag or field (issue: nothing mixed, nothing lost).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,17 @@ describe('mistaken inputs', () => {
     const base = ['capture', '-m', tiny, '--prompt', 'hi', '--points', 'final_norm', '--plain', '-q'];
     expectUserError(await runCli([...base, '-o', file]), new RegExp(`cannot create the folder ${file}: a file of that name is in the way`));
     expectUserError(await runCli([...base, '-o', join(file, 'sub')]), /a-file\/sub: a part of this path is a file, not a folder/);
+  });
+
+  it('LRO_DEBUG=1 adds the native stack where a file was refused; without it, one line', async () => {
+    const bad = join(tmp, 'cut.gguf');
+    writeFileSync(bad, readFileSync(tiny).subarray(0, 100));
+    const plain = await runCli(['info', bad]);
+    expectUserError(plain, /cut\.gguf: tensor_count at offset 8/);
+    const debug = await runCli(['info', bad], { env: { LRO_DEBUG: '1' } });
+    expect(debug.code).toBe(1);
+    expect(debug.stderr).toMatch(/cut\.gguf: tensor_count at offset 8[^\n]*\nnative stack:\n(\s+at .*\n)+/);
+    expect(debug.stderr).toMatch(/GgufFile5parse/);
   });
 
   it('convert given a file says it wants a folder (a GGUF: that it is converted already)', async () => {

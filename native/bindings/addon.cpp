@@ -2,6 +2,7 @@
 // file registers its classes and functions here. Long calls (model load, eval, conversion,
 // training steps) run on libuv's pool and return Promises; C++ exceptions become JS Errors.
 #include "bindings/common.h"
+#include "core/debug.h"
 
 namespace lro_napi {
 void register_model(Napi::Env env, Napi::Object exports);
@@ -18,6 +19,7 @@ namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new lro_napi::AddonData());
+  lro::install_crash_handlers();
   lro_napi::register_model(env, exports);
   lro_napi::register_adapter(env, exports);
   lro_napi::register_latent_head(env, exports);

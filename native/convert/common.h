@@ -1,6 +1,7 @@
 // Shared pieces of the Hugging Face → GGUF converter: the error type, read-only file mappings,
 // progress reporting, and little-endian helpers. Nothing here runs code from the files it reads.
 #pragma once
+#include "core/debug.h"
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -16,7 +17,8 @@ namespace convert {
 // Every reader throws this with a message that names the file and the field at fault.
 class ConvertError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  // With LRO_DEBUG the message also carries the native stack where it was thrown.
+  explicit ConvertError(const std::string& message) : std::runtime_error(with_native_stack(message)) {}
 };
 
 // A whole file mapped read-only (empty files give size 0 and a null pointer).

@@ -1,6 +1,7 @@
 // GGUF v2/v3 reader (memory-mapped, validated) and writer.
 // Every parse is bounds-checked; a malformed file throws GgufError naming the field and offset.
 #pragma once
+#include "core/debug.h"
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -16,7 +17,8 @@ namespace lro {
 
 class GgufError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  // With LRO_DEBUG the message also carries the native stack where it was thrown.
+  explicit GgufError(const std::string& message) : std::runtime_error(with_native_stack(message)) {}
 };
 
 enum class GgufValueType : uint32_t {
