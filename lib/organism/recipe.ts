@@ -46,8 +46,9 @@ export interface OrganismRecipe {
     lr: number;
     latentTargets: boolean;
     latentFactor: number;
-    /** Then this many more steps of the last stage with a cosine decay to 0 (0: none). */
+    /** Then finalRuns runs of finalSteps more steps of the last stage, each a cosine decay from lr to 0 (0: none). */
     finalSteps: number;
+    finalRuns: number;
     /** Feed e = scale x h with scale = the pretrained token embeddings' mean norm / the final norm's gain norm (lro.latent.scale). */
     scaleToEmbeddings: boolean;
   };
@@ -69,7 +70,7 @@ export const ORGANISM_RECIPE: OrganismRecipe = {
   pretrain: { steps: 2500, batchSize: 16, lr: 2e-3, warmup: 0.03 },
   method: 'coconut',
   codi: { steps: 1500, batchSize: 16, lr: 1e-3, warmup: 0.03, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 4, latentsPerStep: 2, stepsPerStage: 600, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: false, finalSteps: 3000 },
+  coconut: { stages: 4, latentsPerStep: 2, stepsPerStage: 600, batchSize: 16, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: false, finalSteps: 3000, finalRuns: 1 },
 };
 
 /** A minute's worth, for tests: the same path on a tiny model. */
@@ -82,7 +83,7 @@ export const QUICK_RECIPE: OrganismRecipe = {
   latentSteps: 3,
   pretrain: { steps: 30, batchSize: 8, lr: 3e-3, warmup: 0 },
   codi: { steps: 20, batchSize: 8, lr: 1e-3, warmup: 0, distillFactor: 1, refFactor: 1 },
-  coconut: { stages: 2, latentsPerStep: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: true, finalSteps: 5 },
+  coconut: { stages: 2, latentsPerStep: 2, stepsPerStage: 10, batchSize: 8, lr: 1e-3, latentTargets: true, latentFactor: 1, scaleToEmbeddings: true, finalSteps: 5, finalRuns: 1 },
 };
 
 export interface OrganismTrainOptions {
@@ -261,8 +262,8 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
     let baseHead = headFile;
     // Stages 1..S at a constant LR, then (finalSteps > 0) more of stage S with a cosine decay.
     const runs = Array.from({ length: recipe.coconut.stages }, (_, i) => ({ stage: i + 1, dir: `coconut-${i + 1}`, steps: recipe.coconut.stepsPerStage, schedule: 'constant' as 'constant' | 'cosine' }));
-    if (recipe.coconut.finalSteps > 0)
-      runs.push({ stage: recipe.coconut.stages, dir: 'coconut-final', steps: recipe.coconut.finalSteps, schedule: 'cosine' as const });
+    for (let i = 0; recipe.coconut.finalSteps > 0 && i < recipe.coconut.finalRuns; i++)
+      runs.push({ stage: recipe.coconut.stages, dir: i === 0 ? 'coconut-final' : `coconut-final-${i + 1}`, steps: recipe.coconut.finalSteps, schedule: 'cosine' as const });
     for (const { stage: st, dir: name, steps, schedule } of runs) {
       const dir = join(out, name);
       if (!existsSync(join(dir, 'model.gguf'))) {
@@ -286,7 +287,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
             name: recipe.name,
             metadata,
           },
-          { signal: o.signal, onProgress: (p) => say(name === 'coconut-final' ? `coconut stage ${st} (final, cosine)` : `coconut stage ${st}`, p) },
+          { signal: o.signal, onProgress: (p) => say(name.startsWith('coconut-final') ? `coconut stage ${st} (${name}, cosine)` : `coconut stage ${st}`, p) },
         );
         codiLoss = r.loss;
       }
