@@ -30,7 +30,7 @@ describe('organism train --quick', () => {
     expect(r.code).toBe(0);
     const pre = losses(join(out, 'pretrain', 'log.jsonl'));
     const recipe = JSON.parse(readFileSync(join(out, 'recipe.json'), 'utf8')) as { method: string; coconut: { stages: number; latentsPerStep: number; scaleToEmbeddings: boolean } };
-    const last = recipe.method === 'codi' ? 'codi' : recipe.coconut.finalSteps > 0 ? 'coconut-final' : `coconut-${recipe.coconut.stages}`;
+    const last = recipe.method === 'codi' ? 'codi' : `coconut-${recipe.coconut.stages}`;
     const codi = losses(join(out, last, 'log.jsonl'));
     expect(mean(pre.slice(-5))).toBeLessThan(0.8 * mean(pre.slice(0, 5)));
     expect(mean(codi.slice(-5))).toBeLessThan(mean(codi.slice(0, 5)));
