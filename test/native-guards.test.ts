@@ -11,7 +11,8 @@ import { golden, modelPath } from './helpers/paths.js';
 const tmp = mkdtempSync(join(tmpdir(), 'lro-guards-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const HOSTILE: unknown[] = [undefined, null, NaN, -1, 2 ** 53, 1e300, -1e300, 0.5, '', 'x', '1', [], [1, 2], {}, { length: 1e9 },
+// Strings are paths inside tmp: an entry that writes a file at a string argument writes it there.
+const HOSTILE: unknown[] = [undefined, null, NaN, -1, 2 ** 53, 1e300, -1e300, 0.5, '', join(tmp, 'x'), join(tmp, '1'), [], [1, 2], {}, { length: 1e9 },
   new Float32Array(0), new Float32Array(3), new Int32Array(4), new Uint8Array(5), true, () => 0, Symbol('s'), 10n];
 
 /** Native objects of the wrong class, passed where another is expected (type confusion). */
