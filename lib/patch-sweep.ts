@@ -1,7 +1,7 @@
 // Activation patching over the latent chain (TransformerLens-style causal map): for a clean and a
 // corrupted question (say, one number changed), the clean run's state at latent step k and hook
 // point P is written into the corrupted run, and the probability of the clean answer's first
-// token is read where the answer starts. A cell near the clean probability says the clean
+// token the corrupted run does not write is read at the row predicting it. A cell near the clean probability says the clean
 // information at (k, P) is enough to restore the answer; near the corrupted one, that it is not.
 // P: 'input' (the fed embedding e_k) and resid_post.L for each layer asked for.
 import { z } from 'zod';
@@ -9,7 +9,7 @@ import { InputError } from './errors.js';
 import type { Model } from './model.js';
 import { native } from './native.js';
 import { parseOptions } from './options.js';
-import { reason } from './reason.js';
+import { reason, reasoningContext } from './reason.js';
 import type { Intervention, ReasonResult } from './reasoner.js';
 
 export const PatchSweepOptionsSchema = z
@@ -55,8 +55,9 @@ function answerProb(r: ReasonResult, j: number, token: number, nVocab: number): 
   const logits = r.captures.logits;
   const at = logits.positions.indexOf(row);
   if (at < 0) throw new Error(`patch-sweep: no logits captured at position ${row}`);
-  const s = native().logitStats(logits.data, at, nVocab, nVocab, 0);
-  return Math.exp(logits.data[at * nVocab + token] - s.logsumexp);
+  // The engine's softmax: every token's probability, sorted; ours is looked up.
+  const s = native().logitStats(logits.data, at, nVocab, nVocab, nVocab);
+  return s.topProbs[s.topIds.indexOf(token)];
 }
 
 export async function patchSweep(model: Model, clean: string, corrupted: string, options: PatchSweepOptions = {}): Promise<PatchSweepResult> {
@@ -67,7 +68,7 @@ export async function patchSweep(model: Model, clean: string, corrupted: string,
   const points = ['input', ...layers.map((l) => `resid_post.${l}`)];
   const base = { latentSteps: o.latentSteps, maxAnswerTokens: o.maxAnswerTokens, latentHead: o.latentHead, threads: o.threads };
   const V = model.info.nVocab;
-  const session = model.createSession({ nCtx: 4096, threads: o.threads });
+  const session = model.createSession({ nCtx: reasoningContext(model), threads: o.threads });
   try {
     const run = (q: string, interventions: Intervention[] = [], capture: string[] = ['logits']) =>
       reason(model, q, { ...base, session, interventions, capture });

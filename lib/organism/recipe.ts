@@ -122,13 +122,10 @@ export function embeddingScale(modelPath: string): number {
   const emb = f32('token_embd.weight');
   const gain = f32('output_norm.weight');
   const d = gain.length;
+  const n = emb.length / d;
   let rows = 0;
-  for (let r = 0; r < emb.length / d; r++) {
-    let q = 0;
-    for (let j = 0; j < d; j++) q += emb[r * d + j] ** 2;
-    rows += Math.sqrt(q);
-  }
-  return rows / (emb.length / d) / Math.hypot(...gain);
+  for (let r = 0; r < n; r++) rows += native().vectorStats(emb.subarray(r * d, (r + 1) * d), null).norm;
+  return rows / n / native().vectorStats(gain, null).norm;
 }
 
 function jsonl(records: readonly OrganismProblem[]): string {

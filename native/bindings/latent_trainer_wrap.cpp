@@ -14,20 +14,14 @@ std::vector<int32_t> i32_field(const Napi::Object& o, const char* key, const std
     if (required) throw std::invalid_argument(where + "." + key + " is required");
     return {};
   }
-  if (!f.IsTypedArray() || f.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    throw std::invalid_argument(where + "." + key + " must be an Int32Array");
-  auto a = f.As<Napi::Int32Array>();
+  auto a = typed_value<Napi::Int32Array>(o.Env(), f, where + "." + key);
   return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
 }
 
 int64_t int_field(const Napi::Object& o, const char* key, const std::string& where, int64_t fallback) {
   Napi::Value f = o.Get(key);
   if (f.IsUndefined() || f.IsNull()) return fallback;
-  if (!f.IsNumber()) throw std::invalid_argument(where + "." + key + " must be a number");
-  const double v = f.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(v) || v != std::floor(v) || std::fabs(v) > 9.0e15)
-    throw std::invalid_argument(where + "." + key + " must be an integer");
-  return static_cast<int64_t>(v);
+  return int_value(o.Env(), f, where + "." + key, -kMaxSafeInt, kMaxSafeInt);
 }
 
 // {prompt, suffix, suffixLabels, teacher?, teacherLabels?, studentDistill?, teacherDistill?, latentLabels?}
