@@ -94,6 +94,17 @@ bool is_allowed(const std::string& g) {
 class Unpickler {
  public:
   Unpickler(const uint8_t* d, size_t n, const std::string& label) : d_(d), n_(n), label_(label) {}
+  // A pickle can build cycles (a list appended to itself, a dict holding itself): every object
+  // made is kept here and its edges dropped at the end, so none outlives the unpickler.
+  ~Unpickler() {
+    for (auto& o : made_) {
+      o->items.clear();
+      o->dict.clear();
+      o->storage.reset();
+    }
+  }
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
 
   // Walks every opcode without executing any, so a forbidden global or opcode anywhere in the
   // stream is reported before the interpreter touches the first one.
@@ -349,6 +360,11 @@ class Unpickler {
   size_t n_;
   const std::string& label_;
   std::vector<Ref> stack_;
+  std::vector<Ref> made_;
+  Ref make(K k) {
+    made_.push_back(::lro::convert::make(k));
+    return made_.back();
+  }
   std::vector<size_t> marks_;
   std::map<uint32_t, Ref> memo_;
   std::map<std::string, Ref> storages_;
