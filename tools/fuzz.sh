@@ -57,7 +57,8 @@ for bin in "$build"/fuzz_*; do
     "$bin" "$regress"/* >"$findings/$name.regress.log" 2>&1 || { echo "FAILED: fuzz_$name on its regression inputs (see $findings/$name.regress.log)" >&2; fail=1; }
   fi
   echo "== fuzz_$name: ${secs}s"
-  if ! "$bin" "$corpus/$name" -max_total_time="$secs" -max_len="$max_len" -timeout=20 -rss_limit_mb=3072 \
+  # A fixed seed (LRO_FUZZ_SEED, default 1) makes a CI run repeatable; set another for a campaign.
+  if ! "$bin" "$corpus/$name" -seed="${LRO_FUZZ_SEED:-1}" -max_total_time="$secs" -max_len="$max_len" -timeout=20 -rss_limit_mb=3072 \
       -artifact_prefix="$findings/$name-" -print_final_stats=1 >"$findings/$name.log" 2>&1; then
     echo "FAILED: fuzz_$name found something (see $findings/$name.log and $findings/$name-*)" >&2
     tail -n 30 "$findings/$name.log" >&2
