@@ -140,6 +140,50 @@ describe('pipeline', () => {
     expect(JSON.parse(readFileSync(join(dir, 'out', 'report.json'), 'utf8')).createdAt).not.toBe(report.createdAt);
   });
 
+  it('killed with SIGKILL in the middle (several points), then rerun: the same oracle, predictions and report as an uninterrupted run', async () => {
+    const write = (dir: string) => {
+      mkdirSync(dir, { recursive: true });
+      const config = join(dir, 'config.json');
+      writeFileSync(
+        config,
+        JSON.stringify({
+          out: 'out',
+          model: 'demo',
+          data: { path: gsm8k() },
+          limits: { questions: 4, maxAnswerTokens: 6, maxPerQuestion: 2 },
+          split: [0.5, 0.25, 0.25],
+          training: { steps: 12, batchSize: 4, lr: 0.003, loraR: 4, loraAlpha: 8 },
+          eval: { maxTokens: 6, bootstrap: 200 },
+          threads: 2,
+        }),
+      );
+      return config;
+    };
+    const whole = join(tmp, 'kill-whole');
+    expect((await cli(['pipeline', write(whole), '-q'])).code).toBe(0);
+    const cut = join(tmp, 'kill-cut');
+    const config = write(cut);
+    // Killed once while each of these stages is in flight (its marker says "running"), rerun after each.
+    for (const stage of ['capture', 'make-tasks', 'train-oracle', 'eval-oracle']) {
+      const marker = join(cut, 'out', 'stages', `${stage}.json`);
+      const { child, done } = startCli(['pipeline', config, '-q'], { env });
+      const t0 = Date.now();
+      while (!(existsSync(marker) && readFileSync(marker, 'utf8').includes('"running"')) && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 2));
+      child.kill('SIGKILL');
+      const killed = await done;
+      expect(killed.signal, `${stage}: ${killed.stderr}`).toBe('SIGKILL');
+    }
+    const again = await cli(['pipeline', config, '-q']);
+    expect(again.code, again.stderr).toBe(0);
+    const read = (dir: string, f: string) => readFileSync(join(dir, 'out', f));
+    for (const f of ['traces.jsonl', 'tasks/train.jsonl', 'tasks/test.jsonl', 'oracle/adapter.gguf', 'eval/predictions.jsonl']) expect(read(cut, f).equals(read(whole, f)), f).toBe(true);
+    const tables = (dir: string) => {
+      const r = JSON.parse(read(dir, 'report.json').toString('utf8')) as PipelineReport;
+      return { tasks: r.tasks, training: { ...r.training, adapter: null } };
+    };
+    expect(tables(cut)).toEqual(tables(whole));
+  });
+
   it('validates the config: one line naming the file and the field', async () => {
     const bad = join(tmp, 'bad-config.json');
     writeFileSync(bad, JSON.stringify({ out: 'x', data: { path: gsm8k() }, training: { stepz: 3 } }));
