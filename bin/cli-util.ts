@@ -1,10 +1,12 @@
 // Argument parsers, model opening and progress lines shared by the lro-native commands.
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { statSync } from 'node:fs';
 import { POSITION_KINDS } from '../lib/reason.js';
 import { builtinModel, ensureDemoModel, isBuiltinModel } from '../lib/demo-model.js';
 import { InputError } from '../lib/errors.js';
 import { loadModel, type Model } from '../lib/model.js';
+import { readPromptJsonl } from '../lib/jsonl.js';
+import { MAX_SHARDS, resolveShard, shardOfId, type Shard } from '../lib/shard.js';
 
 // ------------------------------------------------------------------ argument parsers
 
@@ -213,4 +215,35 @@ export function progressCounts(done: number, skipped: number, total: number | un
   const eta = rate > 0 && left > 0 ? `, ~${Math.ceil(left / rate)}s left` : '';
   const sk = skipped ? ` (${skipped} already done)` : '';
   return `${done + skipped}${of} ${unit}${sk}, ${rate.toFixed(rate < 10 ? 2 : 1)} ${unit}/s${eta}`;
+}
+
+// ------------------------------------------------------------------ sharding
+
+export interface ShardCliOptions {
+  shard?: string;
+  shardCount?: number;
+}
+
+/** --shard I/N and --shard-count N (see lib/shard.ts for the environment a cluster sets). */
+export function shardOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--shard <I/N>',
+      'run only shard I of N (0-based; a record\'s shard is a hash of its id); the output gets ".shard-I-of-N" and is joined by merge. ' +
+        'Default: from SLURM_ARRAY_TASK_ID (Slurm job arrays) or JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs); "none": never sharded',
+    )
+    .addOption(new Option('--shard-count <n>', 'the number of shards, with JOB_COMPLETION_INDEX (or LRO_SHARD_COUNT)').argParser(intArg(1, MAX_SHARDS)));
+}
+
+/** The shard of this run, or null; `none` turns the environment's off. */
+export function shardOf(opts: ShardCliOptions): Shard | null {
+  if (opts.shard === 'none') return null;
+  return resolveShard(opts.shard, opts.shardCount);
+}
+
+/** Records of the shard in a JSONL file (for progress totals). */
+export async function countShardRecords(path: string, shard: Shard, fields: readonly string[] | undefined, limit: number | undefined): Promise<number> {
+  let n = 0;
+  for await (const r of readPromptJsonl(path, { fields, limit })) if (shardOfId(r.id, shard.count) === shard.index) n++;
+  return n;
 }

@@ -7,6 +7,7 @@ import { isAbort } from './cli-util.js';
 import { fileSystemMessage } from '../lib/errors.js';
 import { registerConvertCommands } from './commands/convert.js';
 import { registerLatentCommands } from './commands/latent.js';
+import { registerMergeCommands } from './commands/merge.js';
 import { registerModelCommands } from './commands/model.js';
 import { registerOracleCommands } from './commands/oracle.js';
 import { registerOrganismCommands } from './commands/organism.js';
@@ -39,6 +40,7 @@ function buildProgram(): Command {
   registerLatentCommands(program);
   registerTaskCommands(program);
   registerOrganismCommands(program);
+  registerMergeCommands(program);
   return program;
 }
 

@@ -8,6 +8,7 @@ import { goldAnswer } from './answers.js';
 import { PositionSelectorSchema, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
 import { CaptureSink, type SinkTensor } from './capture-sink.js';
 import { contentHash, type SourceIdentity } from './content-hash.js';
+import { ShardRun, ShardSchema, shardInfoPath } from './shard.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
 import type { Model } from './model.js';
@@ -126,6 +127,8 @@ export const CaptureOptionsSchema = z
     seed: z.number().int().min(0).default(0),
     /** What the records came from (fileSource / textSource): kept in the manifest; a resume from another source is refused. */
     source: z.object({ what: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict().optional(),
+    /** Capture only this shard's records (see shard.ts); the folder gets a shard file for `merge`. */
+    shard: ShardSchema.optional(),
   })
   .strict();
 export type CaptureOptions = z.input<typeof CaptureOptionsSchema>;
@@ -286,6 +289,8 @@ export async function capture(
       if (typeof p === 'string' && p !== 'prompt')
         throw new InputError(`position kind "${p}" exists only in the reasoning loop (a model with a latent head, or --latent-head); a plain capture has prompt positions only`);
 
+  const shardFile = shardInfoPath(o.out, 'folder');
+  const shardRun = await ShardRun.open(o.shard, 'capture', [{ output: o.out, info: shardFile }]);
   const sink = await CaptureSink.open({
     out: o.out,
     resume: o.resume,
@@ -317,7 +322,8 @@ export async function capture(
     onProgress?.({ captured, skipped, total: o.total, tokens: tokenCount, recordId: id, shards: sink.shardCount, elapsedMs: Date.now() - started });
   let it: AsyncIterator<CaptureRecord> | undefined;
   try {
-    it = await eachRecord(records);
+    await shardRun?.write(shardFile, [], false);
+    it = await eachRecord(shardRun ? shardRun.filter(records) : records);
     for (;;) {
       if (signal?.aborted) throw abortError();
       const next = await it.next();
@@ -384,6 +390,7 @@ export async function capture(
       progress(rec.id);
     }
     const manifest = await sink.finish();
+    await shardRun?.write(shardFile, manifest.records.map((r) => r.id), true);
     return { manifest, captured, skipped, tokens: tokenCount };
   } catch (e) {
     // Keep what finished before the failure or interruption; the original error is what matters.

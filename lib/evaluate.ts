@@ -7,6 +7,7 @@ import { LatentHead } from './latent-head.js';
 import type { Model } from './model.js';
 import { parseOptions } from './options.js';
 import { reasonStream, requireLatentHead } from './reason.js';
+import { ShardSchema } from './shard.js';
 import { trace, type TraceProgress } from './trace.js';
 
 export const EvaluateOptionsSchema = z
@@ -26,8 +27,11 @@ export const EvaluateOptionsSchema = z
     overwrite: z.boolean().default(false),
     /** With out: what the records came from (fileSource / textSource); a continuation from another source is refused. */
     source: z.object({ what: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }).strict().optional(),
+    /** With out: run only this shard's records (see shard.ts). */
+    shard: ShardSchema.optional(),
   })
-  .strict();
+  .strict()
+  .refine((o) => !o.shard || o.out !== undefined, { message: 'a sharded eval needs out (the file that merge joins)', path: ['shard'] });
 export type EvaluateOptions = z.input<typeof EvaluateOptionsSchema>;
 
 export interface EvaluateProgress {
@@ -109,6 +113,8 @@ export async function evaluate(
         threads: o.threads,
         noReasoning: true,
         total: o.total,
+        shard: o.shard,
+        command: 'eval',
         signal,
         onProgress: (p) => {
           last = p;

@@ -10,6 +10,7 @@ import { writeFileAtomic } from './atomic-file.js';
 import { MANIFEST_FILE, PositionSelectorSchema } from './capture-manifest.js';
 import { CaptureSink } from './capture-sink.js';
 import { captureInputs, checkPointName, manifestModel, reasoningRecordEntry, reasoningSettings, reasoningTensors, type CaptureRecord } from './capture.js';
+import { ShardRun, ShardSchema, SHARD_PARTITION, shardInfoPath } from './shard.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
 import type { Model } from './model.js';
@@ -114,7 +115,7 @@ interface TraceShape {
   ablations: string[];
 }
 
-function shapeOf(line: TraceLine): TraceShape {
+export function shapeOf(line: TraceLine): TraceShape {
   return {
     latentSteps: line.steps.length - 1,
     lensTopK: line.steps[0]?.top_k.length ?? 0,
@@ -217,6 +218,10 @@ export const TraceOptionsSchema = z
       .optional(),
     /** Records expected (progress only). */
     total: z.number().int().min(0).optional(),
+    /** Run only this shard's records (see shard.ts); the outputs get shard files for `merge`. */
+    shard: ShardSchema.optional(),
+    /** The command named in the shard files. */
+    command: z.enum(['trace', 'eval']).default('trace'),
   })
   .strict();
 export type TraceOptions = z.input<typeof TraceOptionsSchema>;
@@ -305,7 +310,14 @@ export async function trace(
     seed: o.seed,
     noiseScale: o.noiseScale,
     kvType: o.kvType,
+    ...(o.shard ? { shard: { ...o.shard, partition: SHARD_PARTITION } } : {}),
   };
+  const traceShardFile = shardInfoPath(o.out, 'file');
+  const captureShardFile = o.capture ? shardInfoPath(o.capture.out, 'folder') : null;
+  const shardRun = await ShardRun.open(o.shard, o.command, [
+    { output: o.out, info: traceShardFile },
+    ...(o.capture ? [{ output: o.capture.out, info: captureShardFile! }] : []),
+  ]);
   let state: TraceFileState = { ids: new Set(), first: null, truncatedBytes: 0 };
   if (!o.overwrite) {
     state = await readTraceFile(o.out, tally);
@@ -361,6 +373,8 @@ export async function trace(
   try {
     await writeFileAtomic(settingsPath, JSON.stringify(runSettings, null, 1) + '\n');
     fh = await open(o.out, o.overwrite ? 'w' : 'a');
+    await shardRun?.write(traceShardFile, [], false);
+    if (sink) await shardRun?.write(captureShardFile!, [], false);
   } catch (e) {
     throw new InputError(`${o.out}: cannot open for writing (${(e as Error).message})`);
   }
@@ -369,7 +383,7 @@ export async function trace(
   let skipped = 0;
   let answerTokens = 0;
   try {
-    const stream = reasonStream(model, records, {
+    const stream = reasonStream(model, shardRun ? shardRun.filter(records) : records, {
       latentHead: head,
       threads: o.threads,
       kvType: o.kvType,
@@ -406,6 +420,8 @@ export async function trace(
     }
     await fh.sync();
     if (sink) await sink.finish();
+    await shardRun?.write(traceShardFile, state.ids, true);
+    if (sink) await shardRun?.write(captureShardFile!, sink.manifest.records.map((r) => r.id), true);
   } catch (e) {
     await sink?.salvage();
     throw e;

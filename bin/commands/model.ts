@@ -1,13 +1,14 @@
 // `lro-native info`, `tokenize`, `generate` and `capture`: the model-level commands. The caller's
 // program wires them in with registerModelCommands.
 import { Command, Option } from 'commander';
-import { floatArg, intArg, interruptSignal, isAbort, layersArg, openModel, openModelOrDemo, pointsArg, positionsArg, type PositionSelector, progressLine, requireFile, threadsArg, tokenListArg } from '../cli-util.js';
+import { countShardRecords, shardOf, shardOptions, type ShardCliOptions, floatArg, intArg, interruptSignal, isAbort, layersArg, openModel, openModelOrDemo, pointsArg, positionsArg, type PositionSelector, progressLine, requireFile, threadsArg, tokenListArg } from '../cli-util.js';
 import { LAYER_POINTS, MODEL_POINTS, REASONING_POINTS } from '../../lib/hook-points.js';
 import { capture, expandCapturePoints, type CaptureProgress, type CaptureRecord } from '../../lib/capture.js';
 import { InputError } from '../../lib/errors.js';
 import { fileSource, textSource, type SourceIdentity } from '../../lib/content-hash.js';
 import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
 import { findLatentHead, requireLatentHead } from '../../lib/reason.js';
+import { shardPath } from '../../lib/shard.js';
 import type { LatentHead } from '../../lib/latent-head.js';
 import { loadModel, type Model } from '../../lib/model.js';
 import { native, type GgufInspection, type GgufMetadataValue } from '../../lib/native.js';
@@ -217,7 +218,7 @@ async function generateCommand(opts: GenerateCliOptions): Promise<void> {
   }
 }
 
-interface CaptureCliOptions {
+interface CaptureCliOptions extends ShardCliOptions {
   model?: string;
   latentHead?: string;
   plain?: boolean;
@@ -257,6 +258,9 @@ async function captureCommand(opts: CaptureCliOptions): Promise<void> {
   const sources = [opts.prompt !== undefined, opts.tokens !== undefined, opts.data !== undefined].filter(Boolean).length;
   if (sources !== 1) throw new InputError('capture: give exactly one of --prompt, --tokens or --data');
   if (opts.data !== undefined) requireFile(opts.data, 'data file');
+  const shard = shardOf(opts);
+  if (shard && opts.data === undefined) throw new InputError('capture: --shard splits a --data file; --prompt and --tokens are not sharded');
+  opts = { ...opts, out: shardPath(opts.out, shard, 'folder') };
   if (opts.plain && opts.latentHead !== undefined) throw new InputError('capture: --plain and --latent-head contradict each other (--plain runs no latent loop)');
   const opened = await openModelOrDemo(opts.model, opts.latentHead, opts.quiet ?? false);
   const model = opened.model;
@@ -270,7 +274,8 @@ async function captureCommand(opts: CaptureCliOptions): Promise<void> {
     let source: SourceIdentity;
     if (opts.data !== undefined) {
       const fields = opts.field ? [opts.field] : undefined;
-      total = await countJsonlRecords(opts.data, opts.limit);
+      total = shard ? await countShardRecords(opts.data, shard, fields, opts.limit) : await countJsonlRecords(opts.data, opts.limit);
+      if (shard && !opts.quiet) process.stderr.write(`capture: shard ${shard.index}/${shard.count} (${total} of the records) into ${opts.out}\n`);
       records = readPromptJsonl(opts.data, { fields, limit: opts.limit });
       source = await fileSource(opts.data, opts.field ? `field ${opts.field}` : undefined);
     } else if (opts.prompt !== undefined) {
@@ -303,6 +308,7 @@ async function captureCommand(opts: CaptureCliOptions): Promise<void> {
         latentHead: head ?? undefined,
         latentSteps: opts.latentSteps,
         maxAnswerTokens: opts.maxAnswerTokens,
+        ...(shard ? { shard } : {}),
         signal,
         onProgress: progress.update,
       });
@@ -360,7 +366,7 @@ export function registerModelCommands(program: Command): void {
     .option('--ignore-eos', 'do not stop at end-of-generation tokens')
     .action((opts: GenerateCliOptions) => generateCommand(opts));
 
-  program
+  const captureCmd = program
     .command('capture')
     .description('write hook-point activations to safetensors shards + manifest.json (through the latent loop when the model has a latent head)')
     .option('-m, --model <path>', 'GGUF model, or "demo" / "organism": the built-in model organism (the default)')
@@ -389,7 +395,7 @@ export function registerModelCommands(program: Command): void {
     .option('--resume', 'continue an interrupted capture in --out, skipping records its manifest lists')
     .option('--no-bos', 'do not prepend BOS')
     .option('--parse-special', 'parse special-token text')
-    .option('-q, --quiet', 'no progress output')
-    .action((opts: CaptureCliOptions) => captureCommand(opts));
+    .option('-q, --quiet', 'no progress output');
+  shardOptions(captureCmd).action((opts: CaptureCliOptions) => captureCommand(opts));
 
 }

@@ -3,7 +3,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EDIT_POINT } from '../../lib/hook-points.js';
 import { basename } from 'node:path';
-import { choiceListArg, floatArg, intArg, interruptSignal, isAbort, layersArg, openModelOrDemo, pointsArg, positionsArg, type PositionSelector, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
+import { countShardRecords, shardOf, shardOptions, type ShardCliOptions, choiceListArg, floatArg, intArg, interruptSignal, isAbort, layersArg, openModelOrDemo, pointsArg, positionsArg, type PositionSelector, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
 import { expandCapturePoints, type CaptureRecord } from '../../lib/capture.js';
 import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib/evaluate.js';
 import { InputError } from '../../lib/errors.js';
@@ -12,6 +12,7 @@ import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
 import { patchSweep } from '../../lib/patch-sweep.js';
 import { reason, requireLatentHead } from '../../lib/reason.js';
 import type { AblationKind, Intervention } from '../../lib/reasoner.js';
+import { shardPath, type Shard } from '../../lib/shard.js';
 import { trace, traceLine, type TraceLine, type TraceProgress } from '../../lib/trace.js';
 
 const ABLATIONS = ['zero', 'skip', 'noise'] as const;
@@ -20,26 +21,31 @@ function pct(n: number, d: number): string {
   return d ? `${((100 * n) / d).toFixed(1)}%` : 'n/a';
 }
 
-interface DataOptions {
+interface DataOptions extends ShardCliOptions {
   data?: string;
   prompt?: string;
   field?: string;
   limit?: number;
 }
 
-/** Records from --data (lazily, with a count for progress) or --prompt. */
+/** Records from --data (lazily, with a count for progress) or --prompt, and the shard of this run. */
 async function recordsFrom(
   opts: DataOptions,
   command: string,
-): Promise<{ records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>; total?: number; source: SourceIdentity }> {
+): Promise<{ records: Iterable<CaptureRecord> | AsyncIterable<CaptureRecord>; total?: number; source: SourceIdentity; shard: Shard | null }> {
   if ((opts.data === undefined) === (opts.prompt === undefined)) throw new InputError(`${command}: give exactly one of --data or --prompt`);
-  if (opts.prompt !== undefined) return { records: [{ id: 'prompt', text: opts.prompt }], total: 1, source: textSource('--prompt', opts.prompt) };
+  const shard = shardOf(opts);
+  if (opts.prompt !== undefined) {
+    if (shard) throw new InputError(`${command}: --shard splits a --data file; one --prompt is not sharded`);
+    return { records: [{ id: 'prompt', text: opts.prompt }], total: 1, source: textSource('--prompt', opts.prompt), shard };
+  }
   requireFile(opts.data!, 'data file');
   const fields = opts.field ? [opts.field] : undefined;
   return {
     records: readPromptJsonl(opts.data!, { fields, limit: opts.limit }),
-    total: await countJsonlRecords(opts.data!, opts.limit),
+    total: shard ? await countShardRecords(opts.data!, shard, fields, opts.limit) : await countJsonlRecords(opts.data!, opts.limit),
     source: await fileSource(opts.data!, opts.field ? `field ${opts.field}` : undefined),
+    shard,
   };
 }
 
@@ -79,7 +85,9 @@ function traceProgressText(withoutLatents: boolean): (p: TraceProgress) => strin
 }
 
 async function traceCommand(opts: TraceCliOptions): Promise<void> {
-  const { records, total, source } = await recordsFrom(opts, 'trace');
+  const { records, total, source, shard } = await recordsFrom(opts, 'trace');
+  opts = { ...opts, out: shardPath(opts.out, shard, 'file'), ...(opts.capture ? { capture: shardPath(opts.capture, shard, 'folder') } : {}) };
+  if (shard && !opts.quiet) process.stderr.write(`trace: shard ${shard.index}/${shard.count} (${total} of the records) into ${opts.out}${opts.capture ? ` and ${opts.capture}` : ''}\n`);
   const opened = await openModelOrDemo(opts.model, opts.latentHead, opts.quiet ?? false);
   const model = opened.model;
   try {
@@ -114,6 +122,7 @@ async function traceCommand(opts: TraceCliOptions): Promise<void> {
         threads: opts.threads,
         capture,
         total,
+        ...(shard ? { shard } : {}),
         signal,
         onProgress: progress.update,
       });
@@ -181,7 +190,10 @@ function evalReport(s: EvaluateSummary, source: string, demo: boolean): string {
 }
 
 async function evalCommand(opts: EvalCliOptions): Promise<void> {
-  const { records, total, source } = await recordsFrom(opts, 'eval');
+  const { records, total, source, shard } = await recordsFrom(opts, 'eval');
+  if (shard && opts.out === undefined) throw new InputError('eval: a sharded eval needs --out (each shard keeps its results there; merge joins them and `eval --out MERGED` reports on all)');
+  if (shard) opts = { ...opts, out: shardPath(opts.out!, shard, 'file') };
+  if (shard && !opts.quiet) process.stderr.write(`eval: shard ${shard.index}/${shard.count} (${total} of the records) into ${opts.out}\n`);
   const opened = await openModelOrDemo(opts.model, opts.latentHead, opts.quiet ?? false);
   const model = opened.model;
   try {
@@ -202,6 +214,7 @@ async function evalCommand(opts: EvalCliOptions): Promise<void> {
         source,
         overwrite: opts.overwrite ?? false,
         total,
+        ...(shard ? { shard } : {}),
         signal,
         onProgress: progress.update,
       });
@@ -381,7 +394,7 @@ export function registerReasoningCommands(program: Command): void {
   const traceCmd = program
     .command('trace')
     .description('run the latent reasoning loop on each question and write one JSON line per question (answer, logit lens per step, early decodes, ablations); reruns continue the file');
-  modelOptions(dataOptions(traceCmd))
+  shardOptions(modelOptions(dataOptions(traceCmd)))
     .requiredOption('-o, --out <traces.jsonl>', 'output JSONL (continued after its last complete line when it exists)')
     .option('--overwrite', 'start --out afresh instead of continuing it')
     .addOption(new Option('--ablations <kinds>', 'ablate each latent step in turn: zero, skip, noise (comma list)').argParser(choiceListArg(ABLATIONS)).default([], 'none'))
@@ -408,7 +421,7 @@ export function registerReasoningCommands(program: Command): void {
   const evalCmd = program
     .command('eval')
     .description('GSM8K accuracy with and without latent steps (last number of the answer vs "#### X"), and throughput');
-  modelOptions(dataOptions(evalCmd))
+  shardOptions(modelOptions(dataOptions(evalCmd)))
     .option('-o, --out <results.jsonl>', 'keep each question\'s result as a trace line; a rerun continues the file (the summary covers all of it)')
     .option('--overwrite', 'with --out: start the file afresh')
     .option('--json', 'print the summary as JSON')
