@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { isCorrect, lastNumber } from './answers.js';
 import { OracleRunner, type OracleQuery } from './ask-oracle.js';
 import { contentHash } from './content-hash.js';
+import { ShardRun, ShardSchema, shardInfoPath } from './shard.js';
 import { InputError } from './errors.js';
 import type { Model } from './model.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -42,6 +43,8 @@ export const EvalOracleOptionsSchema = z
     resume: z.boolean().default(false),
     /** List every example's answers in the report. */
     includeExamples: z.boolean().default(true),
+    /** With predictions: ask only this shard's examples (see shard.ts); `merge` joins the predictions files. */
+    shard: ShardSchema.optional(),
   })
   .strict();
 export type EvalOracleOptions = z.input<typeof EvalOracleOptionsSchema>;
@@ -248,6 +251,7 @@ export async function evalOracle(
   const { signal, onProgress, ...rest } = options;
   const o = parseOptions(EvalOracleOptionsSchema, rest, 'eval-oracle options');
   if (!existsSync(data) || !statSync(data).isFile()) throw new InputError(`examples file not found: ${data}`);
+  if (o.shard && !o.predictions) throw new InputError('eval-oracle: a sharded run needs a predictions file (--predictions): merge joins those');
   const t0 = Date.now();
   const runner = await OracleRunner.open(base, adapter, { injectLayer: o.injectLayer, injectCoef: o.injectCoef, threads: o.threads });
   try {
@@ -283,6 +287,10 @@ export async function evalOracle(
       seed: o.seed,
     };
     let done = new Map<string, OraclePrediction>();
+    const shardFile = o.predictions ? shardInfoPath(o.predictions, 'file') : '';
+    const shardRun = o.predictions ? await ShardRun.open(o.shard, 'eval-oracle', [{ output: o.predictions, info: shardFile }]) : null;
+    // The shuffled partners above come from every example, so that a shard's baseline is the one-machine run's.
+    const mine = shardRun ? examples.map((_, i) => i).filter((i) => shardRun.take(examples[i].ex.id, i)) : examples.map((_, i) => i);
     if (o.predictions) {
       if (existsSync(o.predictions)) {
         if (!o.resume) throw new InputError(`${o.predictions} already exists; pass --resume to continue it, or remove it`);
@@ -291,10 +299,11 @@ export async function evalOracle(
       // A fresh file, or one rewritten without a line cut short by a stop.
       const header: PredictionsHeader = { format: 'lro-oracle-predictions', identity };
       await writeFileAtomic(o.predictions, [header, ...done.values()].map((x) => JSON.stringify(x) + '\n').join(''));
+      await shardRun?.write(shardFile, [], false);
     }
-    const skipped = examples.filter(({ ex }) => done.has(ex.id)).length;
-    const todo = examples.map((_, i) => i).filter((i) => !done.has(examples[i].ex.id));
-    onProgress?.({ done: 0, skipped, total: examples.length, elapsedMs: Date.now() - t0 });
+    const skipped = mine.filter((i) => done.has(examples[i].ex.id)).length;
+    const todo = mine.filter((i) => !done.has(examples[i].ex.id));
+    onProgress?.({ done: 0, skipped, total: mine.length, elapsedMs: Date.now() - t0 });
 
     let finished = 0;
     for (let b = 0; b < todo.length; b += o.batchSize) {
@@ -336,10 +345,11 @@ export async function evalOracle(
       for (const p of preds) done.set(p.id, p);
       if (o.predictions) await appendFile(o.predictions, preds.map((p) => JSON.stringify(p) + '\n').join(''));
       finished += batch.length;
-      onProgress?.({ done: finished, skipped, total: examples.length, elapsedMs: Date.now() - t0 });
+      onProgress?.({ done: finished, skipped, total: mine.length, elapsedMs: Date.now() - t0 });
     }
 
-    const all = examples.map(({ ex }) => done.get(ex.id)!);
+    const all = mine.map((i) => done.get(examples[i].ex.id)!);
+    await shardRun?.write(shardFile, all.map((p) => p.id), true);
     const tasks: Record<string, GroupReport> = {};
     for (const task of [...new Set(all.map((p) => p.task))].sort())
       tasks[task] = scoreGroup(

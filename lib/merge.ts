@@ -1,4 +1,4 @@
-// `merge`: the outputs of a sharded run (trace / eval files, capture folders), joined into what one
+// `merge`: the outputs of a sharded run (trace / eval files, capture folders, eval-oracle predictions), joined into what one
 // machine would have written with the same settings: records in data order, one manifest. Parts
 // that do not belong together (other settings or inputs, a missing or repeated shard, a shard that
 // did not finish, a record in two parts) are refused, naming them.
@@ -20,7 +20,7 @@ export interface MergeOptions {
 }
 
 export interface MergeSummary {
-  kind: 'trace' | 'eval' | 'capture';
+  kind: 'trace' | 'eval' | 'capture' | 'eval-oracle';
   out: string;
   shards: number;
   records: number;
@@ -143,6 +143,41 @@ async function mergeTraces(parts: Part[], o: MergeOptions): Promise<MergeSummary
   return { kind: parts[0].info.command as 'trace' | 'eval', out: o.out, shards: parts.length, records: lines.size };
 }
 
+async function mergePredictions(parts: Part[], o: MergeOptions): Promise<MergeSummary> {
+  if (existsSync(o.out) && !o.overwrite) throw new InputError(`merge: ${o.out} exists; pass --overwrite to replace it, or choose another --out`);
+  const headers = new Map<Part, Record<string, unknown>>();
+  const lines = new Map<string, string>();
+  for (const p of parts) {
+    const text = (await readFile(p.path, 'utf8')).split('\n').filter((l) => l.trim() !== '');
+    let header: { format?: unknown; identity?: Record<string, unknown> };
+    try {
+      header = JSON.parse(text[0] ?? '') as typeof header;
+    } catch {
+      throw new InputError(`merge: ${p.path}:1 is not an oracle predictions header`);
+    }
+    if (header.format !== 'lro-oracle-predictions' || typeof header.identity !== 'object') throw new InputError(`merge: ${p.path}:1 is not an oracle predictions header`);
+    headers.set(p, header.identity);
+    const listed = new Set(p.info.records.map((r) => r.id));
+    let count = 0;
+    for (const [i, l] of text.slice(1).entries()) {
+      let id: unknown;
+      try {
+        id = (JSON.parse(l) as { id?: unknown }).id;
+      } catch {
+        throw new InputError(`merge: ${p.path}:${i + 2} is not valid JSON; rerun its shard with --resume`);
+      }
+      if (typeof id !== 'string' || !listed.has(id)) throw new InputError(`merge: ${p.path}:${i + 2}: example ${JSON.stringify(id)} is not listed in its shard file; rerun the shard with --resume`);
+      lines.set(id, l);
+      count++;
+    }
+    if (count !== listed.size) throw new InputError(`merge: ${p.path} holds ${count} answers, its shard file lists ${listed.size}; rerun the shard with --resume`);
+  }
+  sameIdentity(parts, (p) => headers.get(p)!);
+  const body = [JSON.stringify({ format: 'lro-oracle-predictions', identity: headers.get(parts[0]) }), ...dataOrder(parts).map(({ id }) => lines.get(id)!)].map((l) => l + '\n').join('');
+  await writeFileAtomic(o.out, body);
+  return { kind: 'eval-oracle', out: o.out, shards: parts.length, records: lines.size };
+}
+
 function captureIdentity(m: CaptureManifest): Record<string, unknown> {
   // The latent head is compared by its hash (inputs) where the manifest has one, as a resume does.
   const settings = m.inputs && m.settings.reasoning ? { ...m.settings, reasoning: { ...m.settings.reasoning, latentHead: '' } } : m.settings;
@@ -230,5 +265,6 @@ async function mergeCaptures(parts: Part[], o: MergeOptions): Promise<MergeSumma
 export async function mergeShards(paths: readonly string[], options: MergeOptions): Promise<MergeSummary> {
   const parts = await readParts(paths);
   if (parts.some((p) => resolve(p.path) === resolve(options.out))) throw new InputError(`merge: --out ${options.out} is one of the parts; choose another`);
-  return parts[0].folder ? mergeCaptures(parts, options) : mergeTraces(parts, options);
+  if (parts[0].folder) return mergeCaptures(parts, options);
+  return parts[0].info.command === 'eval-oracle' ? mergePredictions(parts, options) : mergeTraces(parts, options);
 }

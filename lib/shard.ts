@@ -171,6 +171,13 @@ export class ShardRun {
     }
   }
 
+  /** Whether this shard owns the record at this position of the data (remembered when it does). */
+  take(id: string, position: number): boolean {
+    if (shardOfId(id, this.shard.count) !== this.shard.index) return false;
+    this.positions.set(id, position);
+    return true;
+  }
+
   /** Writes an output's shard file for its records (ids in output order). */
   async write(info: string, ids: Iterable<string>, complete: boolean): Promise<void> {
     const records: ShardInfo['records'] = [];

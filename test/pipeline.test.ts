@@ -184,6 +184,27 @@ describe('pipeline', () => {
     expect(tables(cut)).toEqual(tables(whole));
   });
 
+  it('eval-oracle sharded over two workers, then merged: the predictions file and report of one run', async () => {
+    const out = join(tmp, 'kill-whole', 'out');
+    const args = (predictions: string) => ['eval-oracle', '--base', 'demo', '--adapter', join(out, 'oracle', 'adapter.gguf'), '--data', join(out, 'tasks', 'test.jsonl'), '--predictions', predictions, '--max-tokens', '6', '--bootstrap', '200', '--threads', '2', '--json', '-q'];
+    const parts = join(tmp, 'preds.jsonl');
+    for (const i of [1, 0]) {
+      const r = await cli([...args(parts), '--shard', `${i}/2`]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const merged = join(tmp, 'preds-merged.jsonl');
+    const m = await cli(['merge', '-o', merged, join(tmp, 'preds.shard-0-of-2.jsonl'), join(tmp, 'preds.shard-1-of-2.jsonl')]);
+    expect(m.code, m.stderr).toBe(0);
+    expect(readFileSync(merged, 'utf8')).toBe(readFileSync(join(out, 'eval', 'predictions.jsonl'), 'utf8'));
+    const r = await cli([...args(merged), '--resume']);
+    expect(r.code, r.stderr).toBe(0);
+    const one = JSON.parse(readFileSync(join(out, 'eval', 'report.json'), 'utf8')) as { tasks: unknown; overall: unknown };
+    const got = JSON.parse(r.stdout) as typeof one;
+    expect(got.tasks).toEqual(one.tasks);
+    expect(got.overall).toEqual(one.overall);
+    expectUserError(await cli(['eval-oracle', ...args(parts).slice(1, 7), '--shard', '0/2']), /a sharded run needs --predictions/);
+  });
+
   it('validates the config: one line naming the file and the field', async () => {
     const bad = join(tmp, 'bad-config.json');
     writeFileSync(bad, JSON.stringify({ out: 'x', data: { path: gsm8k() }, training: { stepz: 3 } }));

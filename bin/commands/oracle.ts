@@ -7,7 +7,8 @@ import { InputError } from '../../lib/errors.js';
 import { writeFileAtomic } from '../../lib/atomic-file.js';
 import { evalOracle, type ConditionScores, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/eval-oracle.js';
 import { ADAPTER_FORMATS, LORA_TARGETS, trainOracle, type TrainOracleProgress, type TrainOracleSummary } from '../../lib/train-oracle.js';
-import { duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
+import { shardOf, shardOptions, type ShardCliOptions, duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
+import { shardPath } from '../../lib/shard.js';
 
 /** "0,1,2", "0-5" or "1,3-4": non-negative integers, in the order given. */
 function indexListArg(value: string): number[] {
@@ -151,7 +152,7 @@ interface AskCliOptions {
   json?: boolean;
 }
 
-interface EvalCliOptions {
+interface EvalCliOptions extends ShardCliOptions {
   base: string;
   adapter: string;
   data: string;
@@ -319,7 +320,7 @@ export function registerOracleCommands(program: Command): void {
       else process.stdout.write(r.answer + '\n');
     });
 
-  program
+  const evalOracleCmd = program
     .command('eval-oracle')
     .description('oracle accuracy per task (exact and numeric match) against no-vector and shuffled-vector baselines, with 95% bootstrap intervals')
     .requiredOption('--base <model.gguf>', 'base model')
@@ -337,11 +338,14 @@ export function registerOracleCommands(program: Command): void {
     .addOption(new Option('--inject-coef <x>', "override the adapter's injection coefficient").argParser(floatArg(0, Infinity, true)))
     .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--json', 'print the report as JSON')
-    .option('-q, --quiet', 'no progress output')
-    .action(async (opts: EvalCliOptions) => {
+    .option('-q, --quiet', 'no progress output');
+  shardOptions(evalOracleCmd).action(async (opts: EvalCliOptions) => {
       opts.base = modelPathArg(opts.base, 'base model');
       requireFile(opts.data, 'examples file');
       if (opts.resume && !opts.predictions) throw new InputError('eval-oracle: --resume continues a --predictions file; give one');
+      const shard = shardOf(opts);
+      if (shard && !opts.predictions) throw new InputError('eval-oracle: a sharded run needs --predictions (each shard keeps its answers there; merge joins them, and `eval-oracle --predictions MERGED --resume` reports on all)');
+      if (shard) opts.predictions = shardPath(opts.predictions!, shard, 'file');
       const progress = progressLine<EvalOracleProgress>(!opts.quiet, (p) => `eval-oracle: ${progressCounts(p.done, p.skipped, p.total, p.elapsedMs, 'examples')}`);
       const signal = interruptSignal(() =>
         process.stderr.write(`\neval-oracle: stopping${opts.predictions ? `; answers so far are in ${opts.predictions} (rerun with --resume)` : ''}\n`),
@@ -359,6 +363,7 @@ export function registerOracleCommands(program: Command): void {
           threads: opts.threads,
           predictions: opts.predictions,
           resume: opts.resume ?? false,
+          ...(shard ? { shard } : {}),
           signal,
           onProgress: progress.update,
         });
