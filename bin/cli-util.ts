@@ -225,11 +225,11 @@ export interface ShardCliOptions {
 }
 
 /** --shard I/N and --shard-count N (see lib/shard.ts for the environment a cluster sets). */
-export function shardOptions(cmd: Command): Command {
+export function shardOptions(cmd: Command, what = 'run only'): Command {
   return cmd
     .option(
       '--shard <I/N>',
-      'run only shard I of N (0-based; a record\'s shard is a hash of its id); the output gets ".shard-I-of-N" and is joined by merge. ' +
+      `${what} shard I of N (0-based; a record's shard is a hash of its id); the output gets ".shard-I-of-N" and is joined by merge. ` +
         'Default: from SLURM_ARRAY_TASK_ID (Slurm job arrays) or JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs); "none": never sharded',
     )
     .addOption(new Option('--shard-count <n>', 'the number of shards, with JOB_COMPLETION_INDEX (or LRO_SHARD_COUNT)').argParser(intArg(1, MAX_SHARDS)));

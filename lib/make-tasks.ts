@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { manifestModelPath, readCaptureManifest, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
 import { contentHash } from './content-hash.js';
 import { ensureDemoModel, isBuiltinModel } from './demo-model.js';
+import { ShardRun, ShardSchema, shardInfoPath } from './shard.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
 import { loadModel, type Model } from './model.js';
@@ -57,6 +58,11 @@ export const MakeTasksOptionsSchema = z
     threads: int.min(0).max(1024).default(0),
     /** Replace task files of another run in out (refused without it). */
     overwrite: z.boolean().default(false),
+    /**
+     * Run only this shard's extra runs (see shard.ts) and stop: `merge` joins the shards' folders,
+     * and make-tasks without a shard on the merged folder writes the splits.
+     */
+    shard: ShardSchema.optional(),
   })
   .strict();
 export type MakeTasksOptions = z.input<typeof MakeTasksOptionsSchema>;
@@ -86,6 +92,8 @@ export interface MakeTasksSummary {
   /** Eval-only (or head-view) examples kept out of train.jsonl. */
   withheldFromTrain: Record<string, number>;
   cfThreshold: Record<string, number> | null;
+  /** A sharded run: its shard and the questions whose extra runs it made (no splits written). */
+  shard?: { index: number; count: number; questions: number };
   warnings: string[];
 }
 
@@ -215,6 +223,34 @@ async function claimTasksFolder(o: z.output<typeof MakeTasksOptionsSchema>, mani
   await checkRunIdentity(runFile, 'lro-tasks-run', identity, {}, (d) => `${o.out} holds tasks made from other inputs or settings (${d}); pass --overwrite to replace them, or choose another --out`);
 }
 
+/** What a sharded make-tasks did: its questions' extra runs, no splits (those come after merge). */
+function shardSummary(o: z.output<typeof MakeTasksOptionsSchema>, model: string, layers: number[], tasks: TaskGenerator[], questions: number, warnings: string[]): MakeTasksSummary {
+  const zero = { train: 0, val: 0, test: 0 };
+  return {
+    format: 'lro-tasks',
+    version: 1,
+    out: o.out,
+    traces: o.traces,
+    capture: o.capture,
+    model,
+    layers,
+    point: 'resid_post',
+    seed: o.seed,
+    split: o.split,
+    files: { train: '', val: '', test: '' },
+    questions: zero,
+    questionIds: { train: [], val: [], test: [] },
+    examples: {},
+    totals: zero,
+    tasks: tasks.map((t) => ({ name: t.name, title: t.title, evalOnly: t.evalOnly ?? false, leaksHead: t.leaksHead ?? false })),
+    skipped: {},
+    withheldFromTrain: {},
+    cfThreshold: null,
+    warnings,
+    shard: { ...o.shard!, questions },
+  };
+}
+
 /**
  * Writes OUT/train.jsonl, val.jsonl, test.jsonl and summary.json. Rerunning continues the extra
  * runs in OUT/extra and rewrites the example files (each atomically).
@@ -278,6 +314,10 @@ export async function makeTasks(
 
   const extraKinds = [...new Set(tasks.flatMap((t) => t.extras ?? []))] as ExtraKind[];
   const needsTokenizer = tasks.some((t) => t.name === 'past_lens' || t.name === 'future_lens');
+  const shardFile = shardInfoPath(o.out, 'folder');
+  const shardRun = await ShardRun.open(o.shard, 'make-tasks', [{ output: o.out, info: shardFile }]);
+  // A question's position is its place in the trace file: the order of a one-machine run.
+  const mine = shardRun ? joined.filter((j, i) => shardRun.take(j.trace.id, i)) : joined;
   await claimTasksFolder(o, manifest);
   const opened = extraKinds.length || needsTokenizer ? await openModel(o, manifest, extraKinds.length > 0) : null;
   try {
@@ -286,7 +326,7 @@ export async function makeTasks(
       ? await runExtras(
           opened.model,
           opened.head,
-          joined.map((j) => ({ id: j.trace.id, trace: j.trace, record: j.record, latentPositions: latentPositionsOf(j.record) })),
+          mine.map((j) => ({ id: j.trace.id, trace: j.trace, record: j.record, latentPositions: latentPositionsOf(j.record) })),
           {
             out: o.out,
             captureDir: o.capture,
@@ -301,6 +341,10 @@ export async function makeTasks(
           },
         )
       : new Map();
+    if (shardRun) {
+      await shardRun.write(shardFile, mine.map((j) => j.trace.id), true);
+      return shardSummary(o, opened?.path ?? manifest.model.path, layers, tasks, mine.length, warnings);
+    }
     const extraManifest = extraKinds.some((k) => k !== 'readout') ? await extrasManifest(o.out) : null;
     const extraById = new Map((extraManifest?.records ?? []).map((r) => [r.id, r]));
 

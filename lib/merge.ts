@@ -10,6 +10,7 @@ import { MANIFEST_FILE, readCaptureManifest, writeCaptureManifest, type CaptureM
 import { InputError } from './errors.js';
 import { readShardInfo, shardInfoPath, type ShardInfo } from './shard.js';
 import { shardFileName } from './shard-writer.js';
+import { EXTRA_DIR, EXTRA_SETTINGS_FILE, FACTS_FILE } from './tasks/extras.js';
 import { readTraceFile, shapeOf, type TraceLine } from './trace.js';
 
 export interface MergeOptions {
@@ -20,7 +21,7 @@ export interface MergeOptions {
 }
 
 export interface MergeSummary {
-  kind: 'trace' | 'eval' | 'capture' | 'eval-oracle';
+  kind: 'trace' | 'eval' | 'capture' | 'eval-oracle' | 'make-tasks';
   out: string;
   shards: number;
   records: number;
@@ -196,6 +197,57 @@ async function moveFile(from: string, to: string): Promise<void> {
   }
 }
 
+interface CaptureSource {
+  dir: string;
+  manifest: CaptureManifest;
+}
+
+/**
+ * Moves the shard files of several capture folders into one (each file once, to a number of its
+ * own; the plan is the same on a rerun, so a move interrupted half-way continues) and writes its
+ * manifest with the records in the given order.
+ */
+async function joinCaptures(sources: CaptureSource[], out: string, order: readonly string[], overwrite: boolean): Promise<CaptureManifest> {
+  const plan: { from: string; to: string; source: CaptureSource; file: string }[] = [];
+  for (const src of sources) for (const s of src.manifest.shards) plan.push({ from: join(src.dir, s.file), to: join(out, shardFileName(plan.length)), source: src, file: s.file });
+  if (existsSync(join(out, MANIFEST_FILE))) {
+    if (!overwrite) throw new InputError(`merge: ${out} already holds a capture; pass --overwrite to replace it, or choose another --out`);
+    const moved = plan.find((x) => !existsSync(x.from));
+    if (moved) throw new InputError(`merge: ${moved.from} was moved into ${out} by an earlier merge; that merge is the result (remove it by hand to merge again)`);
+    await rm(out, { recursive: true, force: true });
+  } else if (existsSync(out)) {
+    const planned = new Set(plan.map((x) => resolve(x.to)));
+    const stray = (await readdir(out)).find((f) => !planned.has(resolve(join(out, f))));
+    if (stray) throw new InputError(`merge: ${out} exists and holds ${stray}; merge into a new folder`);
+  }
+  await mkdir(out, { recursive: true });
+  for (const x of plan) {
+    if (existsSync(x.from)) await moveFile(x.from, x.to);
+    else if (!existsSync(x.to)) throw new InputError(`merge: ${x.from} is missing (and not in ${out} either)`);
+  }
+  const newName = new Map(plan.map((x) => [`${x.source.dir}\0${x.file}`, x.to.slice(join(out, '/').length)]));
+  const named = (src: CaptureSource, file: string) => newName.get(`${src.dir}\0${file}`)!;
+  const recordOf = new Map<string, CaptureManifest['records'][number]>();
+  for (const src of sources)
+    for (const r of src.manifest.records) {
+      const tensors = Object.fromEntries(Object.entries(r.tensors).map(([k, t]) => [k, { ...t, file: named(src, t.file) }]));
+      recordOf.set(r.id, { ...r, tensors });
+    }
+  const first = sources[0].manifest;
+  const merged: CaptureManifest = {
+    ...first,
+    createdAt: sources.map((x) => x.manifest.createdAt).sort()[0],
+    updatedAt: new Date().toISOString(),
+    complete: true,
+    model: { ...first.model, relative: relative(resolve(out), resolve(first.model.path)) },
+    shards: sources.flatMap((src) => src.manifest.shards.map((s) => ({ ...s, file: named(src, s.file) }))),
+    records: order.map((id) => recordOf.get(id)!),
+  };
+  await writeCaptureManifest(out, merged);
+  for (const src of sources) await rm(join(src.dir, MANIFEST_FILE), { force: true });
+  return merged;
+}
+
 async function mergeCaptures(parts: Part[], o: MergeOptions): Promise<MergeSummary> {
   const manifests = new Map<Part, CaptureManifest>();
   for (const p of parts) {
@@ -207,64 +259,79 @@ async function mergeCaptures(parts: Part[], o: MergeOptions): Promise<MergeSumma
     manifests.set(p, m);
   }
   sameIdentity(parts, (p) => captureIdentity(manifests.get(p)!));
-
-  // Every shard file moves once, to a number of its own in the merged folder; the plan is the same
-  // on a rerun, so a merge interrupted half-way continues.
-  const plan: { from: string; to: string; part: Part; file: string }[] = [];
-  for (const p of parts) for (const s of manifests.get(p)!.shards) plan.push({ from: join(p.path, s.file), to: join(o.out, shardFileName(plan.length)), part: p, file: s.file });
-  if (existsSync(join(o.out, MANIFEST_FILE))) {
-    if (!o.overwrite) throw new InputError(`merge: ${o.out} already holds a capture; pass --overwrite to replace it, or choose another --out`);
-    const moved = plan.find((x) => !existsSync(x.from));
-    if (moved) throw new InputError(`merge: ${moved.from} was moved into ${o.out} by an earlier merge; that merge is the result (remove it by hand to merge again)`);
-    await rm(o.out, { recursive: true, force: true });
-  } else if (existsSync(o.out)) {
-    const planned = new Set(plan.map((x) => resolve(x.to)));
-    const stray = (await readdir(o.out)).find((f) => !planned.has(resolve(join(o.out, f))));
-    if (stray) throw new InputError(`merge: ${o.out} exists and holds ${stray}; merge into a new folder`);
-  }
-  await mkdir(o.out, { recursive: true });
-  for (const x of plan) {
-    if (existsSync(x.from)) await moveFile(x.from, x.to);
-    else if (!existsSync(x.to)) throw new InputError(`merge: ${x.from} is missing (and not in ${o.out} either)`);
-  }
-
-  const rename_ = new Map<Part, Map<string, string>>();
-  for (const x of plan) {
-    if (!rename_.has(x.part)) rename_.set(x.part, new Map());
-    rename_.get(x.part)!.set(x.file, x.to.slice(join(o.out, '/').length));
-  }
-  const recordOf = new Map<string, CaptureManifest['records'][number]>();
-  for (const p of parts)
-    for (const r of manifests.get(p)!.records) {
-      const names = rename_.get(p)!;
-      const tensors = Object.fromEntries(Object.entries(r.tensors).map(([k, t]) => [k, { ...t, file: names.get(t.file)! }]));
-      recordOf.set(r.id, { ...r, tensors });
-    }
-  const first = manifests.get(parts[0])!;
-  const shards = parts.flatMap((p) => manifests.get(p)!.shards.map((s) => ({ ...s, file: rename_.get(p)!.get(s.file)! })));
-  const merged: CaptureManifest = {
-    ...first,
-    createdAt: parts.map((p) => manifests.get(p)!.createdAt).sort()[0],
-    updatedAt: new Date().toISOString(),
-    complete: true,
-    model: { ...first.model, relative: relative(resolve(o.out), resolve(first.model.path)) },
-    shards,
-    records: dataOrder(parts).map(({ id }) => recordOf.get(id)!),
-  };
-  await writeCaptureManifest(o.out, merged);
+  const merged = await joinCaptures(
+    parts.map((p) => ({ dir: p.path, manifest: manifests.get(p)! })),
+    o.out,
+    dataOrder(parts).map((r) => r.id),
+    o.overwrite ?? false,
+  );
   // The parts gave their files to the merged folder; what is left of them goes.
   for (const p of parts) {
-    await rm(join(p.path, MANIFEST_FILE), { force: true });
     await rm(shardInfoPath(p.path, 'folder'), { force: true });
     await rmdir(p.path).catch(() => undefined);
   }
   return { kind: 'capture', out: o.out, shards: parts.length, records: merged.records.length };
 }
 
+/**
+ * make-tasks shards: their extra runs (OUT/extra: a capture folder, facts.jsonl, settings.json)
+ * joined into one folder with the run.json they share. make-tasks on it, without --shard, finds
+ * every extra run done and writes the splits.
+ */
+async function mergeTaskExtras(parts: Part[], o: MergeOptions): Promise<MergeSummary> {
+  const runs = new Map<Part, Record<string, unknown>>();
+  for (const p of parts) runs.set(p, await readJson(join(p.path, 'run.json')));
+  sameIdentity(parts, (p) => ({ format: runs.get(p)!.format, identity: runs.get(p)!.identity }));
+  if (existsSync(join(o.out, 'run.json')) && !o.overwrite) throw new InputError(`merge: ${o.out} already holds tasks; pass --overwrite to replace them, or choose another --out`);
+  const withExtras = parts.filter((p) => existsSync(join(p.path, EXTRA_DIR, MANIFEST_FILE)));
+  const questionOrder = dataOrder(parts);
+  const position = new Map(questionOrder.map((q, i) => [q.id, i]));
+  await mkdir(o.out, { recursive: true });
+  if (withExtras.length) {
+    const settings = new Map<Part, Record<string, unknown>>();
+    for (const p of withExtras) settings.set(p, await readJson(join(p.path, EXTRA_DIR, EXTRA_SETTINGS_FILE)));
+    sameIdentity(withExtras, (p) => settings.get(p)!);
+    const sources: CaptureSource[] = [];
+    const facts: { question: string; line: string; n: number }[] = [];
+    for (const p of withExtras) {
+      const dir = join(p.path, EXTRA_DIR);
+      const manifest = await readCaptureManifest(dir);
+      if (!manifest.complete) throw new InputError(`merge: ${join(dir, MANIFEST_FILE)} is not complete; rerun that make-tasks shard, then merge`);
+      sources.push({ dir, manifest });
+      for (const line of (await readFile(join(dir, FACTS_FILE), 'utf8')).split('\n')) {
+        if (line.trim() === '') continue;
+        let id: unknown;
+        try {
+          id = (JSON.parse(line) as { id?: unknown }).id;
+        } catch {
+          continue; // a line cut off by a crash: make-tasks redoes that question
+        }
+        if (typeof id === 'string' && position.has(id)) facts.push({ question: id, line, n: facts.length });
+      }
+    }
+    // Extra records are named "<question id>~kind": they follow their question's place in the data.
+    const records = sources.flatMap((src) => src.manifest.records.map((r, n) => ({ id: r.id, question: r.id.slice(0, r.id.lastIndexOf('~')), n })));
+    const at = (q: string) => position.get(q) ?? Number.MAX_SAFE_INTEGER;
+    records.sort((a, b) => at(a.question) - at(b.question) || a.n - b.n);
+    facts.sort((a, b) => at(a.question) - at(b.question) || a.n - b.n);
+    const dir = join(o.out, EXTRA_DIR);
+    await joinCaptures(sources, dir, records.map((r) => r.id), o.overwrite ?? false);
+    await writeFileAtomic(join(dir, FACTS_FILE), facts.map((f) => f.line + '\n').join(''));
+    await writeFileAtomic(join(dir, EXTRA_SETTINGS_FILE), JSON.stringify(settings.get(withExtras[0]), null, 1) + '\n');
+  }
+  await writeFileAtomic(join(o.out, 'run.json'), JSON.stringify(runs.get(parts[0]), null, 1) + '\n');
+  for (const p of parts) {
+    for (const f of [join(EXTRA_DIR, FACTS_FILE), join(EXTRA_DIR, EXTRA_SETTINGS_FILE), 'run.json', 'shard.json']) await rm(join(p.path, f), { force: true });
+    await rmdir(join(p.path, EXTRA_DIR)).catch(() => undefined);
+    await rmdir(p.path).catch(() => undefined);
+  }
+  return { kind: 'make-tasks', out: o.out, shards: parts.length, records: questionOrder.length };
+}
+
 /** Joins the outputs of every shard of one run (see lib/shard.ts) into options.out. */
 export async function mergeShards(paths: readonly string[], options: MergeOptions): Promise<MergeSummary> {
   const parts = await readParts(paths);
   if (parts.some((p) => resolve(p.path) === resolve(options.out))) throw new InputError(`merge: --out ${options.out} is one of the parts; choose another`);
-  if (parts[0].folder) return mergeCaptures(parts, options);
+  if (parts[0].folder) return parts[0].info.command === 'make-tasks' ? mergeTaskExtras(parts, options) : mergeCaptures(parts, options);
   return parts[0].info.command === 'eval-oracle' ? mergePredictions(parts, options) : mergeTraces(parts, options);
 }

@@ -107,6 +107,34 @@ describe('sharded trace, eval and capture on the organism, then merge', () => {
     expect(t.code, t.stderr).toBe(0);
   });
 
+  it("make-tasks' extra runs in 2 shards, merged, then the splits: the task files of one machine", async () => {
+    const args = (out: string) => ['make-tasks', '--traces', join(tmp, 'merged.jsonl'), '--capture', join(tmp, 'merged-cap'), '-o', out, '--layers', '1,3', '--split', '0.5,0.25,0.25', '--threads', '2', '-q'];
+    const one = join(tmp, 'mt-one');
+    const r = await cli(args(one));
+    expect(r.code, r.stderr).toBe(0);
+    const out = join(tmp, 'mt');
+    for (const i of [0, 1]) {
+      const s = await cli([...args(out), '--shard', `${i}/2`, '--json']);
+      expect(s.code, s.stderr).toBe(0);
+      expect((JSON.parse(s.stdout) as { shard: { questions: number } }).shard.questions).toBeGreaterThan(0);
+      expect(existsSync(join(`${out}.shard-${i}-of-2`, 'train.jsonl'))).toBe(false);
+    }
+    const m = await cli(['merge', '-o', out, `${out}.shard-0-of-2`, `${out}.shard-1-of-2`]);
+    expect(m.code, m.stderr).toBe(0);
+    expect(readFileSync(join(out, 'extra', 'facts.jsonl'), 'utf8')).toBe(readFileSync(join(one, 'extra', 'facts.jsonl'), 'utf8'));
+    const t = await cli([...args(out), '--json']);
+    expect(t.code, t.stderr).toBe(0);
+    // The same examples; a vector of an extra run lies in another shard file of extra/ (merge numbers
+    // the moved files), under the same key, with the same values.
+    const shardFile = /"file":"extra\/shard-\d+\.safetensors"/g;
+    for (const f of ['train.jsonl', 'val.jsonl', 'test.jsonl'])
+      expect(readFileSync(join(out, f), 'utf8').replace(shardFile, '"file":"extra/*"'), f).toBe(readFileSync(join(one, f), 'utf8').replace(shardFile, '"file":"extra/*"'));
+    const [a, b] = [await readCaptureManifest(join(one, 'extra')), await readCaptureManifest(join(out, 'extra'))];
+    expect(b.records.map((x) => x.id)).toEqual(a.records.map((x) => x.id));
+    for (const [i, rec] of a.records.entries())
+      for (const [point, t] of Object.entries(rec.tensors)) expect(await readCaptureTensorF32(join(out, 'extra'), b.records[i].tensors[point])).toEqual(await readCaptureTensorF32(join(one, 'extra'), t));
+  });
+
   it('a sharded eval, merged, reports what one machine reports', async () => {
     const evalArgs = (out: string) => ['eval', '--data', data, '-o', out, '--max-answer-tokens', '6', '--threads', '2', '--json', '-q'];
     const whole = JSON.parse((await cli(evalArgs(join(tmp, 'eval-one.jsonl')))).stdout) as { withLatents: unknown; withoutLatents: unknown; questions: number };

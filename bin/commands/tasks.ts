@@ -4,11 +4,12 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { InputError } from '../../lib/errors.js';
 import { makeTasks, type MakeTasksProgress, type MakeTasksSummary } from '../../lib/make-tasks.js';
 import { PIPELINE_STAGES, readPipelineConfig, runPipeline, type PipelineStage } from '../../lib/pipeline.js';
+import { shardPath } from '../../lib/shard.js';
 import { TASKS } from '../../lib/tasks/registry.js';
 import { parseSplitFractions } from '../../lib/tasks/split.js';
-import { floatArg, intArg, interruptSignal, isAbort, layersArg, progressLine, threadsArg } from '../cli-util.js';
+import { shardOf, shardOptions, type ShardCliOptions, floatArg, intArg, interruptSignal, isAbort, layersArg, progressLine, threadsArg } from '../cli-util.js';
 
-interface MakeTasksCliOptions {
+interface MakeTasksCliOptions extends ShardCliOptions {
   traces: string;
   capture: string;
   out: string;
@@ -68,6 +69,8 @@ function summaryTable(s: MakeTasksSummary): string {
 
 async function makeTasksCommand(opts: MakeTasksCliOptions): Promise<void> {
   if (opts.layers === 'all') throw new InputError('make-tasks: --layers takes layer numbers (e.g. 4,8,12), not "all"');
+  const shard = shardOf(opts);
+  const out = shardPath(opts.out, shard, 'folder');
   const progress = progressLine(!opts.quiet, (p: MakeTasksProgress) =>
     p.phase === 'extras' ? `make-tasks: extra model runs ${p.done + p.skipped}/${p.total} questions (${p.skipped} done before)` : `make-tasks: ${p.phase} ${p.done}/${p.total} questions`,
   );
@@ -78,7 +81,7 @@ async function makeTasksCommand(opts: MakeTasksCliOptions): Promise<void> {
       {
         traces: opts.traces,
         capture: opts.capture,
-        out: opts.out,
+        out,
         tasks: opts.tasks.split(','),
         layers: opts.layers,
         split: opts.split,
@@ -93,6 +96,7 @@ async function makeTasksCommand(opts: MakeTasksCliOptions): Promise<void> {
         cfThreshold: opts.cfThreshold,
         threads: opts.threads,
         overwrite: opts.overwrite ?? false,
+        ...(shard ? { shard } : {}),
       },
       { signal, onProgress: progress.update },
     );
@@ -100,6 +104,11 @@ async function makeTasksCommand(opts: MakeTasksCliOptions): Promise<void> {
     progress.end();
   }
   if (opts.json) process.stdout.write(JSON.stringify(s, null, 1) + '\n');
+  else if (!opts.quiet && s.shard)
+    process.stderr.write(
+      `make-tasks: shard ${s.shard.index}/${s.shard.count}: the extra runs of ${s.shard.questions} questions are in ${out}; ` +
+        `merge the shards (lro-native merge -o ${opts.out} ${opts.out}.shard-*-of-${s.shard.count}), then run make-tasks into ${opts.out} without --shard to write the splits\n`,
+    );
   else if (!opts.quiet) process.stderr.write(summaryTable(s));
 }
 
@@ -150,7 +159,7 @@ async function pipelineCommand(configPath: string, opts: PipelineCliOptions): Pr
 
 export function registerTaskCommands(program: Command): void {
   const taskList = TASKS.map((t) => `${t.name}${t.evalOnly ? ' (eval only)' : ''}`).join(', ');
-  program
+  const makeTasksCmd = program
     .command('make-tasks')
     .description('oracle examples (train/val/test JSONL, split by question) from a trace file and the capture of the same runs')
     .requiredOption('--traces <file>', 'trace JSONL (lro-native trace with --early-decode --no-reasoning --ablations zero,skip,noise)')
@@ -171,8 +180,8 @@ export function registerTaskCommands(program: Command): void {
     .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--overwrite', 'replace the task files of another run in --out (a rerun with the same inputs continues without it)')
     .option('--json', 'print the summary as JSON on stdout')
-    .option('-q, --quiet', 'no progress or table on stderr')
-    .action((opts: MakeTasksCliOptions) => makeTasksCommand(opts));
+    .option('-q, --quiet', 'no progress or table on stderr');
+  shardOptions(makeTasksCmd, 'make the extra model runs only (merge the shards, then make-tasks without --shard writes the splits), of').action((opts: MakeTasksCliOptions) => makeTasksCommand(opts));
 
   program
     .command('pipeline')

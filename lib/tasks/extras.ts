@@ -29,8 +29,8 @@ import type { CounterfactualRun, QuestionExtras, Readout, TamperRun } from './ty
 export const EXTRA_KINDS = ['readout', 'tamper', 'counterfactual'] as const;
 export type ExtraKind = (typeof EXTRA_KINDS)[number];
 export const EXTRA_DIR = 'extra';
-const FACTS_FILE = 'facts.jsonl';
-const SETTINGS_FILE = 'settings.json';
+export const FACTS_FILE = 'facts.jsonl';
+export const EXTRA_SETTINGS_FILE = 'settings.json';
 
 export interface ExtrasQuestion {
   id: string;
@@ -169,7 +169,7 @@ export async function runExtras(model: Model, head: LatentHead, questions: reado
   const dir = join(o.out, EXTRA_DIR);
   const result = new Map<string, QuestionExtras>();
   if (o.kinds.length === 0) return result;
-  const settingsPath = join(dir, SETTINGS_FILE);
+  const settingsPath = join(dir, EXTRA_SETTINGS_FILE);
   const settings = settingsFor(o, model);
   if (existsSync(settingsPath)) {
     const prev = JSON.parse(await readFile(settingsPath, 'utf8')) as Record<string, unknown>;
