@@ -177,6 +177,13 @@ describe('sharded trace, eval and capture on the organism, then merge', () => {
     expect(readFileSync(s1, 'utf8')).toBe(before);
     expectUserError(await cli(['trace', '--data', data, '-o', join(tmp, 'traces.jsonl'), '--shard', '1/3', '--max-answer-tokens', '7', '--threads', '2', '-q']), /was traced with other settings \(maxAnswerTokens/);
     expectUserError(await cli(['trace', '--prompt', 'hi', '-o', out, '--shard', '0/2', '-q']), /--shard splits a --data file/);
+    // Capture shards of other points: refused, naming the setting.
+    const capArgs = (i: number, points: string) => ['capture', '--data', data, '-o', join(tmp, 'pc'), '--points', points, '--layers', '1', '--max-answer-tokens', '2', '--threads', '2', '--shard', `${i}/2`, '-q'];
+    expect((await cli(capArgs(0, 'resid_post'))).code).toBe(0);
+    expect((await cli(capArgs(1, 'final_norm'))).code).toBe(0);
+    expectUserError(await cli(['merge', '-o', join(tmp, 'pc-merged'), join(tmp, 'pc.shard-0-of-2'), join(tmp, 'pc.shard-1-of-2')]), /were made with other settings or inputs \(settings is .*resid_post\.1.* in one, .*final_norm.* in the other\)/);
+    expect(existsSync(join(tmp, 'pc-merged'))).toBe(false);
+    expectUserError(await cli(['merge', '-o', join(tmp, 'pc-merged'), join(tmp, 'pc.shard-0-of-2'), s0]), /is trace file output, .* is capture capture output; merge one kind at a time|is capture capture output, .* is trace file output/);
     expectUserError(await cli(['trace', '--data', data, '-o', out, '--shard', '3/3', '-q']), /--shard: the shard index must be a whole number from 0 to 2, got 3/);
   });
 });
