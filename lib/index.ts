@@ -4,6 +4,9 @@ export type { LoadOptions, SessionOptions, TokenizeOptions, GenerateOptions, Sam
 export { native } from './native.js';
 export { InputError } from './errors.js';
 export { patchSweep, PatchSweepOptionsSchema, type PatchSweepOptions, type PatchSweepResult, type PatchRun } from './patch-sweep.js';
+export { invertLatent, InvertOptionsSchema, type InvertOptions, type InversionResult, type InversionCandidate } from './invert.js';
+export { mergeShards, type MergeOptions, type MergeSummary } from './merge.js';
+export { parseShard, resolveShard, shardOfId, shardPath, SHARD_PARTITION, type Shard, type ShardInfo } from './shard.js';
 export { contentHash, fileSource, textSource, type SourceIdentity } from './content-hash.js';
 export {
   capture,

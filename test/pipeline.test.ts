@@ -104,24 +104,30 @@ describe('make-tasks CLI (demo model)', () => {
   });
 });
 
+/** A pipeline config on the built-in model in dir (its out: dir/out), training for this many steps. */
+function writeDemoConfig(dir: string, steps: number): string {
+  mkdirSync(dir, { recursive: true });
+  const config = join(dir, 'config.json');
+  writeFileSync(
+    config,
+    JSON.stringify({
+      out: 'out',
+      model: 'demo',
+      data: { path: gsm8k() },
+      limits: { questions: 4, maxAnswerTokens: 6, maxPerQuestion: 2 },
+      split: [0.5, 0.25, 0.25],
+      training: { steps, batchSize: 4, lr: 0.003, loraR: 4, loraAlpha: 8 },
+      eval: { maxTokens: 6, bootstrap: 200 },
+      threads: 2,
+    }),
+  );
+  return config;
+}
+
 describe('pipeline', () => {
   it('runs end to end on the built-in demo model from a config file, then skips every stage', async () => {
     const dir = join(tmp, 'demo-run');
-    mkdirSync(dir, { recursive: true });
-    const config = join(dir, 'config.json');
-    writeFileSync(
-      config,
-      JSON.stringify({
-        out: 'out',
-        model: 'demo',
-        data: { path: gsm8k() },
-        limits: { questions: 4, maxAnswerTokens: 6, maxPerQuestion: 2 },
-        split: [0.5, 0.25, 0.25],
-        training: { steps: 3, batchSize: 4, lr: 0.003, loraR: 4, loraAlpha: 8 },
-        eval: { maxTokens: 6, bootstrap: 200 },
-        threads: 2,
-      }),
-    );
+    const config = writeDemoConfig(dir, 3);
     const r = await cli(['pipeline', config]);
     expect(r.code, r.stderr).toBe(0);
     for (const [i, s] of ['trace', 'capture', 'make-tasks', 'train-oracle', 'eval-oracle', 'report'].entries()) expect(r.stderr).toContain(`pipeline: [${i + 1}/6] ${s}: `);
@@ -141,24 +147,7 @@ describe('pipeline', () => {
   });
 
   it('killed with SIGKILL in the middle (several points), then rerun: the same oracle, predictions and report as an uninterrupted run', async () => {
-    const write = (dir: string) => {
-      mkdirSync(dir, { recursive: true });
-      const config = join(dir, 'config.json');
-      writeFileSync(
-        config,
-        JSON.stringify({
-          out: 'out',
-          model: 'demo',
-          data: { path: gsm8k() },
-          limits: { questions: 4, maxAnswerTokens: 6, maxPerQuestion: 2 },
-          split: [0.5, 0.25, 0.25],
-          training: { steps: 12, batchSize: 4, lr: 0.003, loraR: 4, loraAlpha: 8 },
-          eval: { maxTokens: 6, bootstrap: 200 },
-          threads: 2,
-        }),
-      );
-      return config;
-    };
+    const write = (dir: string) => writeDemoConfig(dir, 12);
     const whole = join(tmp, 'kill-whole');
     expect((await cli(['pipeline', write(whole), '-q'])).code).toBe(0);
     const cut = join(tmp, 'kill-cut');

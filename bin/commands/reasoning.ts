@@ -9,6 +9,7 @@ import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib
 import { InputError } from '../../lib/errors.js';
 import { fileSource, textSource, type SourceIdentity } from '../../lib/content-hash.js';
 import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
+import { invertLatent } from '../../lib/invert.js';
 import { patchSweep } from '../../lib/patch-sweep.js';
 import { reason, requireLatentHead } from '../../lib/reason.js';
 import type { AblationKind, Intervention } from '../../lib/reasoner.js';
@@ -456,6 +457,52 @@ export function registerReasoningCommands(program: Command): void {
     .option('--json', 'print the result as JSON')
     .option('-q, --quiet', 'no notice about the built-in model')
     .action((opts: PatchSweepCliOptions) => patchSweepCommand(opts));
+
+  program
+    .command('invert')
+    .description('latent inversion: the short texts which, written after the question, bring the model closest (cosine) to a latent step\'s captured state; a beam over the model\'s own next-token distribution')
+    .option('-m, --model <path>', 'the model the capture was made with, or "demo" / "organism" (the default)')
+    .requiredOption('--capture <dir>', 'capture folder of the reasoning loop with resid_post at the latent positions')
+    .requiredOption('--record <id>', 'the record (question) id in the capture')
+    .addOption(new Option('--step <k>', 'latent step, 0-based').argParser(intArg(0)).makeOptionMandatory())
+    .addOption(new Option('--layer <l>', 'resid_post layer compared (default the deepest captured)').argParser(intArg(0)))
+    .addOption(new Option('--max-tokens <n>', 'longest text tried').argParser(intArg(1, 64)).default(12))
+    .addOption(new Option('--beam <n>', 'beams kept and next tokens tried per beam').argParser(intArg(1, 64)).default(8))
+    .addOption(new Option('--top <n>', 'texts printed').argParser(intArg(1, 256)).default(8))
+    .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
+    .option('--json', 'print the result as JSON')
+    .option('-q, --quiet', 'no notice about the built-in model')
+    .action((opts: InvertCliOptions) => invertCommand(opts));
+}
+
+interface InvertCliOptions {
+  model?: string;
+  capture: string;
+  record: string;
+  step: number;
+  layer?: number;
+  maxTokens: number;
+  beam: number;
+  top: number;
+  threads: number;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+async function invertCommand(opts: InvertCliOptions): Promise<void> {
+  const opened = await openModelOrDemo(opts.model, undefined, (opts.quiet ?? false) || (opts.json ?? false));
+  try {
+    const r = await invertLatent(opened.model, opts.capture, opts.record, opts.step, { layer: opts.layer, maxTokens: opts.maxTokens, beam: opts.beam, top: opts.top, threads: opts.threads });
+    if (opts.json) {
+      process.stdout.write(JSON.stringify(r, null, 1) + '\n');
+      return;
+    }
+    const lines = [`record ${r.record}, latent step ${r.step}, ${r.point}: texts after the question closest to the latent state`, '  cosine  text'];
+    for (const c of r.candidates) lines.push(`  ${c.cosine.toFixed(4)}  ${JSON.stringify(c.text)}`);
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    opened.model.dispose();
+  }
 }
 
 interface PatchSweepCliOptions {
