@@ -247,3 +247,25 @@ export async function countShardRecords(path: string, shard: Shard, fields: read
   for await (const r of readPromptJsonl(path, { fields, limit })) if (shardOfId(r.id, shard.count) === shard.index) n++;
   return n;
 }
+
+// ------------------------------------------------------------------ training commands
+
+/** The optimizer and schedule flags of the training commands (train-oracle, train-latent). */
+export interface OptimizerCliOptions {
+  lr: number;
+  weightDecay: number;
+  batchSize: number;
+  gradAccum: number;
+  clip: number;
+  schedule: 'constant' | 'linear' | 'cosine';
+  warmup: number;
+  epochs: number;
+  steps?: number;
+}
+
+/** A training run stopped by Ctrl-C: say where it stopped and exit 130 (its checkpoint resumes it). */
+export function exitIfAborted(e: unknown): void {
+  if (!isAbort(e)) return;
+  process.stderr.write(`lro-native: ${(e as Error).message}\n`);
+  process.exit(130);
+}

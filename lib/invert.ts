@@ -74,9 +74,27 @@ export async function invertLatent(model: Model, captureDir: string, recordId: s
   if (!rec) throw new InputError(`${captureDir}: no record "${recordId}" (it has ${manifest.records.length}: ${manifest.records.slice(0, 5).map((r) => r.id).join(', ')}${manifest.records.length > 5 ? ', ...' : ''})`);
   if (o.layer !== undefined && o.layer >= model.info.nLayer) throw new InputError(`--layer ${o.layer}: the model has layers 0..${model.info.nLayer - 1}`);
   const { point, vector } = await latentState(captureDir, rec, step, o.layer);
-  const prompt = rec.tokens.filter((_, i) => rec.positionKinds![i] === 'prompt');
-  const nVocab = model.info.nVocab;
+  const promptTokens = rec.tokens.filter((_, i) => rec.positionKinds![i] === 'prompt');
+  const candidates = await invertState(model, promptTokens, point, vector, { ...o, signal });
+  return { record: recordId, step, point, promptTokens, candidates };
+}
 
+/**
+ * The texts after promptTokens whose state at `point` (resid_post.L) is closest in cosine to
+ * `target`, best first (see the file comment).
+ */
+export async function invertState(
+  model: Model,
+  promptTokens: readonly number[],
+  point: string,
+  target: Float32Array,
+  options: InvertOptions & { signal?: AbortSignal } = {},
+): Promise<InversionCandidate[]> {
+  const { signal, ...rest } = options;
+  const o = parseOptions(InvertOptionsSchema, rest, 'invert options');
+  if (target.length !== model.info.nEmbd) throw new InputError(`invert: the target state has ${target.length} values, the model's width is ${model.info.nEmbd}`);
+  const prompt = Array.from(promptTokens);
+  const nVocab = model.info.nVocab;
   const session = model.createSession({ nCtx: prompt.length + o.maxTokens + 1, threads: o.threads });
   try {
     const first = await session.eval({ tokens: prompt, outputRows: 'last', logits: true, signal });
@@ -113,7 +131,7 @@ export async function invertLatent(model: Model, captureDir: string, recordId: s
       const width = model.info.nEmbd;
       const scored = ext.map((e, i) => {
         const h = out.captures[point].subarray(i * width, (i + 1) * width);
-        const cosine = native().vectorStats(h, vector).cosineToPrev ?? 0;
+        const cosine = native().vectorStats(h, target).cosineToPrev ?? 0;
         return { ...e, tokens: [...e.parent.tokens, e.token], cosine, logits: out.logits!.slice(i * nVocab, (i + 1) * nVocab) };
       });
       for (const s of scored) {
@@ -133,8 +151,7 @@ export async function invertLatent(model: Model, captureDir: string, recordId: s
       }
       beams = kept.map((s) => ({ seq: s.seq, tokens: s.tokens, logits: s.logits }));
     }
-    const candidates = [...seen.values()].sort((a, b) => b.cosine - a.cosine).slice(0, o.top);
-    return { record: recordId, step, point, promptTokens: prompt, candidates };
+    return [...seen.values()].sort((a, b) => b.cosine - a.cosine).slice(0, o.top);
   } finally {
     session.dispose();
   }

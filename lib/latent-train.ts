@@ -23,7 +23,7 @@ import { parseOptions } from './options.js';
 import { writeSafetensors } from './safetensors.js';
 import { abortError } from './session.js';
 import { contentHash } from './content-hash.js';
-import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint, trainingRunFields } from './train-run.js';
+import { checkRunIdentity, openRunFolder, optimizerIdentity, planRun, trainingBase, resumeCheckpoint, trainingRunFields } from './train-run.js';
 
 const int = z.number().int();
 
@@ -166,13 +166,10 @@ function exampleLength(e: NativeLatentExample): number {
 export async function trainLatent(options: TrainLatentOptions, callbacks: TrainLatentCallbacks = {}): Promise<TrainLatentSummary> {
   const o: Resolved = parseOptions(TrainLatentOptionsSchema, options, 'train-latent options');
   const { onProgress, signal } = callbacks;
-  const base = resolve(o.base);
-  if (!existsSync(base) || !statSync(base).isFile()) throw new InputError(`--base: model file not found: ${o.base}`);
-  if (o.initAdapter && !existsSync(o.initAdapter)) throw new InputError(`--init-adapter: file not found: ${o.initAdapter}`);
+  const base = trainingBase(o);
   if (o.initAdapter && o.mode !== 'lora') throw new InputError('--init-adapter needs --mode lora');
   const folder = openRunFolder(o);
   const { out, checkpoint, runFile, logPath } = folder;
-
   const t0 = Date.now();
   const progress = (p: Omit<TrainLatentProgress, 'elapsedMs'>) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 });
   const model = await loadModel(base);
@@ -207,13 +204,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
       ...(o.latentTargets ? { latentTargets: { factor: o.latentFactor } } : {}),
       trainHead: o.trainHead,
       lora: o.mode === 'lora' && !o.initAdapter ? { r: o.loraR, alpha: o.loraAlpha } : null,
-      lr: o.lr,
-      weightDecay: o.weightDecay,
-      batchSize: o.batchSize,
-      gradAccum: o.gradAccum,
-      clip: o.clip,
-      schedule: o.schedule,
-      warmup: o.warmup,
+      ...optimizerIdentity(o),
       totalSteps,
       seed: o.seed,
       shuffle: o.shuffle,

@@ -1,8 +1,7 @@
 // safetensors files: an 8-byte little-endian header length, a JSON header, then one data buffer.
 // https://github.com/huggingface/safetensors#format
-import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
-import { withPath } from './errors.js';
+import { open, readFile } from 'node:fs/promises';
+import { writeAtomically } from './atomic-file.js';
 
 export type SafetensorsDtype =
   | 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
@@ -80,10 +79,8 @@ export async function writeSafetensors(
     tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.data.byteLength })),
     metadata,
   );
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const size = tensors.reduce((a, t) => a + t.data.byteLength, header.length);
-  const fh = await open(tmp, 'w');
-  try {
+  await writeAtomically(path, async (fh, tmp) => {
     // writev caps the number of buffers per call (IOV_MAX); write in groups.
     const chunks: Uint8Array[] = [header, ...tensors.map((t) => t.data)];
     for (let i = 0; i < chunks.length; i += 512) {
@@ -106,14 +103,7 @@ export async function writeSafetensors(
         done += bytesWritten;
       }
     }
-    await fh.sync();
-  } catch (e) {
-    await fh.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw withPath(e, path);
-  }
-  await fh.close();
-  await rename(tmp, path);
+  });
   return size;
 }
 

@@ -25,7 +25,7 @@ import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } fr
 import { parseOptions } from './options.js';
 import { abortError } from './session.js';
 import { contentHash } from './content-hash.js';
-import { checkRunIdentity, openRunFolder, planRun, resumeCheckpoint, trainingRunFields } from './train-run.js';
+import { checkRunIdentity, openRunFolder, optimizerIdentity, planRun, trainingBase, resumeCheckpoint, trainingRunFields } from './train-run.js';
 
 export { planEpoch, planRun, type PlannedStep } from './train-run.js';
 
@@ -194,13 +194,7 @@ function runIdentity(o: Resolved, hashes: { base: string; data: string; val: str
     rslora: o.rslora,
     loraDropout: o.loraDropout,
     targets: o.targets,
-    lr: o.lr,
-    weightDecay: o.weightDecay,
-    batchSize: o.batchSize,
-    gradAccum: o.gradAccum,
-    clip: o.clip,
-    schedule: o.schedule,
-    warmup: o.warmup,
+    ...optimizerIdentity(o),
     totalSteps,
     injectLayer: o.injectLayer,
     injectCoef: o.injectCoef,
@@ -219,12 +213,9 @@ function runIdentity(o: Resolved, hashes: { base: string; data: string; val: str
 export async function trainOracle(options: TrainOracleOptions, callbacks: TrainOracleCallbacks = {}): Promise<TrainOracleSummary> {
   const o = parseOptions(TrainOracleOptionsSchema, options, 'train-oracle options');
   const { onProgress, signal } = callbacks;
-  const base = resolve(o.base);
-  if (!existsSync(base) || !statSync(base).isFile()) throw new InputError(`base model not found: ${o.base}`);
-  if (o.initAdapter && !existsSync(o.initAdapter)) throw new InputError(`init adapter not found: ${o.initAdapter}`);
+  const base = trainingBase(o);
   const folder = openRunFolder(o);
   const { out, checkpoint, runFile, logPath } = folder;
-
   const t0 = Date.now();
   const progress = (p: Omit<TrainOracleProgress, 'elapsedMs'>) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 });
   const model = await loadModel(base);

@@ -157,6 +157,19 @@ export function openRunFolder(o: { out: string; log?: string; resume: boolean })
 }
 
 /** Writes run.json for a new run, or checks a resumed one's identity against it, naming the first difference. */
+/** The optimizer settings in a run identity (the same keys, in the same order, for every trainer). */
+export function optimizerIdentity(o: { lr: number; weightDecay: number; batchSize: number; gradAccum: number; clip: number; schedule: string; warmup: number }) {
+  return { lr: o.lr, weightDecay: o.weightDecay, batchSize: o.batchSize, gradAccum: o.gradAccum, clip: o.clip, schedule: o.schedule, warmup: o.warmup };
+}
+
+/** The base model of a training run (absolute), after checking it and the initial adapter exist. */
+export function trainingBase(o: { base: string; initAdapter?: string }): string {
+  const base = resolve(o.base);
+  if (!existsSync(base) || !statSync(base).isFile()) throw new InputError(`--base: model file not found: ${o.base}`);
+  if (o.initAdapter && !existsSync(o.initAdapter)) throw new InputError(`--init-adapter: file not found: ${o.initAdapter}`);
+  return base;
+}
+
 export async function checkRunIdentity(
   runFile: string,
   format: string,

@@ -11,6 +11,7 @@ import { loadModel, type Model } from '../lib/model.js';
 import { Reasoner, type ReasonResult } from '../lib/reasoner.js';
 import { golden } from './helpers/paths.js';
 import { f32, i64, readSt, type StFile } from './helpers/safetensors.js';
+import { relRow } from './helpers/compare.js';
 
 interface Decode {
   answer_ids: number[];
@@ -38,15 +39,6 @@ let questions: Question[];
 const results: ReasonResult[] = [];
 const worst = { h: 0, e: 0, resid: 0, finalNorm: 0, ablH: 0 };
 
-function relRow(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 
 /** Tokens must agree up to the first step whose reference top1-top2 margin is below MARGIN (a near-tie may flip). */
 function expectDecode(ours: number[], ref: number[], trace: Decode['decode_trace'], what: string) {

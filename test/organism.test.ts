@@ -54,12 +54,28 @@ describe('organism train --quick', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/--resume/);
 
-    const ev = await runCli(['organism', 'eval', '--model', join(out, 'organism.gguf'), '-n', '8', '--probe-train', '12', '--json', '-q']);
+    const ev = await runCli(['organism', 'eval', '--model', join(out, 'organism.gguf'), '-n', '8', '--probe-train', '12', '--invert', '2', '--json', '-q']);
     expect(ev.code).toBe(0);
-    const rep = JSON.parse(ev.stdout) as { withLatents: { n: number }; zeroAblation: unknown[]; probe: { best: number[][] } };
+    type R = { n: number; correct: number };
+    const rep = JSON.parse(ev.stdout) as {
+      withLatents: { n: number };
+      zeroAblation: unknown[];
+      probe: { best: number[][] };
+      inversion: { problems: number; latentsPerStep: number; perLatent: { programStep: number | null; ownResultTop1: R; ownResultTop8: R; finalAnswerTop1: R }[] };
+    };
     expect(rep.withLatents.n).toBe(8);
-    expect(rep.zeroAblation.length).toBe(recipe.method === 'codi' ? 3 : recipe.coconut.stages * recipe.coconut.latentsPerStep);
+    const latents = recipe.method === 'codi' ? 3 : recipe.coconut.stages * recipe.coconut.latentsPerStep;
+    expect(rep.zeroAblation.length).toBe(latents);
     expect(rep.probe.best.length).toBe(3);
+    // Inversion: every latent step of 2 problems; latent k stands for problem step k / latentsPerStep.
+    expect(rep.inversion.problems).toBe(2);
+    expect(rep.inversion.perLatent).toHaveLength(latents);
+    rep.inversion.perLatent.forEach((x, k) => {
+      const j = Math.floor(k / rep.inversion.latentsPerStep);
+      expect(x.programStep).toBe(j < 3 ? j : null);
+      expect(x.finalAnswerTop1.n).toBe(2);
+      expect(x.ownResultTop1.correct).toBeLessThanOrEqual(x.ownResultTop8.correct);
+    });
     expect(existsSync(join(out, 'DONE'))).toBe(true);
 
     // export-hf round trip: GGUF -> HF folder -> convert -> GGUF computes the same.

@@ -26,6 +26,7 @@ import { golden, modelPath, sharedFile } from './helpers/paths.js';
 import { f32, i64, readSt, type StFile } from './helpers/safetensors.js';
 import { builtinModel } from '../lib/demo-model.js';
 import { native } from '../lib/native.js';
+import { relRow } from './helpers/compare.js';
 
 // Latent steps of the built-in organism's head.
 const BUILTIN_STEPS = Number(native().inspectGguf(builtinModel().latentHead).metadata['lro.latent.steps']);
@@ -58,15 +59,6 @@ const TRACE_OPTS = { maxAnswerTokens: 12, earlyDecode: true, ablations: ['zero' 
 const cli = (args: string[]) => runCli(args, { env });
 
 
-function relRow(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 
 /** Tokens agree up to the first reference step whose top1-top2 margin is below 0.05 (a near-tie may flip). */
 function expectDecode(ours: number[], ref: number[], trace: { margin: number }[], what: string) {

@@ -1,16 +1,9 @@
 // Tokenizer goldens (README §6): every line, exact ids, for three vocabularies.
-import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { loadModel } from '../lib/index.js';
 import { golden } from './helpers/paths.js';
+import { readTokenizerGolden } from './helpers/tokenizer-golden.js';
 
-interface Line {
-  src: string;
-  text: string;
-  add_bos: boolean;
-  parse_special: boolean;
-  ids: number[];
-}
 
 const CASES = [
   { file: 'llama3.jsonl', vocab: ['tokenizer', 'ggml-vocab-llama-bpe-rebuilt.gguf'], facts: { model: 'gpt2', nTokens: 128256, bos: 128000, eos: 128001 } },
@@ -20,10 +13,7 @@ const CASES = [
 
 describe('tokenizer goldens', () => {
   test.each(CASES)('$file', async ({ file, vocab, facts }) => {
-    const lines = readFileSync(golden('tokenizer', file), 'utf8')
-      .split('\n')
-      .filter((l) => l.trim())
-      .map((l) => JSON.parse(l) as Line);
+    const lines = readTokenizerGolden(file);
     expect(lines.length).toBe(960);
     const model = await loadModel(golden(...vocab), { vocabOnly: true });
     try {

@@ -1,4 +1,5 @@
 // `lro-native convert` (Hugging Face folder -> GGUF) and `lro-native convert-adapter`
+import type { NativeConvertHfOptions } from '../../lib/native.js';
 // (PEFT <-> GGUF LoRA). The caller's program wires them in with registerConvertCommands.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import {
@@ -84,21 +85,12 @@ function reportAdapter(s: ConvertAdapterSummary): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-interface ConvertCliOptions {
+/** The engine's convert options as commander gives them (--no-merge is `merge: false`). */
+interface ConvertCliOptions extends Omit<NativeConvertHfOptions, 'noMerge' | 'onProgress' | 'type' | 'padNames' | 'threads'> {
   out: string;
   type: (typeof CONVERT_TYPES)[number];
-  latent?: 'codi' | 'coconut' | 'none';
-  loraAlpha?: number;
-  latentOut?: string;
-  latentSteps?: number;
-  weights?: string;
-  tokenizerDir?: string;
-  name?: string;
-  padNames: 'auto' | 'codi' | 'llama';
-  pre?: string;
-  vocabOnly?: boolean;
+  padNames: NonNullable<NativeConvertHfOptions['padNames']>;
   merge: boolean;
-  loraOut?: string;
   threads: number;
   json?: boolean;
   quiet?: boolean;

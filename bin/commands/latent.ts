@@ -2,7 +2,7 @@
 // or the LM teacher task), LoRA or full-parameter. The caller wires it in with registerLatentCommands.
 import { Command, Option } from 'commander';
 import { trainLatent, type TrainLatentProgress, type TrainLatentSummary } from '../../lib/latent-train.js';
-import { duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
+import { exitIfAborted, type OptimizerCliOptions, duration, floatArg, intArg, interruptSignal, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
 
 export function latentProgressText(p: TrainLatentProgress, label = 'train-latent'): string {
   if (p.phase === 'prepare') return `${label}: reading problems`;
@@ -16,7 +16,7 @@ export function latentProgressText(p: TrainLatentProgress, label = 'train-latent
   return parts.join('  ');
 }
 
-interface TrainLatentCli {
+interface TrainLatentCli extends OptimizerCliOptions {
   base: string;
   latentHead?: string;
   initAdapter?: string;
@@ -34,15 +34,6 @@ interface TrainLatentCli {
   latentsPerStep: number;
   loraR: number;
   loraAlpha: number;
-  lr: number;
-  weightDecay: number;
-  batchSize: number;
-  gradAccum: number;
-  clip: number;
-  schedule: 'constant' | 'linear' | 'cosine';
-  warmup: number;
-  epochs: number;
-  steps?: number;
   seed: number;
   shuffle: boolean;
   limit?: number;
@@ -120,10 +111,7 @@ export function registerLatentCommands(program: Command): void {
         summary = await trainLatent({ ...rest, supervisePrompt: opts.supervisePrompt ?? false, latentTargets: opts.latentTargets ?? false, resume: opts.resume ?? false }, { onProgress: progress.update, signal });
       } catch (e) {
         progress.end();
-        if (isAbort(e)) {
-          process.stderr.write(`lro-native: ${(e as Error).message}\n`);
-          process.exit(130);
-        }
+        exitIfAborted(e);
         throw e;
       }
       progress.end();

@@ -7,7 +7,7 @@ import { InputError } from '../../lib/errors.js';
 import { writeFileAtomic } from '../../lib/atomic-file.js';
 import { evalOracle, type ConditionScores, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/eval-oracle.js';
 import { ADAPTER_FORMATS, LORA_TARGETS, trainOracle, type TrainOracleProgress, type TrainOracleSummary } from '../../lib/train-oracle.js';
-import { shardOf, shardOptions, type ShardCliOptions, duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
+import { type OptimizerCliOptions, shardOf, shardOptions, type ShardCliOptions, duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
 import { shardPath } from '../../lib/shard.js';
 
 /** "0,1,2", "0-5" or "1,3-4": non-negative integers, in the order given. */
@@ -94,7 +94,7 @@ function reportEval(r: EvalOracleReport): void {
   process.stdout.write(`${text.join('\n')}\n(95% bootstrap intervals, ${r.settings.bootstrap} resamples; greedy answers, at most ${r.settings.maxTokens} tokens)\n`);
 }
 
-interface TrainCliOptions {
+interface TrainCliOptions extends OptimizerCliOptions {
   base: string;
   data: string;
   val?: string;
@@ -105,15 +105,6 @@ interface TrainCliOptions {
   loraDropout: number;
   rslora?: boolean;
   targets: 'all' | LoraTarget[];
-  lr: number;
-  weightDecay: number;
-  batchSize: number;
-  gradAccum: number;
-  clip: number;
-  schedule: 'constant' | 'linear' | 'cosine';
-  warmup: number;
-  epochs: number;
-  steps?: number;
   injectLayer: number;
   injectCoef: number;
   seed: number;

@@ -10,7 +10,7 @@ import { generateProblems, MAX_STEPS, organismCorpus, TEMPLATE_SETS, type Templa
 import { trainOrganismTokenizer, writeTokenizerGguf } from '../../lib/organism/tokenizer.js';
 import { evaluateOrganism, type OrganismEvalReport } from '../../lib/organism/evaluate.js';
 import { trainOrganism } from '../../lib/organism/recipe.js';
-import { floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
+import { exitIfAborted, floatArg, intArg, interruptSignal, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
 import { latentProgressText } from './latent.js';
 
 /** "3" or "2-4", within 1..MAX_STEPS. */
@@ -146,10 +146,7 @@ export function registerOrganismCommands(program: Command): void {
         process.stdout.write(`organism: ${r.model}\nlatent head: ${r.head}\n(${Math.round(r.elapsedMs / 1000)} s in this run)\n`);
       } catch (e) {
         progress.end();
-        if (isAbort(e)) {
-          process.stderr.write(`lro-native: ${(e as Error).message}\n`);
-          process.exit(130);
-        }
+        exitIfAborted(e);
         throw e;
       }
     });
@@ -165,10 +162,11 @@ export function registerOrganismCommands(program: Command): void {
     .addOption(new Option('--templates <set>', 'phrasings: train, heldout or all').choices([...TEMPLATE_SETS]).default('all'))
     .addOption(new Option('--probe-train <n>', 'problems to fit the probes on (0: no probes)').argParser(intArg(0, 1_000_000)).default(400))
     .addOption(new Option('--probe-lambda <x>', 'ridge penalty').argParser(floatArg(0, Infinity, true)).default(1e-2))
+    .addOption(new Option('--invert <n>', 'invert every latent step of the first N test problems (lro-native invert, last layer): how often the texts name the step\'s result').argParser(intArg(0, 1_000_000)).default(0))
     .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress output')
-    .action(async (opts: { model?: string; latentHead?: string; n: number; seed: number; steps: [number, number]; templates: TemplateSet; probeTrain: number; probeLambda: number; threads: number; json?: boolean; quiet?: boolean }) => {
+    .action(async (opts: { model?: string; latentHead?: string; n: number; seed: number; steps: [number, number]; templates: TemplateSet; probeTrain: number; probeLambda: number; invert: number; threads: number; json?: boolean; quiet?: boolean }) => {
       opts.model = modelPathArg(opts.model, 'model file');
       const progress = progressLine<string>(!opts.quiet, (t) => t);
       const r = await evaluateOrganism({ ...opts, model: opts.model, onProgress: (s, d, t) => progress.update(`organism eval: ${s} ${d}/${t}`) });
@@ -193,6 +191,16 @@ export function organismReportText(r: OrganismEvalReport): string {
     lines.push(`  linear probe of step j's result (ridge, fitted on ${p.trainProblems} problems, scored on ${p.testProblems}); best latent position per layer:`);
     lines.push(`    ${'step'.padEnd(6)}${p.points.map((x) => x.padStart(14)).join('')}${'majority'.padStart(10)}`);
     p.best.forEach((row, j) => lines.push(`    ${String(j + 1).padEnd(6)}${row.map((x) => pct(x).padStart(14)).join('')}${pct(p.majority[j]).padStart(10)}`));
+  }
+  if (r.inversion) {
+    const v = r.inversion;
+    lines.push(`  latent inversion (${v.problems} problems, ${v.point}, beam 8, 6 tokens): the texts after the question closest to each latent step`);
+    lines.push(`    ${'latent'.padEnd(8)}${'for step'.padStart(9)}${'own result top-1'.padStart(18)}${'top-8'.padStart(8)}${'final answer top-1'.padStart(20)}`);
+    v.perLatent.forEach((x, k) =>
+      lines.push(
+        `    ${String(k).padEnd(8)}${(x.programStep === null ? '-' : String(x.programStep + 1)).padStart(9)}${(x.programStep === null ? '-' : pct(x.ownResultTop1.accuracy)).padStart(18)}${(x.programStep === null ? '-' : pct(x.ownResultTop8.accuracy)).padStart(8)}${pct(x.finalAnswerTop1.accuracy).padStart(20)}`,
+      ),
+    );
   }
   return lines.join('\n') + '\n';
 }

@@ -6,6 +6,7 @@ import { isCorrect } from '../answers.js';
 import { InputError } from '../errors.js';
 import { LatentHead } from '../latent-head.js';
 import { loadModel } from '../model.js';
+import { invertState } from '../invert.js';
 import { native } from '../native.js';
 import { reasonStream } from '../reason.js';
 import { generateProblem, generateProblems, MAX_VALUE, problemKey, type OrganismProblem, type TemplateSet } from './data.js';
@@ -23,6 +24,8 @@ export interface OrganismEvalOptions {
   probeTrain?: number;
   /** Ridge penalty per training row. */
   probeLambda?: number;
+  /** Test problems whose latent steps are inverted (lib/invert.ts, last layer); 0: none. */
+  invert?: number;
   threads?: number;
   onProgress?: (stage: string, done: number, total: number) => void;
 }
@@ -52,6 +55,27 @@ export interface OrganismEvalReport {
     /** chance: the most frequent class of the train split, scored on the test split */
     majority: number[];
   };
+  /**
+   * Latent inversion of every latent step (the top texts after the question whose last-layer
+   * state is closest to the step's): how often they name the intermediate result of the problem
+   * step the latent stands for, and how often the final answer.
+   */
+  inversion: null | {
+    problems: number;
+    point: string;
+    /** Latent steps per problem step (the Coconut recipe's latentsPerStep; 1 otherwise). */
+    latentsPerStep: number;
+    perLatent: {
+      /** The problem step latent k stands for (k / latentsPerStep), null past the problem's steps. */
+      programStep: number | null;
+      /** The best text holds that step's result (a number token). */
+      ownResultTop1: Rate;
+      /** One of the top 8 texts does. */
+      ownResultTop8: Rate;
+      /** The best text holds the final answer (the seed's failure: every step "says" the answer). */
+      finalAnswerTop1: Rate;
+    }[];
+  };
   elapsedMs: number;
 }
 
@@ -73,6 +97,7 @@ export async function evaluateOrganism(o: OrganismEvalOptions): Promise<Organism
   const steps = o.steps ?? [3, 3];
   const templates = o.templates ?? 'all';
   const probeTrain = o.probeTrain ?? 400;
+  const invert = o.invert ?? 0;
   const model = await loadModel(o.model);
   try {
     const head = LatentHead.find(model, o.latentHead);
@@ -103,6 +128,13 @@ export async function evaluateOrganism(o: OrganismEvalOptions): Promise<Organism
         return c.positions.map((_, i) => c.data.subarray(i * c.width, (i + 1) * c.width));
       });
 
+    const meta = model.metadata();
+    const recipe = typeof meta['lro.organism.recipe'] === 'string' ? (JSON.parse(meta['lro.organism.recipe']) as { method?: string; coconut?: { latentsPerStep?: number } }) : null;
+    const latentsPerStep = recipe?.method === 'coconut' ? (recipe.coconut?.latentsPerStep ?? 1) : 1;
+    const lastPoint = points[L - 1];
+    const numbersIn = (tokens: number[]) => new Set(tokens.map((t) => model.detokenize([t]).trim()).filter((x) => /^\d+$/.test(x)).map(Number));
+    const inv = Array.from({ length: N }, () => ({ own1: 0, own8: 0, final1: 0, owned: 0 }));
+    let inverted = 0;
     let correct = 0;
     let noLatent = 0;
     const ablated = Array<number>(N).fill(0);
@@ -114,11 +146,33 @@ export async function evaluateOrganism(o: OrganismEvalOptions): Promise<Organism
       ablations: ['zero'],
       noReasoning: true,
       maxAnswerTokens: 12,
-      capture: probeTrain > 0 ? points : [],
+      capture: probeTrain > 0 || invert > 0 ? points : [],
       capturePositions: ['bot', 'latent'],
       threads: o.threads ?? 0,
     })) {
       const gold = item.gold!;
+      if (inverted < invert) {
+        const problem = test.out.find((p) => p.id === item.record.id)!;
+        const r = item.result;
+        const prompt = r.promptTokens.filter((_, i) => r.positionKinds[i] === 'prompt');
+        const c = r.captures[lastPoint];
+        for (let k = 0; k < N; k++) {
+          // Position 0 of the capture is the bot position; latent k is position k + 1.
+          const state = c.data.slice((k + 1) * c.width, (k + 2) * c.width);
+          const texts = await invertState(model, prompt, lastPoint, state, { maxTokens: 6, beam: 8, top: 8, threads: o.threads ?? 0 });
+          const j = Math.floor(k / latentsPerStep);
+          const own = problem.program[j]?.result;
+          const sets = texts.map((t) => numbersIn(t.tokens));
+          if (sets[0]?.has(problem.program[problem.program.length - 1].result)) inv[k].final1++;
+          if (own !== undefined) {
+            inv[k].owned++;
+            if (sets[0]?.has(own)) inv[k].own1++;
+            if (sets.some((x) => x.has(own))) inv[k].own8++;
+          }
+        }
+        inverted++;
+        o.onProgress?.('invert', inverted, Math.min(invert, test.out.length));
+      }
       if (isCorrect(item.result.answer, gold)) correct++;
       if (item.result.noReasoning && isCorrect(item.result.noReasoning.answer, gold)) noLatent++;
       for (const a of item.result.ablations.zero ?? []) if (isCorrect(a.answer, gold)) ablated[a.step]++;
@@ -184,6 +238,20 @@ export async function evaluateOrganism(o: OrganismEvalOptions): Promise<Organism
       withoutLatents: rate(noLatent, test.out.length),
       zeroAblation: ablated.map((c) => rate(c, test.out.length)),
       probe,
+      inversion:
+        inverted > 0
+          ? {
+              problems: inverted,
+              point: lastPoint,
+              latentsPerStep,
+              perLatent: inv.map((x, k) => ({
+                programStep: x.owned > 0 ? Math.floor(k / latentsPerStep) : null,
+                ownResultTop1: rate(x.own1, x.owned),
+                ownResultTop8: rate(x.own8, x.owned),
+                finalAnswerTop1: rate(x.final1, inverted),
+              })),
+            }
+          : null,
       elapsedMs: Date.now() - t0,
     };
   } finally {

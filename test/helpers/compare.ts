@@ -10,6 +10,17 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/** Relative L2 difference ||a - b|| / ||b|| of two rows. */
+export function relRow(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
 /** argmax, lowest index on ties */
 export function argmax(a: ArrayLike<number>, off = 0, n = a.length): number {
   let best = 0;
