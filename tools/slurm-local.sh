@@ -35,9 +35,10 @@ munged --key-file="$dir/munge/munge.key" --socket="$socket" --pid-file="$dir/mun
 for _ in $(seq 50); do [ -f "$dir/munge/munged.pid" ] && break; sleep 0.1; done
 cp "$dir/munge/munged.pid" "$dir/munged.pid"
 
+# Addresses are 127.0.0.1, so the machine's host name need not resolve.
 cat > "$dir/slurm.conf" <<CONF
 ClusterName=lro-test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -59,7 +60,7 @@ SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
 ReturnToService=2
 MpiDefault=none
-NodeName=$host CPUs=$cpus State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 cat > "$dir/cgroup.conf" <<CONF
