@@ -132,7 +132,7 @@ export async function invertState(
       const scored = ext.map((e, i) => {
         const h = out.captures[point].subarray(i * width, (i + 1) * width);
         const cosine = native().vectorStats(h, target).cosineToPrev ?? 0;
-        return { ...e, tokens: [...e.parent.tokens, e.token], cosine, logits: out.logits!.slice(i * nVocab, (i + 1) * nVocab) };
+        return { ...e, row: i, tokens: [...e.parent.tokens, e.token], cosine };
       });
       for (const s of scored) {
         const text = model.detokenize(s.tokens);
@@ -149,7 +149,8 @@ export async function invertState(
         session.remove(b.seq);
         if (b.seq !== 0) free.push(b.seq);
       }
-      beams = kept.map((s) => ({ seq: s.seq, tokens: s.tokens, logits: s.logits }));
+      // Only the kept beams' next-token rows are copied out of the batch.
+      beams = kept.map((s) => ({ seq: s.seq, tokens: s.tokens, logits: out.logits!.slice(s.row * nVocab, (s.row + 1) * nVocab) }));
     }
     return [...seen.values()].sort((a, b) => b.cosine - a.cosine).slice(0, o.top);
   } finally {
