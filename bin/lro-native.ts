@@ -12,6 +12,7 @@ import { registerModelCommands } from './commands/model.js';
 import { registerOracleCommands } from './commands/oracle.js';
 import { registerOrganismCommands } from './commands/organism.js';
 import { registerReasoningCommands } from './commands/reasoning.js';
+import { registerReportCommands } from './commands/report.js';
 import { registerTaskCommands } from './commands/tasks.js';
 
 function packageVersion(): string {
@@ -41,6 +42,7 @@ function buildProgram(): Command {
   registerTaskCommands(program);
   registerOrganismCommands(program);
   registerMergeCommands(program);
+  registerReportCommands(program);
   return program;
 }
 

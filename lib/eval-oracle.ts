@@ -10,6 +10,7 @@ import { appendFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { isCorrect, lastNumber } from './answers.js';
+import { readPromptJsonl } from './jsonl.js';
 import { OracleRunner, type OracleQuery } from './ask-oracle.js';
 import { contentHash } from './content-hash.js';
 import { ShardRun, ShardSchema, shardInfoPath } from './shard.js';
@@ -22,7 +23,7 @@ import { parseOptions } from './options.js';
 import { abortError } from './session.js';
 import { firstDifference } from './train-run.js';
 
-export const ORACLE_CONDITIONS = ['oracle', 'noVectors', 'shuffled'] as const;
+export const ORACLE_CONDITIONS = ['oracle', 'noVectors', 'shuffled', 'questionOnly'] as const;
 export type OracleCondition = (typeof ORACLE_CONDITIONS)[number];
 
 export const EvalOracleOptionsSchema = z
@@ -43,6 +44,12 @@ export const EvalOracleOptionsSchema = z
     resume: z.boolean().default(false),
     /** List every example's answers in the report. */
     includeExamples: z.boolean().default(true),
+    /**
+     * A JSONL file of the problems the vectors came from (a trace file, or the dataset), read by
+     * record id: adds the question-only baseline, the base model without the adapter and without
+     * vectors, asked the problem followed by the task question.
+     */
+    problems: z.string().min(1).optional(),
     /** With predictions: ask only this shard's examples (see shard.ts); `merge` joins the predictions files. */
     shard: ShardSchema.optional(),
   })
@@ -79,6 +86,8 @@ export interface GroupReport {
   noVectors: ConditionScores;
   /** Over the examples that had a partner to take vectors from. */
   shuffled: ConditionScores;
+  /** The base model on the problem text and the task question (with the problems option; n 0 otherwise). */
+  questionOnly: ConditionScores;
 }
 
 export interface OraclePrediction {
@@ -90,6 +99,8 @@ export interface OraclePrediction {
   /** null: no other example with as many vectors. */
   shuffled: string | null;
   shuffledFrom: string | null;
+  /** The base model on the problem and the task question; null (or absent) without the problems option. */
+  questionOnly?: string | null;
 }
 
 export interface EvalOracleReport {
@@ -192,8 +203,8 @@ export function scoreGroup(preds: OraclePrediction[], resamples: number, seed: n
   const lists: (0 | 1 | null)[][] = [];
   const b = (x: boolean | null): 0 | 1 | null => (x === null ? null : x ? 1 : 0);
   for (const c of ORACLE_CONDITIONS) {
-    lists.push(preds.map((p) => (p[c] === null ? null : b(exactMatch(p[c]!, p.gold)))));
-    lists.push(preds.map((p) => (p[c] === null ? null : b(numericMatch(p[c]!, p.gold)))));
+    lists.push(preds.map((p) => (p[c] == null ? null : b(exactMatch(p[c]!, p.gold)))));
+    lists.push(preds.map((p) => (p[c] == null ? null : b(numericMatch(p[c]!, p.gold)))));
   }
   const cis = bootstrapCis(lists, resamples, seed);
   const score = (l: number): Score => {
@@ -208,6 +219,7 @@ export function scoreGroup(preds: OraclePrediction[], resamples: number, seed: n
     oracle: cond(0),
     noVectors: cond(1),
     shuffled: cond(2),
+    questionOnly: cond(3),
   };
 }
 
@@ -254,7 +266,10 @@ export async function evalOracle(
   if (o.shard && !o.predictions) throw new InputError('eval-oracle: a sharded run needs a predictions file (--predictions): merge joins those');
   const t0 = Date.now();
   const runner = await OracleRunner.open(base, adapter, { injectLayer: o.injectLayer, injectCoef: o.injectCoef, threads: o.threads });
+  let baseRunner: OracleRunner | null = null;
   try {
+    const problems = o.problems ? await readProblems(o.problems) : null;
+    if (problems) baseRunner = await OracleRunner.open(runner.model, null, { injectLayer: runner.injectLayer, injectCoef: runner.injectCoef, threads: o.threads });
     const width = runner.model.info.nEmbd;
     const store = new VectorStore(data);
     const examples: { ex: OracleExample; where: string }[] = [];
@@ -276,6 +291,10 @@ export async function evalOracle(
     const counts = examples.map(({ ex }) => (Array.isArray(ex.vectors) ? ex.vectors.length : ex.vectors.rows.length));
     const questions = examples.map(({ ex }) => String((ex.source as { record?: unknown }).record ?? ex.id));
     const partners = shufflePartners(counts, o.seed, questions);
+    if (problems) {
+      const missing = examples.findIndex((_, i) => !problems.has(questions[i]));
+      if (missing >= 0) throw new InputError(`${examples[missing].where}: record "${questions[missing]}" is not in ${o.problems} (the problems file of the question-only baseline)`);
+    }
 
     const identity = {
       base: await contentHash(runner.model.info.path),
@@ -285,6 +304,7 @@ export async function evalOracle(
       injectCoef: runner.injectCoef,
       maxTokens: o.maxTokens,
       seed: o.seed,
+      problems: o.problems ? await contentHash(o.problems) : null,
     };
     let done = new Map<string, OraclePrediction>();
     const shardFile = o.predictions ? shardInfoPath(o.predictions, 'file') : '';
@@ -326,6 +346,12 @@ export async function evalOracle(
         }
       }
       const answers = await runner.answer(queries, { maxTokens: o.maxTokens, batchSize: Math.max(1, o.batchSize * 3), signal });
+      const baseAnswers = baseRunner
+        ? await baseRunner.answer(
+            batch.map((i) => ({ layer: examples[i].ex.layer, question: `${problems!.get(questions[i])}\n${examples[i].ex.question}`, count: 0, vectors: null })),
+            { maxTokens: o.maxTokens, batchSize: Math.max(1, o.batchSize), signal },
+          )
+        : null;
       const byIndex = new Map<number, OraclePrediction>();
       slots.forEach(({ i, cond }, k) => {
         const { ex } = examples[i];
@@ -338,8 +364,12 @@ export async function evalOracle(
             noVectors: '',
             shuffled: null,
             shuffledFrom: partners[i] >= 0 ? examples[partners[i]].ex.id : null,
+            questionOnly: null,
           });
         byIndex.get(i)![cond] = answers[k].text;
+      });
+      batch.forEach((i, k) => {
+        if (baseAnswers) byIndex.get(i)!.questionOnly = baseAnswers[k].text;
       });
       const preds = batch.map((i) => byIndex.get(i)!);
       for (const p of preds) done.set(p.id, p);
@@ -371,6 +401,16 @@ export async function evalOracle(
       ...(o.includeExamples ? { predictions: all } : {}),
     };
   } finally {
+    baseRunner?.dispose();
     runner.dispose();
   }
+}
+
+/** Problem texts by record id: a trace file's "question" or a dataset's prompt field (readPromptJsonl). */
+async function readProblems(path: string): Promise<Map<string, string>> {
+  if (!existsSync(path) || !statSync(path).isFile()) throw new InputError(`problems file not found: ${path}`);
+  const out = new Map<string, string>();
+  for await (const r of readPromptJsonl(path)) out.set(r.id, r.text ?? '');
+  if (out.size === 0) throw new InputError(`${path}: no problems (expected JSONL lines with "id" and "question")`);
+  return out;
 }

@@ -20,13 +20,20 @@ import type { OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
 import { checkRunIdentity } from './train-run.js';
 import { EXTRA_DIR, extrasManifest, pointOf, runExtras, type ExtraKind } from './tasks/extras.js';
-import { readSolutions, readTraceRecords, type TraceRecord } from './tasks/inputs.js';
+import { readDataFacts, readTraceRecords, type DataFacts, type TraceRecord } from './tasks/inputs.js';
+import { latentsPerStepOf, RECIPE_METADATA_KEY } from './organism/recipe.js';
 import { parseTaskList } from './tasks/registry.js';
 import { assignSplits, SPLITS, unitHash, type Split } from './tasks/split.js';
 import type { QuestionData, TaskContext, TaskGenerator } from './tasks/types.js';
 import { fill, templates } from './tasks/wording.js';
 
 const int = z.number().int();
+
+/**
+ * The training split's examples of the evaluation-only tasks, kept out of train.jsonl: the report's
+ * linear probe is fitted on them (supervised, with labels the oracle never sees).
+ */
+export const PROBE_TRAIN_FILE = 'probe-train.jsonl';
 
 export const MakeTasksOptionsSchema = z
   .object({
@@ -81,6 +88,8 @@ export interface MakeTasksSummary {
   seed: number;
   split: [number, number, number];
   files: Record<Split, string>;
+  /** PROBE_TRAIN_FILE: the train split's eval-only examples (for the probe baseline only). */
+  probeTrain: string;
   questions: SplitCounts;
   /** Question ids per split: the record of what was held out. */
   questionIds: Record<Split, string[]>;
@@ -190,7 +199,7 @@ async function openModel(o: z.output<typeof MakeTasksOptionsSchema>, manifest: C
   return { model, head, path };
 }
 
-const TASK_OUTPUTS = ['train.jsonl', 'val.jsonl', 'test.jsonl', 'summary.json', EXTRA_DIR];
+const TASK_OUTPUTS = ['train.jsonl', 'val.jsonl', 'test.jsonl', PROBE_TRAIN_FILE, 'summary.json', EXTRA_DIR];
 
 /**
  * OUT/run.json names the inputs and settings of the tasks in OUT by content. A rerun with the same
@@ -238,6 +247,7 @@ function shardSummary(o: z.output<typeof MakeTasksOptionsSchema>, model: string,
     seed: o.seed,
     split: o.split,
     files: { train: '', val: '', test: '' },
+    probeTrain: '',
     questions: zero,
     questionIds: { train: [], val: [], test: [] },
     examples: {},
@@ -309,11 +319,12 @@ export async function makeTasks(
     fractions,
     o.seed,
   );
-  const solutions = o.data ? await readSolutions(o.data) : new Map<string, string>();
-  if (o.data && solutions.size === 0) warnings.push(`${o.data} has no "answer" fields: the solution tasks have nothing to ask`);
+  const facts = o.data ? await readDataFacts(o.data) : new Map<string, DataFacts>();
+  if (o.data && ![...facts.values()].some((f) => f.solution !== null)) warnings.push(`${o.data} has no "answer" fields: the solution tasks have nothing to ask`);
 
   const extraKinds = [...new Set(tasks.flatMap((t) => t.extras ?? []))] as ExtraKind[];
-  const needsTokenizer = tasks.some((t) => t.name === 'past_lens' || t.name === 'future_lens');
+  // The lens tasks need the tokenizer; the ground-truth tasks the model's recipe (which latents stand for which step).
+  const needsTokenizer = tasks.some((t) => t.name === 'past_lens' || t.name === 'future_lens' || t.groundTruth);
   const shardFile = shardInfoPath(o.out, 'folder');
   const shardRun = await ShardRun.open(o.shard, 'make-tasks', [{ output: o.out, info: shardFile }]);
   // A question's position is its place in the trace file: the order of a one-machine run.
@@ -348,6 +359,8 @@ export async function makeTasks(
     const extraManifest = extraKinds.some((k) => k !== 'readout') ? await extrasManifest(o.out) : null;
     const extraById = new Map((extraManifest?.records ?? []).map((r) => [r.id, r]));
 
+    const metadata = opened?.model.metadata(0) ?? {};
+    const latentsPerStep = RECIPE_METADATA_KEY in metadata ? latentsPerStepOf(metadata) : null;
     const questions: QuestionData[] = joined.map(({ trace, record }) => ({
       id: trace.id,
       split: splitOf.get(trace.id)!,
@@ -355,7 +368,9 @@ export async function makeTasks(
       record,
       nSteps: trace.steps.length - 1,
       latentPositions: latentPositionsOf(record),
-      solution: solutions.get(trace.id) ?? null,
+      solution: facts.get(trace.id)?.solution ?? null,
+      program: facts.get(trace.id)?.program ?? null,
+      latentsPerStep,
       extras: extras.get(trace.id) ?? null,
       captured: capturedPositions(record, layers),
     }));
@@ -385,7 +400,15 @@ export async function makeTasks(
     // the end, so the example files are either the previous run's or this run's, whole.
     const files = { train: join(o.out, 'train.jsonl'), val: join(o.out, 'val.jsonl'), test: join(o.out, 'test.jsonl') };
     const tag = `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-    const handles: Record<Split, FileHandle> = { train: await open(files.train + tag, 'w'), val: await open(files.val + tag, 'w'), test: await open(files.test + tag, 'w') };
+    const probeFile = join(o.out, PROBE_TRAIN_FILE);
+    const outputs: Record<Split | 'probe', string> = { ...files, probe: probeFile };
+    const handles: Record<Split | 'probe', FileHandle> = {
+      train: await open(files.train + tag, 'w'),
+      val: await open(files.val + tag, 'w'),
+      test: await open(files.test + tag, 'w'),
+      probe: await open(probeFile + tag, 'w'),
+    };
+    const kinds = [...SPLITS, 'probe'] as const;
     const totals: SplitCounts = { train: 0, val: 0, test: 0 };
     const examples: Record<string, SplitCounts> = {};
     const skipped: Record<string, Record<string, number>> = {};
@@ -397,7 +420,7 @@ export async function makeTasks(
       let qDone = 0;
       for (const q of questions) {
         if (callbacks.signal?.aborted) throw Object.assign(new Error('make-tasks cancelled'), { name: 'AbortError' });
-        const chunk: Record<Split, string[]> = { train: [], val: [], test: [] };
+        const chunk: Record<Split | 'probe', string[]> = { train: [], val: [], test: [], probe: [] };
         for (const task of tasks) {
           examples[task.name] ??= { train: 0, val: 0, test: 0 };
           const why = task.unavailable(q);
@@ -454,6 +477,7 @@ export async function makeTasks(
           for (const e of made) {
             if (q.split === 'train' && ((task.evalOnly && !o.trainEvalOnly) || (task.leaksHead && !o.headView))) {
               withheld[task.name] = (withheld[task.name] ?? 0) + 1;
+              if (task.evalOnly) chunk.probe.push(JSON.stringify(e) + '\n');
               continue;
             }
             chunk[q.split].push(JSON.stringify(e) + '\n');
@@ -461,20 +485,20 @@ export async function makeTasks(
             totals[q.split]++;
           }
         }
-        for (const s of SPLITS) if (chunk[s].length) await handles[s].write(chunk[s].join(''));
+        for (const s of kinds) if (chunk[s].length) await handles[s].write(chunk[s].join(''));
         qDone++;
         callbacks.onProgress?.({ phase: 'generate', done: qDone, skipped: 0, total: questions.length, elapsedMs: Date.now() - started });
       }
 
-      for (const s of SPLITS) {
+      for (const s of kinds) {
         await handles[s].sync();
         await handles[s].close();
       }
-      for (const s of SPLITS) await rename(files[s] + tag, files[s]);
+      for (const s of kinds) await rename(outputs[s] + tag, outputs[s]);
     } catch (e) {
-      for (const s of SPLITS) {
+      for (const s of kinds) {
         await handles[s].close().catch(() => undefined);
-        await rm(files[s] + tag, { force: true });
+        await rm(outputs[s] + tag, { force: true });
       }
       throw e;
     }
@@ -493,6 +517,7 @@ export async function makeTasks(
       seed: o.seed,
       split: fractions,
       files,
+      probeTrain: probeFile,
       questions: { train: questionIds.train.length, val: questionIds.val.length, test: questionIds.test.length },
       questionIds,
       examples,

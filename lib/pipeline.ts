@@ -13,24 +13,30 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { contentHash, fileSource } from './content-hash.js';
 import { capture, type CaptureRecord } from './capture.js';
-import { PositionSelectorSchema } from './capture-manifest.js';
+import { PositionSelectorSchema, readCaptureManifest } from './capture-manifest.js';
 import { ensureDemoModel, DEMO_MODEL_NAME, isBuiltinModel } from './demo-model.js';
 import { InputError } from './errors.js';
 import { evalOracle, EvalOracleOptionsSchema, scoreGroup, type EvalOracleReport, type OraclePrediction, type Score } from './eval-oracle.js';
 import { countJsonlRecords, readPromptJsonl } from './jsonl.js';
 import { LatentHead } from './latent-head.js';
-import { defaultLayers, makeTasks, MakeTasksOptionsSchema, type MakeTasksSummary } from './make-tasks.js';
+import { defaultLayers, makeTasks, MakeTasksOptionsSchema, PROBE_TRAIN_FILE, type MakeTasksSummary } from './make-tasks.js';
 import { loadModel, type Model } from './model.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { mixSeed } from './oracle-common.js';
+import { lastNumber } from './answers.js';
+import { canonicalNumber } from './tasks/labels.js';
 import { readOracleExamples } from './oracle-data.js';
 import { requireLatentHead } from './reason.js';
 import { pointOf } from './tasks/extras.js';
 import { TASKS } from './tasks/registry.js';
 import { trace } from './trace.js';
+import { probeTasks, type ProbeCell } from './probe.js';
+import { runInstruments, runVariant, type InstrumentsResult, type VariantResult } from './study.js';
+import { studyHtml } from './report-html.js';
+import { readTraceRecords } from './tasks/inputs.js';
 import { trainOracle, TrainOracleOptionsSchema, type TrainOracleSummary } from './train-oracle.js';
 
-export const PIPELINE_STAGES = ['trace', 'capture', 'make-tasks', 'train-oracle', 'eval-oracle', 'report'] as const;
+export const PIPELINE_STAGES = ['trace', 'capture', 'make-tasks', 'train-oracle', 'eval-oracle', 'variants', 'instruments', 'report'] as const;
 export type PipelineStage = (typeof PIPELINE_STAGES)[number];
 
 const int = z.number().int();
@@ -40,6 +46,18 @@ const TrainingSchema = TrainOracleOptionsSchema.omit({ base: true, data: true, v
   .strict();
 const EvalSchema = EvalOracleOptionsSchema.pick({ maxTokens: true, batchSize: true, bootstrap: true, limit: true }).partial().strict();
 const TaskOptionsSchema = MakeTasksOptionsSchema.pick({ headView: true, trainEvalOnly: true, tamperNoise: true, cfThreshold: true }).partial().strict();
+
+const VariantSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only (it names a folder)'),
+    /** Training tasks of this variant (a subset of the run's tasks); default all trained tasks. */
+    tasks: z.array(z.string().min(1)).min(1).optional(),
+    /** Layers whose examples it trains and is evaluated on; default all. */
+    layers: z.array(int.nonnegative()).min(1).optional(),
+    loraR: int.positive().max(4096).optional(),
+    loraAlpha: z.number().positive().finite().optional(),
+  })
+  .strict();
 
 export const PipelineConfigSchema = z
   .object({
@@ -86,6 +104,34 @@ export const PipelineConfigSchema = z
     training: TrainingSchema.default({}),
     /** eval-oracle options. */
     eval: EvalSchema.default({}),
+    /** Baselines besides no-vectors and shuffled (those two always run). */
+    baselines: z
+      .object({
+        /** The base model without the adapter on the problem text and the task question. */
+        questionOnly: z.boolean().default(true),
+        /** A linear probe per eval-only task, fitted on the training split's labels (lib/probe.ts). */
+        probe: z.boolean().default(true),
+        probeLambda: z.number().positive().finite().default(1e-2),
+      })
+      .strict()
+      .default({}),
+    /**
+     * Recipe ablations: each variant trains its own oracle on a subset of the training examples
+     * (tasks, layers) and/or another LoRA rank, and is evaluated on the same test examples.
+     */
+    variants: z.array(VariantSchema).default([]),
+    /** Latent inversion and the causal map on the first test questions, for the HTML report. */
+    instruments: z
+      .object({
+        /** Test questions whose latent steps are inverted (at the deepest captured layer). */
+        invert: int.min(0).default(0),
+        invertTokens: int.min(1).max(64).default(6),
+        beam: int.min(1).max(64).default(8),
+        /** Test questions patch-swept against a copy with their first number changed. */
+        patchPairs: int.min(0).default(0),
+      })
+      .strict()
+      .default({}),
     threads: int.min(0).max(1024).default(0),
   })
   .strict();
@@ -119,6 +165,11 @@ export function parsePipelineConfig(raw: unknown, file?: string): Config {
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
   const names = new Set(TASKS.map((t) => t.name));
   for (const t of c.tasks) if (t !== 'all' && !names.has(t)) throw new InputError(`${where}: field 'tasks': unknown task "${t}" (known: ${[...names].join(', ')})`);
+  c.variants.forEach((v, i) => {
+    for (const t of v.tasks ?? []) if (!names.has(t)) throw new InputError(`${where}: field 'variants.${i}.tasks': unknown task "${t}" (known: ${[...names].join(', ')})`);
+  });
+  const dup = c.variants.find((v, i) => c.variants.findIndex((w) => w.name === v.name) !== i);
+  if (dup) throw new InputError(`${where}: field 'variants': the name "${dup.name}" is used twice`);
   const sum = c.split[0] + c.split[1] + c.split[2];
   if (Math.abs(sum - 1) > 1e-6) throw new InputError(`${where}: field 'split': fractions must sum to 1, got ${sum}`);
   return {
@@ -170,6 +221,8 @@ export interface TaskReport {
   title: string;
   evalOnly: boolean;
   leaksHead: boolean;
+  /** Labels from the dataset's program (ground truth), not from what the model did. */
+  groundTruth: boolean;
   examples: { train: number; val: number; test: number };
   eval: {
     oracle: ReportScore;
@@ -177,14 +230,43 @@ export interface TaskReport {
     shuffled: ReportScore;
     /** The output head's own reading of the vectors, where the task has one. */
     logitLens: ReportScore | null;
+    /** The base model without the adapter, on the problem and the task question (baselines.questionOnly). */
+    questionOnly: ReportScore | null;
+    /** The linear probe fitted on the training split's labels (eval-only tasks whose answer the vectors alone decide). */
+    probe: ReportScore | null;
+    /** The oracle beats no-vectors and shuffled by more than their intervals (its lower bound above their upper bounds). */
+    readsVectors: boolean;
     /** The same conditions, scored on the number in the answer (answers with a number only). */
     numeric: { oracle: ReportScore; noVectors: ReportScore; shuffled: ReportScore; logitLens: ReportScore | null } | null;
   } | null;
 }
 
+/** The seed's failure: how often the oracle answers a step's open question with the final answer. */
+export interface SeedFailureRow {
+  /** 'thinking': "What is the model thinking about?"; 'compute': "What does this step compute?" */
+  asked: string;
+  n: number;
+  /** The oracle's answer holds the step's intermediate result (its last number). */
+  intermediate: number;
+  /** It holds the final answer instead. */
+  final: number;
+}
+
+export interface VariantReport {
+  name: string;
+  tasks: string[] | null;
+  layers: number[] | null;
+  rank: number;
+  trainExamples: number;
+  loss: number | null;
+  /** Oracle exact-match accuracy per test task, with the interval. */
+  scores: Record<string, ReportScore>;
+  overall: ReportScore;
+}
+
 export interface PipelineReport {
   format: 'lro-pipeline-report';
-  version: 1;
+  version: 2;
   createdAt: string;
   out: string;
   model: string;
@@ -195,6 +277,10 @@ export interface PipelineReport {
   training: { steps: number; loss: number | null; valLoss: number | null; trainExamples: number; adapter: string | null };
   tasks: Record<string, TaskReport>;
   overall: TaskReport['eval'];
+  /** Probe accuracy per task, layer and problem step (empty without probe-able tasks). */
+  probe: ProbeCell[];
+  seedFailure: SeedFailureRow[];
+  variants: VariantReport[];
 }
 
 export interface PipelineResult {
@@ -218,6 +304,10 @@ export function pipelinePaths(out: string) {
     oracle: join(out, 'oracle'),
     eval: join(out, 'eval'),
     evalReport: join(out, 'eval', 'report.json'),
+    variants: join(out, 'variants'),
+    variantsReport: join(out, 'variants', 'report.json'),
+    instruments: join(out, 'instruments.json'),
+    html: join(out, 'report.html'),
     predictions: join(out, 'eval', 'predictions.jsonl'),
     report: join(out, 'report.json'),
     summary: join(out, 'report.md'),
@@ -235,6 +325,12 @@ async function readMarker(dir: string, stage: PipelineStage): Promise<StageMarke
 }
 
 const toScore = (s: Score): ReportScore => ({ n: s.n, accuracy: s.accuracy, ci95: s.ci95 });
+
+/** Lower bound of a above the upper bounds of every baseline (no interval: not shown). */
+export function beatsBaselines(a: ReportScore, baselines: ReportScore[]): boolean {
+  if (!a.ci95) return false;
+  return baselines.every((b) => b.n === 0 || (b.ci95 !== null && a.ci95![0] > b.ci95[1]));
+}
 
 /**
  * The logit-lens baseline: each example's readout (the head's top token on its vectors, written by
@@ -302,8 +398,10 @@ export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOp
       taskOptions: c.taskOptions,
     }),
     'train-oracle': () => ({ tasks: fp['make-tasks'], training: c.training, seed: c.seed }),
-    'eval-oracle': () => ({ oracle: fp['train-oracle'], tasks: fp['make-tasks'], eval: c.eval, seed: c.seed }),
-    report: () => ({ eval: fp['eval-oracle'], format: 1 }),
+    'eval-oracle': () => ({ oracle: fp['train-oracle'], tasks: fp['make-tasks'], eval: c.eval, seed: c.seed, questionOnly: c.baselines.questionOnly }),
+    variants: () => ({ tasks: fp['make-tasks'], variants: c.variants, training: c.training, eval: c.eval, seed: c.seed }),
+    instruments: () => ({ capture: fp.capture, trace: fp.trace, instruments: c.instruments }),
+    report: () => ({ eval: fp['eval-oracle'], variants: fp.variants, instruments: fp.instruments, baselines: c.baselines, format: 2 }),
   };
 
   const total = await countJsonlRecords(c.data.path, c.limits.questions);
@@ -421,12 +519,59 @@ export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOp
         predictions: P.predictions,
         resume: true,
         includeExamples: true,
+        ...(c.baselines.questionOnly ? { problems: P.traces } : {}),
         signal,
         onProgress: (p) => onProgress?.('eval-oracle', `${p.done + p.skipped}/${p.total} examples`),
       });
       await writeFileAtomic(P.evalReport, JSON.stringify(r, null, 1) + '\n');
       evalReport = r;
       return { message: `${r.examples} test examples; oracle ${pct(r.overall.oracle.exact.accuracy)}, no vectors ${pct(r.overall.noVectors.exact.accuracy)}, shuffled ${pct(r.overall.shuffled.exact.accuracy)}` };
+    },
+    variants: async (fresh) => {
+      if (fresh) await rm(P.variants, { recursive: true, force: true });
+      const results: VariantResult[] = [];
+      for (const v of c.variants)
+        results.push(
+          await runVariant(
+            v,
+            { tasks: P.tasks, dir: join(P.variants, v.name) },
+            { format: ['gguf'], seed: c.seed, ...c.training, base: modelPath, threads: c.threads },
+            { maxTokens: 24, bootstrap: 1000, ...c.eval, seed: c.seed, threads: c.threads },
+            false,
+            signal,
+            (t) => onProgress?.('variants', t),
+          ),
+        );
+      await mkdir(P.variants, { recursive: true });
+      await writeFileAtomic(P.variantsReport, JSON.stringify(results, null, 1) + '\n');
+      return { message: results.length ? results.map((r) => `${r.name} ${pct(r.eval.overall.oracle.exact.accuracy)}`).join(', ') : 'no variants configured' };
+    },
+    instruments: async () => {
+      const i = c.instruments;
+      if (i.invert === 0 && i.patchPairs === 0) {
+        await writeFileAtomic(P.instruments, JSON.stringify({ format: 'lro-study-instruments', inversion: [], patch: [] }) + '\n');
+        return { message: 'none configured' };
+      }
+      const { model: m } = await open();
+      tasksSummary ??= JSON.parse(await readFile(join(P.tasks, 'summary.json'), 'utf8')) as MakeTasksSummary;
+      const testIds = new Set(tasksSummary.questionIds.test);
+      const questions = (await readTraceRecords(P.traces)).filter((t) => testIds.has(t.id) && t.question).map((t) => ({ id: t.id, question: t.question! }));
+      const r = await runInstruments(
+        m,
+        {
+          capture: P.capture,
+          manifest: await readCaptureManifest(P.capture),
+          questions,
+          ...i,
+          latentHead: headPath,
+          maxAnswerTokens: c.limits.maxAnswerTokens,
+          threads: c.threads,
+          out: P.instruments,
+        },
+        signal,
+        (t) => onProgress?.('instruments', t),
+      );
+      return { message: `${r.inversion.length} questions inverted, ${r.patch.length} patch-swept` };
     },
     report: async () => {
       tasksSummary ??= JSON.parse(await readFile(join(P.tasks, 'summary.json'), 'utf8')) as MakeTasksSummary;
@@ -436,7 +581,9 @@ export async function runPipeline(c: ResolvedPipelineConfig, options: PipelineOp
       const report = await buildReport(c, modelPath, tasksSummary, trainSummary, evalReport, markers, P);
       await writeFileAtomic(P.report, JSON.stringify(report, null, 1) + '\n');
       await writeFileAtomic(P.summary, reportMarkdown(report));
-      return { message: `${P.report} and ${P.summary}` };
+      const instruments = existsSync(P.instruments) ? (JSON.parse(await readFile(P.instruments, 'utf8')) as InstrumentsResult) : null;
+      await writeFileAtomic(P.html, studyHtml(report, await readTraceRecords(P.traces), instruments));
+      return { message: `${P.report}, ${P.summary} and ${P.html}` };
     },
   };
 
@@ -493,31 +640,48 @@ async function buildReport(
   P: ReturnType<typeof pipelinePaths>,
 ): Promise<PipelineReport> {
   const bootstrap = c.eval.bootstrap ?? 1000;
-  // Readouts ride on the test examples; predictions tie them to the eval's gold answers.
+  const testFile = join(P.tasks, 'test.jsonl');
+  // Readouts and sources ride on the test examples; predictions tie them to the eval's gold answers.
   const readouts: { id: string; task: string; gold: string; readout: string }[] = [];
-  for await (const ex of readOracleExamples(join(P.tasks, 'test.jsonl'))) {
+  const sources = new Map<string, Record<string, unknown>>();
+  for await (const ex of readOracleExamples(testFile)) {
     const r = (ex as { readout?: unknown }).readout;
     if (typeof r === 'string') readouts.push({ id: ex.id, task: ex.task, gold: ex.answer, readout: r });
+    sources.set(ex.id, ex.source);
   }
-  const evaluated = new Set((ev.predictions ?? []).map((p) => p.id));
+  const preds = ev.predictions ?? [];
+  const evaluated = new Set(preds.map((p) => p.id));
   const lens = readouts.filter((r) => evaluated.has(r.id));
+  const probeable = new Set(TASKS.filter((t) => t.probe && tasks.tasks.some((x) => x.name === t.name)).map((t) => t.name));
+  const probe =
+    c.baselines.probe && probeable.size
+      ? await probeTasks(join(P.tasks, PROBE_TRAIN_FILE), testFile, probeable, (await readCaptureManifest(P.capture)).model.nEmbd, { keep: evaluated, lambda: c.baselines.probeLambda })
+      : null;
   const out: Record<string, TaskReport> = {};
   const cond = (s: { exact: Score; numeric: Score }) => ({ exact: toScore(s.exact), numeric: toScore(s.numeric) });
+  const groundTruth = new Set(TASKS.filter((t) => t.groundTruth).map((t) => t.name));
   for (const t of tasks.tasks) {
     const g = ev.tasks[t.name];
     const mine = lens.filter((r) => r.task === t.name);
     const ll = mine.length ? readoutScores(mine, bootstrap, c.seed, taskSalt(t.name)) : null;
+    const probed = probe ? preds.filter((p) => p.task === t.name && probe.answers.has(p.id)).map((p) => ({ id: p.id, task: p.task, gold: p.gold, readout: probe.answers.get(p.id)! })) : [];
+    const pr = probed.length ? readoutScores(probed, bootstrap, c.seed, taskSalt(t.name) ^ 0x9b0be) : null;
+    const oracle = g ? cond(g.oracle).exact : null;
     out[t.name] = {
       title: t.title,
       evalOnly: t.evalOnly,
       leaksHead: t.leaksHead,
+      groundTruth: groundTruth.has(t.name),
       examples: tasks.examples[t.name] ?? { train: 0, val: 0, test: 0 },
       eval: g
         ? {
-            oracle: cond(g.oracle).exact,
+            oracle: oracle!,
             noVectors: cond(g.noVectors).exact,
             shuffled: cond(g.shuffled).exact,
             logitLens: ll?.exact ?? null,
+            questionOnly: g.questionOnly.exact.n > 0 ? toScore(g.questionOnly.exact) : null,
+            probe: pr?.exact ?? null,
+            readsVectors: beatsBaselines(oracle!, [toScore(g.noVectors.exact), toScore(g.shuffled.exact)]),
             numeric:
               g.nNumeric > 0
                 ? { oracle: toScore(g.oracle.numeric), noVectors: toScore(g.noVectors.numeric), shuffled: toScore(g.shuffled.numeric), logitLens: ll?.numeric ?? null }
@@ -526,13 +690,38 @@ async function buildReport(
         : null,
     };
   }
+  // The seed's failure: answers to the open questions, against the step's value and the final answer.
+  const seedFailure: SeedFailureRow[] = [];
+  for (const asked of ['thinking', 'compute']) {
+    const rows = preds.filter((p) => p.task === 'step_thinking' && sources.get(p.id)?.asked === asked);
+    if (rows.length === 0) continue;
+    const holds = (p: OraclePrediction, x: unknown) => lastNumber(p.oracle) !== null && canonicalNumber(lastNumber(p.oracle)!) === String(x);
+    seedFailure.push({
+      asked,
+      n: rows.length,
+      intermediate: rows.filter((p) => holds(p, lastNumber(p.gold))).length,
+      final: rows.filter((p) => holds(p, sources.get(p.id)?.final)).length,
+    });
+  }
+  const variantResults = existsSync(P.variantsReport) ? (JSON.parse(await readFile(P.variantsReport, 'utf8')) as VariantResult[]) : [];
+  const variants: VariantReport[] = variantResults.map((v) => ({
+    name: v.name,
+    tasks: v.tasks,
+    layers: v.layers,
+    rank: v.rank,
+    trainExamples: v.trainExamples,
+    loss: v.loss,
+    scores: Object.fromEntries(Object.entries(v.eval.tasks).map(([k, g]) => [k, toScore(g.oracle.exact)])),
+    overall: toScore(v.eval.overall.oracle.exact),
+  }));
   const o = ev.overall;
   const stages = Object.fromEntries(
     PIPELINE_STAGES.map((s) => [s, { elapsedMs: markers[s]?.elapsedMs ?? null, finishedAt: markers[s]?.finishedAt ?? null }]),
   ) as PipelineReport['stages'];
+  const overallOracle = toScore(o.oracle.exact);
   return {
     format: 'lro-pipeline-report',
-    version: 1,
+    version: 2,
     createdAt: new Date().toISOString(),
     out: c.out,
     model: modelPath,
@@ -549,12 +738,18 @@ async function buildReport(
     },
     tasks: out,
     overall: {
-      oracle: toScore(o.oracle.exact),
+      oracle: overallOracle,
       noVectors: toScore(o.noVectors.exact),
       shuffled: toScore(o.shuffled.exact),
       logitLens: null,
+      questionOnly: o.questionOnly.exact.n > 0 ? toScore(o.questionOnly.exact) : null,
+      probe: null,
+      readsVectors: beatsBaselines(overallOracle, [toScore(o.noVectors.exact), toScore(o.shuffled.exact)]),
       numeric: o.nNumeric > 0 ? { oracle: toScore(o.oracle.numeric), noVectors: toScore(o.noVectors.numeric), shuffled: toScore(o.shuffled.numeric), logitLens: null } : null,
     },
+    probe: probe?.cells ?? [],
+    seedFailure,
+    variants,
   };
 }
 
@@ -564,7 +759,7 @@ function cell(s: ReportScore | null | undefined): string {
   return `${(100 * s.accuracy).toFixed(1)}%${ci}`;
 }
 
-/** The short markdown summary: per task, oracle vs baselines with 95% intervals. */
+/** The short markdown summary: per task, oracle vs baselines with 95% intervals; probe, seed's failure and variants. */
 export function reportMarkdown(r: PipelineReport): string {
   const lines = [
     `# Oracle pipeline report`,
@@ -572,21 +767,60 @@ export function reportMarkdown(r: PipelineReport): string {
     `Model \`${r.model}\`, layers ${r.layers.join(', ')}; questions train/val/test ${r.questions.train}/${r.questions.val}/${r.questions.test}; ` +
       `${r.training.steps} training steps on ${r.training.trainExamples} examples (final loss ${r.training.loss?.toFixed(4) ?? 'n/a'}${r.training.valLoss !== null ? `, val ${r.training.valLoss.toFixed(4)}` : ''}).`,
     '',
-    'Exact-match accuracy on the test split with 95% bootstrap intervals. Baselines: no vectors injected (the question alone), ' +
-      "vectors shuffled across questions, and the output head's own reading of the vectors (logit lens) where a task has one.",
+    'Exact-match accuracy on the test split with 95% bootstrap intervals. Baselines: no vectors injected, ' +
+      "vectors shuffled across questions, the output head's own reading of the vectors (logit lens) where a task has one, " +
+      'the base model without the oracle on the problem and the task question (question only), and a linear probe fitted on the ' +
+      "training split's labels (the supervised ceiling) where the vectors alone decide the answer. " +
+      '"reads" marks a task whose oracle interval lies above the no-vector and shuffled intervals.',
     '',
-    '| task | test n | oracle | no vectors | shuffled | logit lens | notes |',
-    '|---|---:|---|---|---|---|---|',
+    '| task | test n | oracle | no vectors | shuffled | logit lens | question only | probe | reads | notes |',
+    '|---|---:|---|---|---|---|---|---|---|---|',
   ];
   for (const [name, t] of Object.entries(r.tasks)) {
-    const notes = [t.evalOnly ? 'eval only' : '', t.leaksHead ? "leaks the head's view" : '', name === 'answer_value' ? "the seed's task" : ''].filter(Boolean).join('; ');
+    const notes = [t.groundTruth ? 'ground truth' : '', t.evalOnly ? 'eval only' : '', t.leaksHead ? "leaks the head's view" : '', name === 'answer_value' ? "the seed's task" : '']
+      .filter(Boolean)
+      .join('; ');
     if (!t.eval) {
-      lines.push(`| ${name} | 0 | — | — | — | — | ${notes || 'no test examples'} |`);
+      lines.push(`| ${name} | 0 | — | — | — | — | — | — | | ${notes || 'no test examples'} |`);
       continue;
     }
-    lines.push(`| ${name} | ${t.eval.oracle.n} | ${cell(t.eval.oracle)} | ${cell(t.eval.noVectors)} | ${cell(t.eval.shuffled)} | ${cell(t.eval.logitLens)} | ${notes} |`);
+    const e = t.eval;
+    lines.push(
+      `| ${name} | ${e.oracle.n} | ${cell(e.oracle)} | ${cell(e.noVectors)} | ${cell(e.shuffled)} | ${cell(e.logitLens)} | ${cell(e.questionOnly)} | ${cell(e.probe)} | ${e.readsVectors ? 'yes' : 'no'} | ${notes} |`,
+    );
   }
-  if (r.overall) lines.push(`| **all** | ${r.overall.oracle.n} | ${cell(r.overall.oracle)} | ${cell(r.overall.noVectors)} | ${cell(r.overall.shuffled)} | — | |`);
+  if (r.overall)
+    lines.push(`| **all** | ${r.overall.oracle.n} | ${cell(r.overall.oracle)} | ${cell(r.overall.noVectors)} | ${cell(r.overall.shuffled)} | — | ${cell(r.overall.questionOnly)} | — | ${r.overall.readsVectors ? 'yes' : 'no'} | |`);
   lines.push('', 'An oracle that reads the vectors beats the no-vector and shuffled baselines; overlapping intervals mean the test split is too small to tell.', '');
+  const stepCells = r.probe.filter((x) => x.step !== null);
+  if (stepCells.length) {
+    const layers = [...new Set(stepCells.map((x) => x.layer))].sort((a, b) => a - b);
+    lines.push('## Linear probe (test accuracy; majority class in brackets)', '', `| task | step | ${layers.map((l) => `L${l}`).join(' | ')} |`, `|---|---:|${layers.map(() => '---|').join('')}`);
+    const keys = [...new Set(stepCells.map((x) => `${x.task}\u0000${x.step}`))];
+    for (const k of keys) {
+      const [task, step] = k.split('\u0000');
+      const row = layers.map((l) => {
+        const x = stepCells.find((y) => y.task === task && String(y.step) === step && y.layer === l);
+        return x ? `${((100 * x.correct) / x.test).toFixed(1)}% (${((100 * x.majority) / x.test).toFixed(0)}%)` : '—';
+      });
+      lines.push(`| ${task} | ${Number(step) + 1} | ${row.join(' | ')} |`);
+    }
+    lines.push('');
+  }
+  if (r.seedFailure.length) {
+    lines.push("## The seed's failure", '', "Open questions on the latents of a step whose value differs from the final answer: how often the oracle names the step's value, and how often the final answer.", '', '| question | n | step value | final answer |', '|---|---:|---:|---:|');
+    for (const f of r.seedFailure)
+      lines.push(`| ${f.asked === 'thinking' ? 'What is the model thinking about?' : 'What does this step compute?'} | ${f.n} | ${((100 * f.intermediate) / f.n).toFixed(1)}% | ${((100 * f.final) / f.n).toFixed(1)}% |`);
+    lines.push('');
+  }
+  if (r.variants.length) {
+    const names = Object.keys(r.tasks).filter((t) => r.variants.some((v) => v.scores[t]));
+    lines.push('## Recipe ablations (oracle exact match per test task)', '', `| variant | train tasks | layers | rank | train n | ${names.join(' | ')} | all |`, `|---|---|---|---:|---:|${names.map(() => '---|').join('')}---|`);
+    for (const v of r.variants)
+      lines.push(
+        `| ${v.name} | ${v.tasks?.join(', ') ?? 'all'} | ${v.layers?.join(', ') ?? 'all'} | ${v.rank} | ${v.trainExamples} | ${names.map((t) => cell(v.scores[t])).join(' | ')} | ${cell(v.overall)} |`,
+      );
+    lines.push('');
+  }
   return lines.join('\n');
 }

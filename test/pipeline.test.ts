@@ -130,7 +130,7 @@ describe('pipeline', () => {
     const config = writeDemoConfig(dir, 3);
     const r = await cli(['pipeline', config]);
     expect(r.code, r.stderr).toBe(0);
-    for (const [i, s] of ['trace', 'capture', 'make-tasks', 'train-oracle', 'eval-oracle', 'report'].entries()) expect(r.stderr).toContain(`pipeline: [${i + 1}/6] ${s}: `);
+    for (const [i, s] of ['trace', 'capture', 'make-tasks', 'train-oracle', 'eval-oracle', 'variants', 'instruments', 'report'].entries()) expect(r.stderr).toContain(`pipeline: [${i + 1}/8] ${s}: `);
     const report = JSON.parse(readFileSync(join(dir, 'out', 'report.json'), 'utf8')) as PipelineReport;
     expectReport(report);
     expect(report.training.steps).toBe(3);
@@ -139,7 +139,7 @@ describe('pipeline', () => {
     expect(md).toMatch(/\| logit_lens \| \d+ \| .* \| 100\.0% /);
     const again = await cli(['pipeline', config, '--json']);
     expect(again.code, again.stderr).toBe(0);
-    expect(again.stderr.match(/done before, skipped/g)).toHaveLength(6);
+    expect(again.stderr.match(/done before, skipped/g)).toHaveLength(8);
     expect(JSON.parse(again.stdout).createdAt).toBe(report.createdAt);
     const redo = await cli(['pipeline', config, '--from', 'report', '-q']);
     expect(redo.code, redo.stderr).toBe(0);

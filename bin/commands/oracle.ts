@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { askOracle, type OracleVectorSource } from '../../lib/ask-oracle.js';
 import { InputError } from '../../lib/errors.js';
 import { writeFileAtomic } from '../../lib/atomic-file.js';
-import { evalOracle, type ConditionScores, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/eval-oracle.js';
+import { evalOracle, type GroupReport, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/eval-oracle.js';
 import { ADAPTER_FORMATS, LORA_TARGETS, trainOracle, type TrainOracleProgress, type TrainOracleSummary } from '../../lib/train-oracle.js';
 import { type OptimizerCliOptions, shardOf, shardOptions, type ShardCliOptions, duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
 import { shardPath } from '../../lib/shard.js';
@@ -82,10 +82,12 @@ function scoreText(s: Score): string {
 }
 
 function reportEval(r: EvalOracleReport): void {
-  const rows: string[][] = [['task', 'n', 'metric', 'oracle', 'no vectors', 'shuffled']];
-  const add = (name: string, g: { n: number; nNumeric: number; oracle: ConditionScores; noVectors: ConditionScores; shuffled: ConditionScores }) => {
-    rows.push([name, String(g.n), 'exact', scoreText(g.oracle.exact), scoreText(g.noVectors.exact), scoreText(g.shuffled.exact)]);
-    if (g.nNumeric > 0) rows.push(['', String(g.nNumeric), 'numeric', scoreText(g.oracle.numeric), scoreText(g.noVectors.numeric), scoreText(g.shuffled.numeric)]);
+  const withBase = r.overall.questionOnly.exact.n > 0;
+  const rows: string[][] = [['task', 'n', 'metric', 'oracle', 'no vectors', 'shuffled', ...(withBase ? ['question only'] : [])]];
+  const add = (name: string, g: GroupReport) => {
+    const cells = (m: 'exact' | 'numeric') => [g.oracle, g.noVectors, g.shuffled, ...(withBase ? [g.questionOnly] : [])].map((c) => scoreText(c[m]));
+    rows.push([name, String(g.n), 'exact', ...cells('exact')]);
+    if (g.nNumeric > 0) rows.push(['', String(g.nNumeric), 'numeric', ...cells('numeric')]);
   };
   for (const [task, g] of Object.entries(r.tasks)) add(task, g);
   if (Object.keys(r.tasks).length > 1) add('(all)', r.overall);
@@ -150,6 +152,7 @@ interface EvalCliOptions extends ShardCliOptions {
   out?: string;
   predictions?: string;
   resume?: boolean;
+  problems?: string;
   maxTokens: number;
   batchSize: number;
   seed: number;
@@ -320,6 +323,7 @@ export function registerOracleCommands(program: Command): void {
     .option('--out <report.json>', 'also write the report here')
     .option('--predictions <file.jsonl>', 'per-example answers, appended as batches finish (resumable)')
     .option('--resume', 'continue --predictions: examples already in it are not asked again')
+    .option('--problems <file.jsonl>', 'the trace (or dataset) the vectors came from: adds the question-only baseline (the base model on the problem and the task question)')
     .addOption(new Option('--max-tokens <n>', 'answer tokens at most').argParser(intArg(1, 65536)).default(64))
     .addOption(new Option('--batch-size <n>', 'examples decoded together').argParser(intArg(1, 4096)).default(16))
     .addOption(new Option('--seed <n>', 'shuffled baseline and bootstrap').argParser(intArg(0, 0xffffffff)).default(0))
@@ -354,6 +358,7 @@ export function registerOracleCommands(program: Command): void {
           threads: opts.threads,
           predictions: opts.predictions,
           resume: opts.resume ?? false,
+          ...(opts.problems ? { problems: opts.problems } : {}),
           ...(shard ? { shard } : {}),
           signal,
           onProgress: progress.update,

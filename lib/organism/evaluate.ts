@@ -9,6 +9,7 @@ import { loadModel } from '../model.js';
 import { invertState } from '../invert.js';
 import { native } from '../native.js';
 import { reasonStream } from '../reason.js';
+import { latentsPerStepOf, RECIPE_METADATA_KEY } from './recipe.js';
 import { generateProblem, generateProblems, MAX_VALUE, problemKey, type OrganismProblem, type TemplateSet } from './data.js';
 
 export interface OrganismEvalOptions {
@@ -83,7 +84,7 @@ const rate = (correct: number, n: number): Rate => ({ correct, n, accuracy: n ? 
 
 /** Train-set problem keys of the recipe a model records (lro.organism.recipe), to keep test problems unseen. */
 function trainKeys(meta: Record<string, unknown>): Set<string> {
-  const r = meta['lro.organism.recipe'];
+  const r = meta[RECIPE_METADATA_KEY];
   if (typeof r !== 'string') return new Set();
   const recipe = JSON.parse(r) as { dataSeed: number; trainProblems: number; minSteps: number; maxSteps: number };
   const train = generateProblems({ seed: recipe.dataSeed, n: recipe.trainProblems, minSteps: recipe.minSteps, maxSteps: recipe.maxSteps, templates: 'train' });
@@ -129,8 +130,7 @@ export async function evaluateOrganism(o: OrganismEvalOptions): Promise<Organism
       });
 
     const meta = model.metadata();
-    const recipe = typeof meta['lro.organism.recipe'] === 'string' ? (JSON.parse(meta['lro.organism.recipe']) as { method?: string; coconut?: { latentsPerStep?: number } }) : null;
-    const latentsPerStep = recipe?.method === 'coconut' ? (recipe.coconut?.latentsPerStep ?? 1) : 1;
+    const latentsPerStep = latentsPerStepOf(meta);
     const lastPoint = points[L - 1];
     const numbersIn = (tokens: number[]) => new Set(tokens.map((t) => model.detokenize([t]).trim()).filter((x) => /^\d+$/.test(x)).map(Number));
     const inv = Array.from({ length: N }, () => ({ own1: 0, own8: 0, final1: 0, owned: 0 }));

@@ -111,6 +111,20 @@ export interface OrganismTrainSummary {
  * The feed scale that puts e = scale x final_norm(h) at the token embeddings' norm: the mean row
  * norm of token_embd over the norm of output_norm's gain (final_norm(h) has about that norm).
  */
+/** GGUF metadata key of the recipe a trained organism records. */
+export const RECIPE_METADATA_KEY = 'lro.organism.recipe';
+
+/**
+ * How many latent steps stand for one problem step in a model: the Coconut recipe's
+ * latentsPerStep (latent k stands for step k / latentsPerStep), 1 for other models.
+ */
+export function latentsPerStepOf(metadata: Record<string, unknown>): number {
+  const r = metadata[RECIPE_METADATA_KEY];
+  if (typeof r !== 'string') return 1;
+  const recipe = JSON.parse(r) as { method?: string; coconut?: { latentsPerStep?: number } };
+  return recipe.method === 'coconut' ? (recipe.coconut?.latentsPerStep ?? 1) : 1;
+}
+
 export function embeddingScale(modelPath: string): number {
   const info = native().inspectGguf(modelPath);
   const bytes = readFileSync(modelPath);
@@ -206,7 +220,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
   const codi = join(out, 'codi');
   let codiLoss: number | null = null;
   const metadata = {
-    'lro.organism.recipe': JSON.stringify(recipe),
+    [RECIPE_METADATA_KEY]: JSON.stringify(recipe),
     'lro.organism.data_seed': String(recipe.dataSeed),
     'lro.organism.generator': 'lro-native organism data (lib/organism/data.ts)',
   };

@@ -76,13 +76,33 @@ export async function readTraceRecords(path: string): Promise<TraceRecord[]> {
   return out;
 }
 
+/** One operation of a problem whose intermediate values are known (the organism's "program" field). */
+export const ProgramStepSchema = z
+  .object({
+    op: z.enum(['+', '-', '*', '/']),
+    operands: z.array(z.number().finite()).length(2),
+    result: z.number().finite(),
+    /** What the step counts ("marbles"). */
+    quantity: z.string().min(1).optional(),
+  })
+  .passthrough();
+export type ProgramStep = z.infer<typeof ProgramStepSchema>;
+
+/** What a dataset says about one record beyond its question: its worked solution and its program. */
+export interface DataFacts {
+  solution: string | null;
+  program: ProgramStep[] | null;
+}
+
 /**
- * Worked solutions of a JSONL dataset by record id (the "id" field, else the 0-based line index,
- * as readPromptJsonl numbers records), from the "answer" field; lines without one are left out.
+ * Worked solutions ("answer", GSM8K's field) and programs ("program", the organism's ground truth)
+ * of a JSONL dataset by record id (the "id" field, else the 0-based line index, as readPromptJsonl
+ * numbers records); lines with neither are left out. A malformed program is an error naming the
+ * line and the field, never a silently missing label.
  */
-export async function readSolutions(path: string): Promise<Map<string, string>> {
+export async function readDataFacts(path: string): Promise<Map<string, DataFacts>> {
   await requireReadable(path, 'data file');
-  const out = new Map<string, string>();
+  const out = new Map<string, DataFacts>();
   const rl = createInterface({ input: createReadStream(path, 'utf8'), crlfDelay: Infinity });
   let index = -1;
   for await (const raw of rl) {
@@ -97,7 +117,17 @@ export async function readSolutions(path: string): Promise<Map<string, string>> 
     if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new InputError(`${path}: line ${index + 1}: expected a JSON object`);
     const rec = o as Record<string, unknown>;
     const id = rec.id !== undefined ? String(rec.id) : String(index);
-    if (typeof rec.answer === 'string') out.set(id, rec.answer);
+    let program: ProgramStep[] | null = null;
+    if (rec.program !== undefined) {
+      const r = z.array(ProgramStepSchema).min(1).safeParse(rec.program);
+      if (!r.success) {
+        const issue = r.error.issues[0];
+        throw new InputError(`${path}: line ${index + 1}: field 'program.${issue.path.join('.')}': ${issue.message}`);
+      }
+      program = r.data;
+    }
+    const solution = typeof rec.answer === 'string' ? rec.answer : null;
+    if (solution !== null || program !== null) out.set(id, { solution, program });
   }
   return out;
 }

@@ -8,6 +8,7 @@ import { counterfactual } from './counterfactual.js';
 import { earlyDecode } from './early-decode.js';
 import { futureLens, pastLens } from './lens.js';
 import { logitLens } from './logit-lens.js';
+import { stepOperation, stepQuantity, stepResult, stepThinking, valueComputed } from './program.js';
 import { promptTask } from './prompt.js';
 import { equationOperation, equationResult, numberInSolution } from './solution.js';
 import { stepIdentity, stepTamper } from './step-identity.js';
@@ -29,6 +30,11 @@ export const TASKS: readonly TaskGenerator[] = [
   equationResult,
   equationOperation,
   numberInSolution,
+  stepResult,
+  stepOperation,
+  stepQuantity,
+  valueComputed,
+  stepThinking,
 ];
 
 export const TASK_NAMES: readonly string[] = TASKS.map((t) => t.name);

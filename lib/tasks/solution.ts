@@ -12,7 +12,7 @@ export function equations(solution: string): Equation[] {
   return [...solution.matchAll(/<<([^<>=]+)=([^<>]+)>>/g)].map((m) => ({ expression: m[1].trim(), result: canonicalNumber(m[2]) }));
 }
 
-const OPERATIONS: Record<string, string> = { '+': 'addition', '-': 'subtraction', '*': 'multiplication', '/': 'division' };
+export const OPERATIONS: Record<string, string> = { '+': 'addition', '-': 'subtraction', '*': 'multiplication', '/': 'division' };
 
 /** The one operation of an expression, or null when it mixes several (a leading minus is a sign). */
 export function operationOf(expression: string): string | null {
@@ -36,6 +36,7 @@ export const equationResult: TaskGenerator = {
   name: 'eq_result',
   title: 'the result of equation j of the worked solution (eval only)',
   evalOnly: true,
+  probe: true,
   unavailable,
   generate(q, _layer, ctx) {
     return equations(q.solution!).map((e, i) => ({
@@ -57,6 +58,7 @@ export const equationOperation: TaskGenerator = {
   name: 'eq_operation',
   title: 'the operation of equation j of the worked solution (eval only)',
   evalOnly: true,
+  probe: true,
   unavailable,
   generate(q, _layer, ctx) {
     const out: TaskDraft[] = [];

@@ -3,7 +3,7 @@
 // extra runs make-tasks did (extras.ts), so a test can recompute it from the same inputs.
 import type { CaptureRecordEntry } from '../capture-manifest.js';
 import type { Split } from './split.js';
-import type { TraceRecord } from './inputs.js';
+import type { ProgramStep, TraceRecord } from './inputs.js';
 
 /** Vectors of one example: main-sequence positions of one capture record at the example's layer. */
 export interface VectorSpec {
@@ -78,6 +78,10 @@ export interface QuestionData {
   latentPositions: number[];
   /** The dataset's worked solution (GSM8K's answer field), when make-tasks was given --data. */
   solution: string | null;
+  /** The dataset's program (the organism's ground truth: each operation and its result), when it has one. */
+  program: ProgramStep[] | null;
+  /** Latent steps per problem step, from the model's recipe metadata; null when the model records none. */
+  latentsPerStep: number | null;
   extras: QuestionExtras | null;
   /** Positions of the main record that the capture holds at every selected layer. */
   captured: Set<number>;
@@ -101,6 +105,10 @@ export interface TaskGenerator {
   title: string;
   /** Only ever in val/test unless asked for: the answer is not something the model itself did. */
   evalOnly?: boolean;
+  /** Labels from the dataset's ground truth (program) rather than from what the model did. */
+  groundTruth?: boolean;
+  /** The answer is a function of the vectors alone: the report fits a linear probe on it (eval-only tasks). */
+  probe?: boolean;
   /** The label is the output head's own reading: excluded with --no-head-view. */
   leaksHead?: boolean;
   /** Extra model runs the task needs (make-tasks does them when the task is selected). */

@@ -99,6 +99,29 @@ export const TEMPLATES: Record<string, readonly string[]> = {
     'Is calculation {j} an addition, subtraction, multiplication or division?',
     'What kind of arithmetic is calculation {j}?',
   ],
+  'program.result': [
+    'What is the result of step {j}?',
+    'Which value does step {j} of the reasoning produce?',
+    'What number comes out of step {j}?',
+  ],
+  'program.operation': [
+    'Which operation does step {j} use?',
+    'Is step {j} an addition, subtraction, multiplication or division?',
+    'What kind of arithmetic does step {j} do?',
+  ],
+  'program.quantity': [
+    'Which quantity is step {j} about?',
+    'What is being counted in step {j}?',
+    'Step {j} computes an amount of what?',
+  ],
+  'program.computed': [
+    'Is the value {x} computed anywhere in the reasoning?',
+    'Does the chain of steps produce {x} at some point?',
+    'Is {x} one of the values the reasoning computes?',
+  ],
+  // The seed's two open questions, word for word (one wording each: the study compares them).
+  'program.thinking': ['What is the model thinking about?'],
+  'program.compute': ['What does this step compute?'],
   'solution.contains': [
     'Does the number {x} appear in the worked solution?',
     'Is {x} one of the numbers of the solution?',
