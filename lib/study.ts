@@ -3,7 +3,7 @@
 //                examples (tasks, layers) or with another LoRA rank, evaluated on the same test
 //                examples (resumable: training from its checkpoint, eval from its predictions);
 //   instruments  latent inversion and the causal map (patch-sweep) on the first test questions.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
@@ -146,8 +146,4 @@ export async function runInstruments(
   }
   await writeFileAtomic(o.out, JSON.stringify(result) + '\n');
   return result;
-}
-
-export function isNonEmptyFile(p: string): boolean {
-  return existsSync(p) && statSync(p).size > 0;
 }

@@ -175,7 +175,7 @@ describe('pipeline', () => {
 
   it('eval-oracle sharded over two workers, then merged: the predictions file and report of one run', async () => {
     const out = join(tmp, 'kill-whole', 'out');
-    const args = (predictions: string) => ['eval-oracle', '--base', 'demo', '--adapter', join(out, 'oracle', 'adapter.gguf'), '--data', join(out, 'tasks', 'test.jsonl'), '--predictions', predictions, '--max-tokens', '6', '--bootstrap', '200', '--threads', '2', '--json', '-q'];
+    const args = (predictions: string) => ['eval-oracle', '--base', 'demo', '--adapter', join(out, 'oracle', 'adapter.gguf'), '--data', join(out, 'tasks', 'test.jsonl'), '--predictions', predictions, '--max-tokens', '6', '--bootstrap', '200', '--threads', '2', '--problems', join(out, 'traces.jsonl'), '--json', '-q'];
     const parts = join(tmp, 'preds.jsonl');
     for (const i of [1, 0]) {
       const r = await cli([...args(parts), '--shard', `${i}/2`]);
@@ -237,7 +237,7 @@ describe('pipeline', () => {
     const again: PipelineEvent[] = [];
     const r = await runPipeline(config, { onEvent: (e) => again.push(e) });
     expect(r.skipped).toEqual(['trace', 'capture'] as PipelineStage[]);
-    expect(r.ran).toEqual(['make-tasks', 'train-oracle', 'eval-oracle', 'report'] as PipelineStage[]);
+    expect(r.ran).toEqual(['make-tasks', 'train-oracle', 'eval-oracle', 'variants', 'instruments', 'report'] as PipelineStage[]);
     expect(again.find((e) => e.stage === 'make-tasks' && e.state === 'start')!.message).toBe('continuing an interrupted run');
     // The first question's extras were kept, not redone: one line per question.
     expect(facts()).toHaveLength(4);
@@ -248,7 +248,7 @@ describe('pipeline', () => {
     // training and what follows are redone, nothing before.
     await expect(runPipeline({ ...config, training: { ...config.training, steps: 3 } })).rejects.toThrow(/train-oracle outputs in .* were made from other settings or inputs; pass --overwrite/);
     const r2 = await runPipeline({ ...config, training: { ...config.training, steps: 3 } }, { overwrite: true });
-    expect(r2.skipped).toEqual(['trace', 'capture', 'make-tasks']);
+    expect(r2.skipped).toEqual(['trace', 'capture', 'make-tasks', 'instruments']);
     expect(r2.report.training.steps).toBe(3);
   });
 });

@@ -111,6 +111,12 @@ describe('make-tasks output', () => {
     for (const t of TASKS) {
       const counts = summary.examples[t.name];
       expect(counts, t.name).toBeDefined();
+      if (t.groundTruth) {
+        // GSM8K has no program: the ground-truth tasks say why they made nothing (test/study.test.ts has them on the organism).
+        expect(counts).toEqual({ train: 0, val: 0, test: 0 });
+        expect(Object.keys(summary.skipped[t.name])).toEqual([expect.stringMatching(/^no program \(give make-tasks --data with the "program" field/)]);
+        continue;
+      }
       expect(counts.val + counts.test, `${t.name} has held-out examples`).toBeGreaterThan(0);
       for (const s of SPLITS) expect(bySplit[s].filter((e) => e.task === t.name).length).toBe(counts[s]);
     }
@@ -174,9 +180,12 @@ describe('make-tasks output', () => {
   });
 
   it('keeps the eval-only tasks out of train.jsonl and marks the head-view task', () => {
-    for (const t of TASKS.filter((x) => x.evalOnly)) {
+    const probeTrain = readJsonl(summary.probeTrain);
+    for (const t of TASKS.filter((x) => x.evalOnly && !x.groundTruth)) {
       expect(bySplit.train.some((e) => e.task === t.name)).toBe(false);
       expect(summary.withheldFromTrain[t.name]).toBeGreaterThan(0);
+      // Withheld from training, kept for the probe baseline only.
+      expect(probeTrain.filter((e) => e.task === t.name).length).toBe(summary.withheldFromTrain[t.name]);
       for (const e of of(t.name)) expect((e as { eval_only?: boolean }).eval_only).toBe(true);
     }
     for (const e of of('logit_lens')) expect((e as { leaks_head?: boolean }).leaks_head).toBe(true);
