@@ -1,8 +1,17 @@
 // Throughput of prefill (pp64, pp512) and decode (tg32) on random GGUF models shaped like
-// Llama-3.2-1B's layers (width 2048, ffn 8192, 32 heads / 8 kv heads, vocab 128256; 4 layers),
-// threads 2. With LLAMA_BENCH=<path to llama-bench>, llama.cpp runs on the same files in the same
-// run and a ratio line per case is printed. `npm run bench -- --json` writes JSON to stdout.
+// Llama-3.2-1B's layers (width 2048, ffn 8192, 32 heads / 8 kv heads, vocab 128256; 4 layers).
+// With LLAMA_BENCH=<path to llama-bench>, llama.cpp runs on the same files in the same run,
+// interleaved with ours (ours, llama.cpp, ours, llama.cpp, ...; BENCH_REPS each, default 5), and a
+// ratio line of the medians is printed per case. Noise: every sample records the load average
+// before it and its CPU time / wall time; a sample is flagged "disturbed" when its threads got less
+// than 75% of the CPU they asked for, or when it is more than 25% from its case's median, and the
+// ratio uses the undisturbed samples when at least 3 are left. Limits, measured here on the same
+// threads: memory bandwidth (a STREAM-style triad) for decode, and peak FMA throughput (a
+// register-only loop) for prefill; each case prints the fraction of its limit it reaches.
+//   BENCH_TYPES=f16,bf16,q8_0,q4_0,q4_K,q6_K  BENCH_THREADS=1,2  BENCH_REPS=5  `npm run bench [-- --json]`
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { llama1bShapedModel } from './bench-models.js';
 import { loadModel } from '../lib/model.js';
@@ -10,53 +19,97 @@ import { native } from '../lib/native.js';
 
 const args = process.argv.slice(2);
 const asJson = args.includes('--json');
-const threads = Number(process.env.BENCH_THREADS ?? 2);
-const types = (process.env.BENCH_TYPES ?? 'f16,q8_0,q4_K').split(',');
-const reps = Number(process.env.BENCH_REPS ?? 2);
+const threadList = (process.env.BENCH_THREADS ?? '1,2').split(',').map(Number);
+const types = (process.env.BENCH_TYPES ?? 'f16,bf16,q8_0,q4_0,q4_K,q6_K').split(',');
+const reps = Math.max(1, Number(process.env.BENCH_REPS ?? 5));
 const log = (s: string) => process.stderr.write(s + '\n');
+const TESTS = ['pp64', 'pp512', 'tg32'] as const;
+type Test = (typeof TESTS)[number];
+
+interface Sample {
+  tps: number;
+  load1: number;
+  /** CPU seconds / wall seconds of the run: about the thread count when nothing else runs. */
+  cpuPerWall: number | null;
+  disturbed: boolean;
+}
+
+interface Side {
+  median: number;
+  min: number;
+  max: number;
+  samples: Sample[];
+}
 
 interface Case {
   type: string;
-  test: 'pp64' | 'pp512' | 'tg32';
-  ours: number; // tokens per second
-  llamaCpp?: number;
+  test: Test;
+  threads: number;
+  ours: Side;
+  llamaCpp?: Side;
+  /** Median over median, on the undisturbed samples when at least 3 of each are left. */
   ratio?: number;
+  /** Decode: weight bytes streamed per second / triad bandwidth. Prefill: matmul FLOP/s / peak FMA FLOP/s. */
+  limitFraction: number;
 }
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-async function ours(path: string): Promise<Record<string, number>> {
-  const model = await loadModel(path);
-  const session = model.createSession({ nCtx: 1024, threads });
-  const out: Record<string, number> = {};
+/** CPU seconds of this process's finished children (Linux /proc; null elsewhere). */
+function childCpuSeconds(): number | null {
   try {
-    for (const n of [64, 512]) {
-      const times: number[] = [];
-      for (let r = 0; r < reps + 1; r++) {
-        session.remove(0);
-        const tokens = Array.from({ length: n }, (_, i) => (i * 7919) % 128000);
-        const t0 = performance.now();
-        await session.eval({ tokens, outputRows: 'last' });
-        if (r > 0) times.push(performance.now() - t0); // first run warms the page cache
-      }
-      out[`pp${n}`] = (n / median(times)) * 1000;
-    }
-    const times: number[] = [];
-    for (let r = 0; r < reps; r++) {
-      session.remove(0);
-      await session.eval({ tokens: [1], outputRows: 'last' });
-      const t0 = performance.now();
-      for (let i = 0; i < 32; i++) await session.eval({ tokens: [(i * 31) % 128000], outputRows: 'last' });
-      times.push(performance.now() - t0);
-    }
-    out.tg32 = (32 / median(times)) * 1000;
-  } finally {
-    session.dispose();
-    model.dispose();
+    const f = readFileSync('/proc/self/stat', 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    // fields 16 and 17 (cutime, cstime) are rest[13], rest[14]; clock ticks of 1/100 s on Linux.
+    return (Number(rest[13]) + Number(rest[14])) / 100;
+  } catch {
+    return null;
   }
+}
+
+/** One timed run of fn with its load average and CPU/wall (own CPU, or children's CPU). */
+async function timed(fn: () => Promise<number> | number, children: boolean): Promise<{ seconds: number; load1: number; cpuPerWall: number | null }> {
+  const load1 = loadavg()[0];
+  const c0 = children ? childCpuSeconds() : process.cpuUsage();
+  const t0 = performance.now();
+  const seconds = await fn();
+  const wall = (performance.now() - t0) / 1000;
+  let cpu: number | null;
+  if (children) {
+    const c1 = childCpuSeconds();
+    cpu = c0 === null || c1 === null ? null : c1 - (c0 as number);
+  } else {
+    const d = process.cpuUsage(c0 as NodeJS.CpuUsage);
+    cpu = (d.user + d.system) / 1e6;
+  }
+  return { seconds, load1, cpuPerWall: cpu === null || wall <= 0 ? null : cpu / wall };
+}
+
+/** One sample of each test with our engine (the session is warm: the caller ran it once before). */
+async function oursOnce(session: ReturnType<Awaited<ReturnType<typeof loadModel>>['createSession']>): Promise<Record<Test, { tps: number; load1: number; cpuPerWall: number | null }>> {
+  const out = {} as Record<Test, { tps: number; load1: number; cpuPerWall: number | null }>;
+  for (const n of [64, 512] as const) {
+    session.remove(0);
+    const tokens = Array.from({ length: n }, (_, i) => (i * 7919) % 128000);
+    const r = await timed(async () => {
+      const t0 = performance.now();
+      await session.eval({ tokens, outputRows: 'last' });
+      return (performance.now() - t0) / 1000;
+    }, false);
+    out[`pp${n}`] = { tps: n / r.seconds, load1: r.load1, cpuPerWall: r.cpuPerWall };
+  }
+  session.remove(0);
+  await session.eval({ tokens: [1], outputRows: 'last' });
+  const r = await timed(async () => {
+    const t0 = performance.now();
+    for (let i = 0; i < 32; i++) await session.eval({ tokens: [(i * 31) % 128000], outputRows: 'last' });
+    return (performance.now() - t0) / 1000;
+  }, false);
+  out.tg32 = { tps: 32 / r.seconds, load1: r.load1, cpuPerWall: r.cpuPerWall };
   return out;
 }
 
@@ -74,48 +127,122 @@ function llamaBenchFlags(bin: string): string[] {
   return flags;
 }
 
-function llamaBench(bin: string, path: string): Record<string, number> {
-  const raw = execFileSync(bin, ['-m', path, '-t', String(threads), '-p', '64,512', '-n', '32', '-r', String(reps), '-o', 'json', ...llamaBenchFlags(bin)], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+/** One llama-bench sample of each test (-r 1), as one child process. */
+async function llamaOnce(bin: string, path: string, threads: number): Promise<Record<Test, { tps: number; load1: number; cpuPerWall: number | null }>> {
+  let raw = '';
+  const r = await timed(() => {
+    const t0 = performance.now();
+    raw = execFileSync(bin, ['-m', path, '-t', String(threads), '-p', '64,512', '-n', '32', '-r', '1', '-o', 'json', ...llamaBenchFlags(bin)], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    return (performance.now() - t0) / 1000;
+  }, true);
   const rows = JSON.parse(raw) as { n_prompt: number; n_gen: number; avg_ts: number }[];
-  const out: Record<string, number> = {};
-  for (const r of rows) out[r.n_gen > 0 ? `tg${r.n_gen}` : `pp${r.n_prompt}`] = r.avg_ts;
+  const out = {} as Record<Test, { tps: number; load1: number; cpuPerWall: number | null }>;
+  for (const row of rows) out[(row.n_gen > 0 ? `tg${row.n_gen}` : `pp${row.n_prompt}`) as Test] = { tps: row.avg_ts, load1: r.load1, cpuPerWall: r.cpuPerWall };
   return out;
 }
+
+/** Median and spread of a case's samples, each flagged as disturbed or not. */
+function side(raw: { tps: number; load1: number; cpuPerWall: number | null }[], threads: number, processLevelCpu: boolean): Side {
+  const m = median(raw.map((s) => s.tps));
+  const samples = raw.map((s) => ({
+    ...s,
+    // A child's CPU/wall covers its whole process (model load included), so only a gross shortfall counts there.
+    disturbed: (s.cpuPerWall !== null && s.cpuPerWall < (processLevelCpu ? 0.5 : 0.75) * threads) || Math.abs(s.tps - m) > 0.25 * m,
+  }));
+  return { median: m, min: Math.min(...raw.map((s) => s.tps)), max: Math.max(...raw.map((s) => s.tps)), samples };
+}
+
+function calmMedian(s: Side): number {
+  const calm = s.samples.filter((x) => !x.disturbed);
+  return calm.length >= 3 ? median(calm.map((x) => x.tps)) : s.median;
+}
+
+/** Bytes a decode step streams (every weight but the token embedding, unless it is also the output head) and matmul FLOPs per token. */
+function modelCost(path: string): { decodeBytes: number; flopsPerToken: number } {
+  const info = native().inspectGguf(path, 0);
+  const tied = !info.tensors.some((t) => t.name === 'output.weight');
+  let bytes = 0;
+  let params = 0;
+  for (const t of info.tensors) {
+    if (t.shape.length < 2) continue;
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.name === 'token_embd.weight' && !tied) continue;
+    bytes += t.bytes;
+    params += n;
+  }
+  return { decodeBytes: bytes, flopsPerToken: 2 * params };
+}
+
+const fmt = (x: number) => x.toFixed(1).padStart(8);
+const spread = (s: Side) => `±${((100 * (s.max - s.min)) / 2 / s.median).toFixed(0)}%`;
+const flagged = (s: Side) => s.samples.filter((x) => x.disturbed).length;
 
 async function main() {
   const cases: Case[] = [];
   const bin = process.env.LLAMA_BENCH;
-  log(`lro-native bench: threads ${threads}, kernels ${native().cpuFeatures()}`);
+  const kernels = native().cpuFeatures();
+  log(`lro-native bench: kernels ${kernels}, threads ${threadList.join(',')} (physical cores ${native().physicalCores()}), ${reps} samples each${bin ? ', interleaved with llama-bench' : ''}`);
+  const limits: Record<number, { triadGBps: number; fmaGflops: number }> = {};
+  for (const threads of threadList) {
+    limits[threads] = native().machineLimits(threads, 256);
+    const line = `limits at ${threads} thread(s): triad ${limits[threads].triadGBps.toFixed(1)} GB/s, FMA peak ${limits[threads].fmaGflops.toFixed(1)} GFLOP/s (f32)`;
+    if (asJson) log(line);
+    else console.log(line);
+  }
   for (const type of types) {
     const path = await llama1bShapedModel(type, log);
-    const o = await ours(path);
-    let l: Record<string, number> | undefined;
-    if (bin) {
+    const cost = modelCost(path);
+    for (const threads of threadList) {
+      const model = await loadModel(path);
+      const session = model.createSession({ nCtx: 1024, threads });
+      const ourRaw: Record<Test, { tps: number; load1: number; cpuPerWall: number | null }[]> = { pp64: [], pp512: [], tg32: [] };
+      const llamaRaw: Record<Test, { tps: number; load1: number; cpuPerWall: number | null }[]> = { pp64: [], pp512: [], tg32: [] };
       try {
-        l = llamaBench(bin, path);
-      } catch (e) {
-        log(`llama-bench failed on ${path}: ${(e as Error).message}`);
+        await oursOnce(session); // warms the page cache and the pool
+        for (let r = 0; r < reps; r++) {
+          const o = await oursOnce(session);
+          for (const t of TESTS) ourRaw[t].push(o[t]);
+          if (bin) {
+            try {
+              const l = await llamaOnce(bin, path, threads);
+              for (const t of TESTS) if (l[t]) llamaRaw[t].push(l[t]);
+            } catch (e) {
+              log(`llama-bench failed on ${path}: ${(e as Error).message}`);
+            }
+          }
+        }
+      } finally {
+        session.dispose();
+        model.dispose();
       }
-    }
-    for (const test of ['pp64', 'pp512', 'tg32'] as const) {
-      const c: Case = { type, test, ours: o[test] };
-      if (l?.[test]) {
-        c.llamaCpp = l[test];
-        c.ratio = c.ours / c.llamaCpp;
+      for (const test of TESTS) {
+        const ours = side(ourRaw[test], threads, false);
+        const lim = limits[threads];
+        const limitFraction = test === 'tg32' ? (ours.median * cost.decodeBytes) / (lim.triadGBps * 1e9) : (ours.median * cost.flopsPerToken) / (lim.fmaGflops * 1e9);
+        const c: Case = { type, test, threads, ours, limitFraction };
+        if (llamaRaw[test].length) {
+          c.llamaCpp = side(llamaRaw[test], threads, true);
+          c.ratio = calmMedian(ours) / calmMedian(c.llamaCpp);
+        }
+        cases.push(c);
+        if (!asJson) {
+          const what = test === 'tg32' ? 'of triad bandwidth' : 'of FMA peak';
+          console.log(
+            `${type.padEnd(5)} ${test.padEnd(6)} t${threads}  ours ${fmt(ours.median)} t/s ${spread(ours).padStart(5)}` +
+              (c.llamaCpp ? `   llama.cpp ${fmt(c.llamaCpp.median)} t/s ${spread(c.llamaCpp).padStart(5)}` : '') +
+              `   ${(100 * limitFraction).toFixed(0).padStart(3)}% ${what}` +
+              (flagged(ours) + (c.llamaCpp ? flagged(c.llamaCpp) : 0) > 0 ? `   disturbed: ${flagged(ours)} ours${c.llamaCpp ? `, ${flagged(c.llamaCpp)} llama.cpp` : ''}` : '') +
+              `   load ${ours.samples[0].load1.toFixed(2)}`,
+          );
+          if (c.ratio !== undefined) console.log(`ratio ${type} ${test} t${threads} ${c.ratio.toFixed(3)}`);
+        }
       }
-      cases.push(c);
-      if (!asJson)
-        console.log(
-          `${type.padEnd(5)} ${test.padEnd(6)} ours ${c.ours.toFixed(1).padStart(8)} t/s` +
-            (c.llamaCpp ? `   llama.cpp ${c.llamaCpp.toFixed(1).padStart(8)} t/s` : ''),
-        );
-      if (c.ratio !== undefined && !asJson) console.log(`ratio ${type} ${test} ${c.ratio.toFixed(3)}`);
     }
   }
-  if (asJson) console.log(JSON.stringify({ threads, kernels: native().cpuFeatures(), cases }, null, 2));
+  if (asJson) console.log(JSON.stringify({ threads: threadList, kernels, reps, limits, cases }, null, 2));
 }
 
 main().catch((e) => {

@@ -252,13 +252,7 @@ export interface SeedFailureRow {
   final: number;
 }
 
-export interface VariantReport {
-  name: string;
-  tasks: string[] | null;
-  layers: number[] | null;
-  rank: number;
-  trainExamples: number;
-  loss: number | null;
+export interface VariantReport extends Omit<VariantResult, 'eval'> {
   /** Oracle exact-match accuracy per test task, with the interval. */
   scores: Record<string, ReportScore>;
   overall: ReportScore;

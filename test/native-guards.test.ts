@@ -63,6 +63,19 @@ describe('native entries refuse hostile arguments with an Error', () => {
     expect(() => n.sampleToken(new Float32Array(4), 0, 4, { temperature: 0, topK: 0, topP: 1, seed: -1, step: 0 })).toThrow(/sampleToken: options\.seed must be an integer in \[0, /);
   });
 
+  test('machineLimits measures positive, finite ceilings on the threads asked for', () => {
+    const n = native();
+    const one = n.machineLimits(1, 8);
+    expect(one.threads).toBe(1);
+    for (const v of [one.triadGBps, one.fmaGflops]) {
+      expect(Number.isFinite(v)).toBe(true);
+      expect(v).toBeGreaterThan(0);
+    }
+    // Some FLOP/s a core must do with the widest FMA the dispatch has (scalar CPUs included): 0.5 GFLOP/s is far below any.
+    expect(one.fmaGflops).toBeGreaterThan(0.5);
+    expect(n.machineLimits(0, 8).threads).toBe(n.physicalCores());
+  });
+
   test('free functions', async () => {
     const n = native();
     const logits = new Float32Array(2003);
@@ -75,6 +88,7 @@ describe('native entries refuse hostile arguments with an Error', () => {
       ...(await probe('addScaledNoise', (...a) => n.addScaledNoise(...(a as Parameters<typeof n.addScaledNoise>)), [new Float32Array(8), 1, 0])),
       ...(await probe('meanRows', (...a) => n.meanRows(...(a as Parameters<typeof n.meanRows>)), [new Float32Array(8), 4])),
       ...(await probe('ridgeClassify', (...a) => n.ridgeClassify(...(a as Parameters<typeof n.ridgeClassify>)), [new Float32Array(8), new Int32Array(2), new Float32Array(4), 4, 2, 0.1])),
+      ...(await probe('machineLimits', (...a) => n.machineLimits(...(a as Parameters<typeof n.machineLimits>)), [1, 1])),
       ...(await probe('inspectGguf', (...a) => n.inspectGguf(...(a as Parameters<typeof n.inspectGguf>)), [modelPath('f32'), 16])),
       ...(await probe('loadModel', (...a) => n.loadModel(...(a as Parameters<typeof n.loadModel>)), [modelPath('f32'), true])),
       ...(await probe('writeGguf', (...a) => n.writeGguf(...(a as Parameters<typeof n.writeGguf>)), [join(tmp, 'w.gguf'), [{ key: 'a', type: 'u32', value: 1 }], []])),

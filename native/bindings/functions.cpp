@@ -1,5 +1,6 @@
 // Free functions: (de)quantisation, GGUF writing, sampling, numeric readouts, random models, CPU facts.
 #include "bindings/common.h"
+#include "quant/machine_limits.h"
 
 namespace lro_napi {
 
@@ -327,6 +328,19 @@ Napi::Value HookPoints(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CpuFeatures(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), lro::cpu_features()); }
+// machineLimits(threads, triadMiB) -> { triadGBps, fmaGflops, threads }: the bench's ceilings.
+Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int64_t threads = int_arg(info, 0, "machineLimits: threads", 0, 1024);
+  const int64_t mib = int_arg(info, 1, "machineLimits: triadMiB", 1, 16384);
+  lro::ThreadPool pool(static_cast<int>(threads));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("triadGBps", lro::measure_triad_gbps(pool, static_cast<size_t>(mib) << 20, 5));
+  o.Set("fmaGflops", lro::measure_fma_gflops(pool, 5));
+  o.Set("threads", pool.size());
+  return o;
+}
+
 Napi::Value PhysicalCores(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), lro::ThreadPool::physical_cores()); }
 
 void register_functions(Napi::Env env, Napi::Object exports) {
@@ -343,6 +357,7 @@ void register_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("writeRandomLlama", Napi::Function::New(env, WriteRandomLlama));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeatures));
   exports.Set("physicalCores", Napi::Function::New(env, PhysicalCores));
+  exports.Set("machineLimits", Napi::Function::New(env, MachineLimits));
 }
 
 }  // namespace lro_napi
