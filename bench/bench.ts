@@ -160,20 +160,27 @@ function calmMedian(s: Side): number {
   return calm.length >= 3 ? median(calm.map((x) => x.tps)) : s.median;
 }
 
-/** Bytes a decode step streams (every weight but the token embedding, unless it is also the output head) and matmul FLOPs per token. */
-function modelCost(path: string): { decodeBytes: number; flopsPerToken: number } {
+/**
+ * What one token costs. Decode streams every weight but the token embedding (unless it is also the
+ * output head). Prefill with outputRows 'last' runs the blocks' matmuls on every token and the
+ * output head on one row per prompt, so a prompt of n tokens costs 2 * blockParams + 2 * headParams / n FLOPs per token.
+ */
+function modelCost(path: string): { decodeBytes: number; blockParams: number; headParams: number } {
   const info = native().inspectGguf(path, 0);
   const tied = !info.tensors.some((t) => t.name === 'output.weight');
-  let bytes = 0;
-  let params = 0;
+  let decodeBytes = 0;
+  let blockParams = 0;
+  let headParams = 0;
   for (const t of info.tensors) {
     if (t.shape.length < 2) continue;
     const n = t.shape.reduce((a, b) => a * b, 1);
+    const isHead = t.name === 'output.weight' || (tied && t.name === 'token_embd.weight');
     if (t.name === 'token_embd.weight' && !tied) continue;
-    bytes += t.bytes;
-    params += n;
+    decodeBytes += t.bytes;
+    if (isHead) headParams += n;
+    else blockParams += n;
   }
-  return { decodeBytes: bytes, flopsPerToken: 2 * params };
+  return { decodeBytes, blockParams, headParams };
 }
 
 const fmt = (x: number) => x.toFixed(1).padStart(8);
@@ -221,7 +228,11 @@ async function main() {
       for (const test of TESTS) {
         const ours = side(ourRaw[test], threads, false);
         const lim = limits[threads];
-        const limitFraction = test === 'tg32' ? (ours.median * cost.decodeBytes) / (lim.triadGBps * 1e9) : (ours.median * cost.flopsPerToken) / (lim.fmaGflops * 1e9);
+        const promptTokens = test === 'pp64' ? 64 : 512;
+        const limitFraction =
+          test === 'tg32'
+            ? (ours.median * cost.decodeBytes) / (lim.triadGBps * 1e9)
+            : (ours.median * (2 * cost.blockParams + (2 * cost.headParams) / promptTokens)) / (lim.fmaGflops * 1e9);
         const c: Case = { type, test, threads, ours, limitFraction };
         if (llamaRaw[test].length) {
           c.llamaCpp = side(llamaRaw[test], threads, true);
