@@ -192,7 +192,8 @@ function bootstrapCis(lists: (0 | 1 | null)[][], resamples: number, seed: number
   });
 }
 
-function stringHash(s: string): number {
+/** FNV-1a of a task name: the per-task bootstrap salt (eval-oracle's and the pipeline's baselines use the same one). */
+export function taskSalt(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
   return h;
@@ -385,7 +386,7 @@ export async function evalOracle(
       tasks[task] = scoreGroup(
         all.filter((p) => p.task === task),
         o.bootstrap,
-        mixSeed(o.seed, stringHash(task)),
+        mixSeed(o.seed, taskSalt(task)),
       );
     return {
       format: 'lro-oracle-eval',

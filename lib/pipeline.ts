@@ -16,7 +16,7 @@ import { capture, type CaptureRecord } from './capture.js';
 import { PositionSelectorSchema, readCaptureManifest } from './capture-manifest.js';
 import { ensureDemoModel, DEMO_MODEL_NAME, isBuiltinModel } from './demo-model.js';
 import { InputError } from './errors.js';
-import { evalOracle, EvalOracleOptionsSchema, scoreGroup, type EvalOracleReport, type OraclePrediction, type Score } from './eval-oracle.js';
+import { evalOracle, EvalOracleOptionsSchema, scoreGroup, taskSalt, type EvalOracleReport, type OraclePrediction, type Score } from './eval-oracle.js';
 import { countJsonlRecords, readPromptJsonl } from './jsonl.js';
 import { LatentHead } from './latent-head.js';
 import { defaultLayers, makeTasks, MakeTasksOptionsSchema, PROBE_TRAIN_FILE, type MakeTasksSummary } from './make-tasks.js';
@@ -334,12 +334,6 @@ function readoutScores(preds: { id: string; task: string; gold: string; readout:
   const as: OraclePrediction[] = preds.map((p) => ({ id: p.id, task: p.task, gold: p.gold, oracle: p.readout, noVectors: p.readout, shuffled: null, shuffledFrom: null }));
   const g = scoreGroup(as, bootstrap, mixSeed(seed, 0x1e115, salt));
   return { exact: toScore(g.oracle.exact), numeric: toScore(g.oracle.numeric) };
-}
-
-function taskSalt(task: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < task.length; i++) h = Math.imul(h ^ task.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
 }
 
 /** Runs the pipeline; see the file comment for stages, markers and resume. */

@@ -12,6 +12,8 @@ import { evalOracle, type EvalOracleOptions, type EvalOracleReport } from './eva
 import { invertLatent } from './invert.js';
 import type { Model } from './model.js';
 import { patchSweep } from './patch-sweep.js';
+import { abortError } from './session.js';
+import { numbersIn } from './tasks/labels.js';
 import { trainOracle, type TrainOracleOptions } from './train-oracle.js';
 
 export interface VariantSpec {
@@ -102,9 +104,9 @@ export interface InstrumentsResult {
 
 /** The question with its first number raised by one (the corrupted run of the causal map), or null without a number. */
 export function corruptFirstNumber(q: string): string | null {
-  const m = /\d+/.exec(q);
-  if (!m) return null;
-  return q.slice(0, m.index) + String(Number(m[0]) + 1) + q.slice(m.index + m[0].length);
+  const first = numbersIn(q)[0];
+  if (!first) return null;
+  return q.slice(0, first.index) + String(Number(first.value) + 1) + q.slice(first.index + first.text.length);
 }
 
 /** Inversion and patch-sweep on the first test questions; written to `out` (read back when it exists with the same settings). */
@@ -125,7 +127,7 @@ export async function runInstruments(
     const steps: InstrumentsResult['inversion'][number]['steps'] = [];
     let point = '';
     for (let k = 0; k < n; k++) {
-      if (signal?.aborted) throw Object.assign(new Error('stopped'), { name: 'AbortError' });
+      if (signal?.aborted) throw abortError();
       const r = await invertLatent(model, o.capture, q.id, k, { layer: deepest, maxTokens: o.invertTokens, beam: o.beam, top: 3, threads: o.threads, signal });
       point = r.point;
       steps.push({ step: k, candidates: r.candidates.map((c) => ({ text: c.text, cosine: c.cosine })) });
@@ -138,7 +140,7 @@ export async function runInstruments(
     if (pairs >= o.patchPairs) break;
     const corrupted = corruptFirstNumber(q.question);
     if (!corrupted) continue;
-    if (signal?.aborted) throw Object.assign(new Error('stopped'), { name: 'AbortError' });
+    if (signal?.aborted) throw abortError();
     const r = await patchSweep(model, q.question, corrupted, { layers, latentHead: o.latentHead, maxAnswerTokens: o.maxAnswerTokens, threads: o.threads });
     pairs++;
     onProgress?.(`patch-sweep ${pairs}/${o.patchPairs}`);
