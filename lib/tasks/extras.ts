@@ -8,7 +8,8 @@
 // facts to OUT/extra/facts.jsonl, one line per question. A rerun of make-tasks continues after the
 // questions already done, so an interrupted run loses at most the question in flight.
 import { createReadStream, existsSync } from 'node:fs';
-import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../atomic-file.js';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { readCaptureManifest, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from '../capture-manifest.js';
@@ -172,7 +173,12 @@ export async function runExtras(model: Model, head: LatentHead, questions: reado
   const settingsPath = join(dir, EXTRA_SETTINGS_FILE);
   const settings = settingsFor(o, model);
   if (existsSync(settingsPath)) {
-    const prev = JSON.parse(await readFile(settingsPath, 'utf8')) as Record<string, unknown>;
+    let prev: Record<string, unknown>;
+    try {
+      prev = JSON.parse(await readFile(settingsPath, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new InputError(`${settingsPath}: not valid JSON (${(e as Error).message}); remove ${dir} to redo the extra runs`);
+    }
     for (const k of Object.keys(settings))
       if (JSON.stringify(prev[k]) !== JSON.stringify(settings[k]))
         throw new InputError(`${settingsPath}: the extra runs there were made with another ${k} (${JSON.stringify(prev[k])}, now ${JSON.stringify(settings[k])}); remove ${dir} or choose another --out`);
@@ -196,7 +202,8 @@ export async function runExtras(model: Model, head: LatentHead, questions: reado
       reasoning,
     },
   });
-  await writeFile(settingsPath, JSON.stringify(settings, null, 1) + '\n');
+  // Atomically: a stop while it is written must not leave a cut-short file the rerun cannot read.
+  await writeFileAtomic(settingsPath, JSON.stringify(settings, null, 1) + '\n');
   const factsPath = join(dir, FACTS_FILE);
   const facts = await readFacts(factsPath);
   const session = model.createSession({ nCtx: reasoningContext(model), threads: o.threads });
