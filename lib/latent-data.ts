@@ -71,6 +71,20 @@ export interface LatentIdsOptions {
    * it so that each latent step carries its step's value.
    */
   latentTargets?: boolean;
+  /**
+   * With latentTargets and 2+ latents per step: the latent before each step's last also predicts
+   * the step's last operand (the last number before its '='; the answer again past the last CoT
+   * step), so a step's latents carry what it reads and then what it computes.
+   */
+  operandTargets?: boolean;
+}
+
+/** The last operand of a CoT step: the last number before its last '=' ("<<25*3=75>>" gives "3"). */
+export function stepOperand(step: string): string | null {
+  const eq = step.lastIndexOf('=');
+  if (eq < 0) return null;
+  const m = /(\d+(?:\.\d+)?)\D*$/.exec(step.slice(0, eq));
+  return m ? m[1] : null;
 }
 
 /** The result a CoT step computes: the text after its last '=' ("<<25*3=75>>" gives "75"). */
@@ -105,16 +119,24 @@ export function latentIds(model: Model, head: LatentSettings | null, p: LatentPr
     const labels = [IGNORE, ...C, ...P, ...A, eos];
     const ex: NativeLatentExample = { prompt: i32(prompt), suffix: i32(suffix), suffixLabels: i32(labels) };
     if (o.latentTargets) {
-      // The last latent of each replaced step predicts its result; the others are free.
+      // The last latent of each replaced step predicts its result (the one before it, with
+      // operandTargets, its last operand); the others are free.
       const c = o.latentsPerStep ?? 1;
+      const operands = (o.operandTargets ?? false) && c >= 2;
       const targets: number[] = [];
+      const first = (text: string) => {
+        const ids = tok(text);
+        if (ids.length === 0) throw new Error(`latent target ${JSON.stringify(text)} tokenizes to nothing`);
+        return ids[0];
+      };
       for (let k = 0; k < s; k++) {
         const text = k < p.steps.length ? stepResult(p.steps[k]) : p.answer;
         if (text === null) throw new Error(`CoT step ${k + 1} (${JSON.stringify(p.steps[k])}) has no '= result' to use as its latent target`);
-        const ids = tok(text);
-        if (ids.length === 0) throw new Error(`latent target ${JSON.stringify(text)} tokenizes to nothing`);
-        for (let j = 0; j + 1 < c; j++) targets.push(IGNORE);
-        targets.push(ids[0]);
+        const operand = !operands ? null : k < p.steps.length ? stepOperand(p.steps[k]) : p.answer;
+        if (operands && operand === null) throw new Error(`CoT step ${k + 1} (${JSON.stringify(p.steps[k])}) has no operand before its '=' to use as a latent target`);
+        for (let j = 0; j + (operands ? 2 : 1) < c; j++) targets.push(IGNORE);
+        if (operand !== null) targets.push(first(operand));
+        targets.push(first(text));
       }
       ex.latentLabels = i32(targets);
     }

@@ -15,15 +15,14 @@ import { appendFile, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { InputError } from './errors.js';
-import { latentIds, problemFromLine, type LatentObjectiveName, type LatentProblem } from './latent-data.js';
+import { latentIds, problemFromLine, type LatentIdsOptions, type LatentProblem } from './latent-data.js';
 import { LatentHead } from './latent-head.js';
 import { loadModel, type Model } from './model.js';
 import { native, type NativeLatentExample, type NativeLatentStepResult, type NativeLatentTrainer } from './native.js';
 import { parseOptions } from './options.js';
 import { writeSafetensors } from './safetensors.js';
-import { abortError } from './session.js';
 import { contentHash } from './content-hash.js';
-import { checkRunIdentity, openRunFolder, optimizerIdentity, planRun, trainingBase, resumeCheckpoint, trainingRunFields } from './train-run.js';
+import { beginRun, stepLogFields, stepProgress, checkRunIdentity, optimizerIdentity, planRun, resumeCheckpoint, stoppedError, tokensPerSec, trainingRunFields } from './train-run.js';
 
 const int = z.number().int();
 
@@ -53,6 +52,8 @@ export const TrainLatentOptionsSchema = z
     latentTargets: z.boolean().default(false),
     /** Weight of that latent-target CE. */
     latentFactor: z.number().min(0).finite().default(1),
+    /** With latentTargets: the latent before each step's last predicts the step's last operand (see latent-data.ts). */
+    operandTargets: z.boolean().default(false),
     trainHead: z.boolean().default(true),
     loraR: int.positive().max(4096).default(16),
     loraAlpha: z.number().positive().finite().default(32),
@@ -139,13 +140,7 @@ export function readProblems(path: string, limit = Infinity): LatentProblem[] {
 }
 
 /** Ids of every problem for the run's objective. */
-export function buildLatentExamples(model: Model, head: LatentHead | null, problems: LatentProblem[], o: {
-  objective: LatentObjectiveName;
-  stage?: number;
-  latentsPerStep?: number;
-  supervisePrompt?: boolean;
-  latentTargets?: boolean;
-}): NativeLatentExample[] {
+export function buildLatentExamples(model: Model, head: LatentHead | null, problems: LatentProblem[], o: LatentIdsOptions): NativeLatentExample[] {
   return problems.map((p, i) => {
     try {
       return latentIds(model, head?.settings ?? null, p, o);
@@ -166,12 +161,9 @@ function exampleLength(e: NativeLatentExample): number {
 export async function trainLatent(options: TrainLatentOptions, callbacks: TrainLatentCallbacks = {}): Promise<TrainLatentSummary> {
   const o: Resolved = parseOptions(TrainLatentOptionsSchema, options, 'train-latent options');
   const { onProgress, signal } = callbacks;
-  const base = trainingBase(o);
   if (o.initAdapter && o.mode !== 'lora') throw new InputError('--init-adapter needs --mode lora');
-  const folder = openRunFolder(o);
+  const { base, folder, t0, progress } = beginRun<Omit<TrainLatentProgress, 'elapsedMs'>>(o, onProgress);
   const { out, checkpoint, runFile, logPath } = folder;
-  const t0 = Date.now();
-  const progress = (p: Omit<TrainLatentProgress, 'elapsedMs'>) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 });
   const model = await loadModel(base);
   let trainer: NativeLatentTrainer | undefined;
   try {
@@ -179,6 +171,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
     if (o.objective === 'codi' && head?.settings.mode !== 'codi')
       throw new InputError(`--objective codi needs a CODI latent head (${o.latentHead ?? base.replace(/\.gguf$/i, '') + '.latent.gguf'} not found or not CODI)`);
     if (o.latentTargets && o.objective !== 'coconut') throw new InputError('--latent-targets needs --objective coconut');
+    if (o.operandTargets && !(o.latentTargets && o.latentsPerStep >= 2)) throw new InputError('--operand-targets needs --latent-targets and --latents-per-step 2 or more');
     if (o.objective !== 'lm' && !head)
       throw new InputError(`--objective ${o.objective} needs a latent head for its bot / eot ids (give --latent-head)`);
     progress({ phase: 'prepare', step: 0, totalSteps: 0, epoch: 0, tokens: 0, tokensPerSec: 0, etaMs: null });
@@ -201,7 +194,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
       distillFactor: o.distillFactor,
       refFactor: o.refFactor,
       supervisePrompt: o.supervisePrompt,
-      ...(o.latentTargets ? { latentTargets: { factor: o.latentFactor } } : {}),
+      ...(o.latentTargets ? { latentTargets: { factor: o.latentFactor, ...(o.operandTargets ? { operands: true } : {}) } } : {}),
       trainHead: o.trainHead,
       lora: o.mode === 'lora' && !o.initAdapter ? { r: o.loraR, alpha: o.loraAlpha } : null,
       ...optimizerIdentity(o),
@@ -241,14 +234,10 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
     let last: NativeLatentStepResult | undefined;
     const log = (line: Record<string, unknown>) => appendFile(logPath, JSON.stringify(line) + '\n');
     const save = (step: number) => {
-      progress({ phase: 'save', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: null });
+      progress({ phase: 'save', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: tokensPerSec(tokens, trainMs), etaMs: null });
       tr.saveCheckpoint(checkpoint);
     };
-    const stopped = (s: number) =>
-      Object.assign(abortError(), {
-        message: s === 0 ? 'training stopped before the first step' : `training stopped after step ${s} of ${totalSteps}; the checkpoint in ${o.out} keeps it (rerun with --resume)`,
-        step: s,
-      });
+    const stopped = (s: number) => stoppedError(s, totalSteps, o.out);
     let grads: string | undefined;
     for (let s = start; s < totalSteps; s++) {
       if (signal?.aborted) {
@@ -276,35 +265,19 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
         tr.keepPreclipGradients(false);
       }
       await log({
-        step: r.step,
-        epoch,
-        loss: r.loss,
+        ...stepLogFields(r, epoch),
         ce: r.ce,
         distill: r.distill,
         ref_ce: r.refCe,
         ...(o.latentTargets ? { latent_ce: r.latentCe } : {}),
-        grad_norm: r.gradNorm,
-        clip_coef: r.clipCoef,
-        lr: r.lr,
-        tokens: r.tokens,
         time_s: (Date.now() - t) / 1000,
       });
-      const done = s + 1 - start;
       progress({
-        phase: 'train',
-        step: r.step,
-        totalSteps,
-        epoch,
-        loss: r.loss,
+        ...stepProgress(r, { totalSteps, epoch, tokens, trainMs, done: s + 1 - start }),
         ce: r.ce,
         distill: r.distill,
         refCe: r.refCe,
         latentCe: o.latentTargets ? r.latentCe : undefined,
-        lr: r.lr,
-        gradNorm: r.gradNorm,
-        tokens,
-        tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0,
-        etaMs: (trainMs / done) * (totalSteps - s - 1),
       });
       if (o.saveEvery > 0 && r.step % o.saveEvery === 0 && r.step !== totalSteps) save(r.step);
     }
@@ -312,7 +285,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
     if (signal?.aborted) throw stopped(totalSteps);
 
     // Outputs under temp names, then renamed: each file is either absent or whole.
-    progress({ phase: 'save', step: totalSteps, totalSteps, epoch: plan[totalSteps - 1]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: 0 });
+    progress({ phase: 'save', step: totalSteps, totalSteps, epoch: plan[totalSteps - 1]?.epoch ?? 0, tokens, tokensPerSec: tokensPerSec(tokens, trainMs), etaMs: 0 });
     const name = o.name ?? `${model.info.name} (${o.objective}, ${o.mode})`;
     const summary: TrainLatentSummary = {
       out,
@@ -322,7 +295,7 @@ export async function trainLatent(options: TrainLatentOptions, callbacks: TrainL
       examples: examples.length,
       loss: last?.loss ?? null,
       tokens,
-      tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0,
+      tokensPerSec: tokensPerSec(tokens, trainMs),
       elapsedMs: Date.now() - t0,
       trainableParams: tr.info().trainableParams,
       checkpoint,

@@ -23,9 +23,8 @@ import { ORACLE_SETTINGS_FILE, type OracleSettings } from './oracle-common.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { buildOracleInput, readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
-import { abortError } from './session.js';
 import { contentHash } from './content-hash.js';
-import { checkRunIdentity, openRunFolder, optimizerIdentity, planRun, trainingBase, resumeCheckpoint, trainingRunFields } from './train-run.js';
+import { beginRun, stepLogFields, stepProgress, checkRunIdentity, optimizerIdentity, planRun, resumeCheckpoint, stoppedError, tokensPerSec, trainingRunFields } from './train-run.js';
 
 export { planEpoch, planRun, type PlannedStep } from './train-run.js';
 
@@ -213,11 +212,8 @@ function runIdentity(o: Resolved, hashes: { base: string; data: string; val: str
 export async function trainOracle(options: TrainOracleOptions, callbacks: TrainOracleCallbacks = {}): Promise<TrainOracleSummary> {
   const o = parseOptions(TrainOracleOptionsSchema, options, 'train-oracle options');
   const { onProgress, signal } = callbacks;
-  const base = trainingBase(o);
-  const folder = openRunFolder(o);
+  const { base, folder, t0, progress } = beginRun<Omit<TrainOracleProgress, 'elapsedMs'>>(o, onProgress);
   const { out, checkpoint, runFile, logPath } = folder;
-  const t0 = Date.now();
-  const progress = (p: Omit<TrainOracleProgress, 'elapsedMs'>) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 });
   const model = await loadModel(base);
   let trainer: NativeTrainer | undefined;
   try {
@@ -294,7 +290,7 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
         if (lossTokens === 0) continue;
         sum += (await tr.evalLoss(await nativeExamples(part, valStore!, width))) * lossTokens;
         n += lossTokens;
-        progress({ phase: 'validate', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: null });
+        progress({ phase: 'validate', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: tokensPerSec(tokens, trainMs), etaMs: null });
       }
       const v = n ? sum / n : NaN;
       await log({ step, val_loss: v });
@@ -302,18 +298,11 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
     };
 
     const save = async (step: number) => {
-      progress({ phase: 'save', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: null });
+      progress({ phase: 'save', step, totalSteps, epoch: plan[Math.max(0, step - 1)]?.epoch ?? 0, tokens, tokensPerSec: tokensPerSec(tokens, trainMs), etaMs: null });
       tr.saveCheckpoint(checkpoint);
     };
 
-    const stopped = (s: number) =>
-      Object.assign(abortError(), {
-        message:
-          s === 0
-            ? 'training stopped before the first step'
-            : `training stopped after step ${s} of ${totalSteps}; the checkpoint in ${o.out} keeps it (rerun with --resume)`,
-        step: s,
-      });
+    const stopped = (s: number) => stoppedError(s, totalSteps, o.out);
     // The untrained adapter's validation loss: the baseline the later ones are read against.
     if (val.length && start === 0 && o.evalEvery > 0) lastVal = await validate(0);
     for (let s = start; s < totalSteps; s++) {
@@ -338,30 +327,13 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
       tokens += r.tokens;
       last = r;
       await log({
-        step: r.step,
-        epoch,
-        loss: r.loss,
-        lr: r.lr,
-        grad_norm: r.gradNorm,
-        clip_coef: r.clipCoef,
-        tokens: r.tokens,
+        ...stepLogFields(r, epoch),
         loss_tokens: r.lossTokens,
         micro_losses: r.microLosses,
         time_s: (Date.now() - t) / 1000,
       });
-      const done = s + 1 - start;
-      const msPerStep = trainMs / done;
       progress({
-        phase: 'train',
-        step: r.step,
-        totalSteps,
-        epoch,
-        loss: r.loss,
-        lr: r.lr,
-        gradNorm: r.gradNorm,
-        tokens,
-        tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0,
-        etaMs: msPerStep * (totalSteps - s - 1),
+        ...stepProgress(r, { totalSteps, epoch, tokens, trainMs, done: s + 1 - start }),
         ...(lastVal !== null ? { valLoss: lastVal } : {}),
       });
       const isLast = r.step === totalSteps;
@@ -379,7 +351,7 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
     if (signal?.aborted) throw stopped(totalSteps);
 
     // Final adapter files: GGUF first (the PEFT folder is converted from it).
-    progress({ phase: 'save', step: totalSteps, totalSteps, epoch: plan[totalSteps - 1]?.epoch ?? 0, tokens, tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0, etaMs: 0 });
+    progress({ phase: 'save', step: totalSteps, totalSteps, epoch: plan[totalSteps - 1]?.epoch ?? 0, tokens, tokensPerSec: tokensPerSec(tokens, trainMs), etaMs: 0 });
     const ti = tr.info();
     const settings: OracleSettings = {
       format: 'lro-oracle',
@@ -426,7 +398,7 @@ export async function trainOracle(options: TrainOracleOptions, callbacks: TrainO
       loss: last?.loss ?? null,
       valLoss: lastVal,
       tokens,
-      tokensPerSec: trainMs ? tokens / (trainMs / 1000) : 0,
+      tokensPerSec: tokensPerSec(tokens, trainMs),
       elapsedMs: Date.now() - t0,
       rank: ti.rank,
       alpha: ti.alpha,

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { InputError } from './errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { mixSeed, rng, shuffleInPlace } from './oracle-common.js';
+import { abortError } from './session.js';
 
 const int = z.number().int();
 
@@ -168,6 +169,60 @@ export function trainingBase(o: { base: string; initAdapter?: string }): string 
   if (!existsSync(base) || !statSync(base).isFile()) throw new InputError(`--base: model file not found: ${o.base}`);
   if (o.initAdapter && !existsSync(o.initAdapter)) throw new InputError(`--init-adapter: file not found: ${o.initAdapter}`);
   return base;
+}
+
+/**
+ * What both trainers open with: the base model (checked), the run folder, and a progress callback
+ * that stamps each report with the time since the start.
+ */
+export function beginRun<P>(
+  o: { base: string; initAdapter?: string; out: string; log?: string; resume: boolean },
+  onProgress?: (p: P & { elapsedMs: number }) => void,
+) {
+  const base = trainingBase(o);
+  const folder = openRunFolder(o);
+  const t0 = Date.now();
+  return { base, folder, t0, progress: (p: P) => onProgress?.({ ...p, elapsedMs: Date.now() - t0 }) };
+}
+
+/** The error a stopped run throws: where it stopped, and that a rerun with --resume continues it. */
+export function stoppedError(step: number, totalSteps: number, out: string): Error & { step: number } {
+  return Object.assign(abortError(), {
+    message: step === 0 ? 'training stopped before the first step' : `training stopped after step ${step} of ${totalSteps}; the checkpoint in ${out} keeps it (rerun with --resume)`,
+    step,
+  });
+}
+
+/** The log.jsonl fields every trainer writes for a step (each adds its own after them). */
+export function stepLogFields(r: { step: number; loss: number; gradNorm: number; clipCoef: number; lr: number; tokens: number }, epoch: number) {
+  return { step: r.step, epoch, loss: r.loss, grad_norm: r.gradNorm, clip_coef: r.clipCoef, lr: r.lr, tokens: r.tokens };
+}
+
+/**
+ * The progress report every trainer sends after a step: done steps of this run took trainMs, the
+ * ETA assumes the rest take as long each.
+ */
+export function stepProgress(
+  r: { step: number; loss: number; lr: number; gradNorm: number },
+  run: { totalSteps: number; epoch: number; tokens: number; trainMs: number; done: number },
+) {
+  return {
+    phase: 'train' as const,
+    step: r.step,
+    totalSteps: run.totalSteps,
+    epoch: run.epoch,
+    loss: r.loss,
+    lr: r.lr,
+    gradNorm: r.gradNorm,
+    tokens: run.tokens,
+    tokensPerSec: tokensPerSec(run.tokens, run.trainMs),
+    etaMs: (run.trainMs / run.done) * (run.totalSteps - r.step),
+  };
+}
+
+/** Tokens per second of training time (0 before any). */
+export function tokensPerSec(tokens: number, trainMs: number): number {
+  return trainMs ? tokens / (trainMs / 1000) : 0;
 }
 
 export async function checkRunIdentity(

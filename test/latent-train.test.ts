@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertHf } from '../lib/convert.js';
-import { latentIds, problemFromLine, stepResult } from '../lib/latent-data.js';
+import { latentIds, problemFromLine, stepOperand, stepResult } from '../lib/latent-data.js';
 import { LatentHead } from '../lib/latent-head.js';
 import { trainLatent } from '../lib/latent-train.js';
 import { loadModel, type Model } from '../lib/model.js';
@@ -95,6 +95,23 @@ describe('latent training ids', () => {
     // Without the option (the golden's Coconut) there are none.
     expect(latentIds(model, head!.settings, p, { objective: 'coconut', stage: 3 }).latentLabels).toBeUndefined();
     expect(() => latentIds(model, head!.settings, { ...p, steps: ['think'] }, { objective: 'coconut', stage: 1, latentTargets: true })).toThrow(/CoT step 1.*no '= result'/);
+  });
+
+  it("operand targets: the latent before each step's last predicts its last operand", () => {
+    expect(stepOperand('<<25*3=75>>')).toBe('3');
+    expect(stepOperand('<<5+3+2=10>>')).toBe('2');
+    expect(stepOperand('<<x=4>>')).toBeNull();
+    const p = { question: 'Mia has 3 shells. She finds 4 more. She doubles them. How many?', steps: ['<<3+4=7>>', '<<7*2=14>>'], answer: '14' };
+    const tok = (s: string) => model.tokenize(s, { addBos: false })[0];
+    const two = latentIds(model, head!.settings, p, { objective: 'coconut', stage: 3, latentsPerStep: 2, latentTargets: true, operandTargets: true });
+    // Past the last step both latents predict the answer.
+    expect(Array.from(two.latentLabels!)).toEqual([tok('4'), tok('7'), tok('2'), tok('14'), tok('14'), tok('14')]);
+    const three = latentIds(model, head!.settings, p, { objective: 'coconut', stage: 1, latentsPerStep: 3, latentTargets: true, operandTargets: true });
+    expect(Array.from(three.latentLabels!)).toEqual([-100, tok('4'), tok('7')]);
+    // One latent per step has no room for the operand: the result alone, as without the option.
+    const one = latentIds(model, head!.settings, p, { objective: 'coconut', stage: 2, latentTargets: true, operandTargets: true });
+    expect(Array.from(one.latentLabels!)).toEqual([tok('7'), tok('14')]);
+    expect(() => latentIds(model, head!.settings, { ...p, steps: ['<<x=4>>'] }, { objective: 'coconut', stage: 1, latentsPerStep: 2, latentTargets: true, operandTargets: true })).toThrow(/CoT step 1.*no operand/);
   });
 
   it('names the field of a malformed line', () => {

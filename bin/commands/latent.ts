@@ -30,6 +30,7 @@ interface TrainLatentCli extends OptimizerCliOptions {
   refFactor: number;
   supervisePrompt?: boolean;
   latentTargets?: boolean;
+  operandTargets?: boolean;
   latentFactor: number;
   latentsPerStep: number;
   loraR: number;
@@ -73,6 +74,7 @@ export function registerLatentCommands(program: Command): void {
     .addOption(new Option('--mode <m>', 'lora: the LoRA and the head; full: every tensor and the head').choices(['lora', 'full']).default('lora'))
     .addOption(new Option('--latents-per-step <c>', "coconut: latent steps per replaced CoT step (Coconut's c)").argParser(intArg(1, 16)).default(1))
     .option('--latent-targets', "coconut: latent step k's source row also predicts step k's result (the token after the step's last '=')")
+    .option('--operand-targets', "with --latent-targets and 2+ latents per step: the latent before each step's last predicts the step's last operand")
     .addOption(new Option('--latent-factor <x>', 'weight of the --latent-targets loss').argParser(floatArg(0, Infinity)).default(1))
     .addOption(new Option('--latent-steps <n>', 'codi: latent steps (default: the head\'s)').argParser(intArg(0, 64)))
     .addOption(new Option('--distill-factor <x>', 'codi: weight of the distillation loss').argParser(floatArg(0, Infinity)).default(1))
@@ -108,7 +110,7 @@ export function registerLatentCommands(program: Command): void {
       let summary: TrainLatentSummary;
       try {
         const { json: _j, quiet: _q, ...rest } = opts;
-        summary = await trainLatent({ ...rest, supervisePrompt: opts.supervisePrompt ?? false, latentTargets: opts.latentTargets ?? false, resume: opts.resume ?? false }, { onProgress: progress.update, signal });
+        summary = await trainLatent({ ...rest, supervisePrompt: opts.supervisePrompt ?? false, latentTargets: opts.latentTargets ?? false, operandTargets: opts.operandTargets ?? false, resume: opts.resume ?? false }, { onProgress: progress.update, signal });
       } catch (e) {
         progress.end();
         exitIfAborted(e);

@@ -45,6 +45,8 @@ export interface OrganismRecipe {
     batchSize: number;
     lr: number;
     latentTargets: boolean;
+    /** With latentTargets: the first latent of each step also predicts the step's operand (latent-data.ts). */
+    operandTargets?: boolean;
     latentFactor: number;
     /** Then finalRuns runs of finalSteps more steps of the last stage, each a cosine decay from lr to 0 (0: none). */
     finalSteps: number;
@@ -288,6 +290,7 @@ export async function trainOrganism(o: OrganismTrainOptions): Promise<OrganismTr
             stage: st,
             latentsPerStep: recipe.coconut.latentsPerStep,
             latentTargets: recipe.coconut.latentTargets,
+            operandTargets: recipe.coconut.operandTargets ?? false,
             latentFactor: recipe.coconut.latentFactor,
             lr: recipe.coconut.lr,
             warmup: 0,

@@ -58,11 +58,11 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-void write_text_file(const std::string& path, const std::string& text) {
+void write_file_atomically(const std::string& path, const std::function<bool(FILE*)>& write) {
   std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw ConvertError(tmp + ": cannot create: " + std::strerror(errno));
-  bool ok = text.empty() || std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  bool ok = write(f);
   ok = (std::fclose(f) == 0) && ok;
   if (!ok) {
     std::remove(tmp.c_str());
@@ -73,6 +73,10 @@ void write_text_file(const std::string& path, const std::string& text) {
     std::remove(tmp.c_str());
     throw ConvertError(path + ": cannot rename from " + tmp + ": " + std::strerror(e));
   }
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  write_file_atomically(path, [&](FILE* f) { return text.empty() || std::fwrite(text.data(), 1, text.size(), f) == text.size(); });
 }
 
 bool file_exists(const std::string& path) {

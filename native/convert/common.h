@@ -3,6 +3,7 @@
 #pragma once
 #include "core/debug.h"
 #include <cstddef>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -44,6 +45,8 @@ class MappedFile {
 using ProgressFn = std::function<void(const std::string& stage, int64_t done, int64_t total, const std::string& item)>;
 
 std::string read_text_file(const std::string& path);
+// Writes path through path.tmp and a rename; write returns false when a write failed.
+void write_file_atomically(const std::string& path, const std::function<bool(FILE*)>& write);
 void write_text_file(const std::string& path, const std::string& text);  // atomic (tmp + rename)
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);

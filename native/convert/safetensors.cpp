@@ -152,25 +152,14 @@ void write_safetensors(const std::string& path, std::vector<SafetensorsOut> tens
   }
   std::string header = json::dump(h);
   header.append((8 - header.size() % 8) % 8, ' ');
-  std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw ConvertError(tmp + ": cannot create: " + std::strerror(errno));
-  bool ok = true;
-  uint64_t n = header.size();
-  ok = ok && std::fwrite(&n, 8, 1, f) == 1;
-  ok = ok && std::fwrite(header.data(), 1, header.size(), f) == header.size();
-  for (const auto& t : tensors)
-    ok = ok && (t.bytes.empty() || std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size());
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw ConvertError(tmp + ": write failed (disk full?)");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    std::remove(tmp.c_str());
-    throw ConvertError(path + ": cannot rename from " + tmp + ": " + std::strerror(e));
-  }
+  write_file_atomically(path, [&](FILE* f) {
+    uint64_t n = header.size();
+    bool ok = std::fwrite(&n, 8, 1, f) == 1;
+    ok = ok && std::fwrite(header.data(), 1, header.size(), f) == header.size();
+    for (const auto& t : tensors)
+      ok = ok && (t.bytes.empty() || std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size());
+    return ok;
+  });
 }
 
 }  // namespace convert

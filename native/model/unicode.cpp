@@ -65,6 +65,18 @@ struct PieceSink {
 
 inline bool is_rn(uint32_t c) { return c == '\r' || c == '\n'; }
 
+// The length of the contraction ('s 't 'm 'd 're 've 'll) at pos, 0 when there is none;
+// any_case: llama3's (?i:...) also takes 'S, 'RE, ...
+size_t contraction_length(const uint32_t* cps, size_t pos, size_t end, bool any_case) {
+  if (cps[pos] != '\'' || pos + 1 >= end) return 0;
+  auto at = [&](size_t p) { return any_case ? to_lower_ascii_target(cps[p]) : cps[p]; };
+  const uint32_t n1 = at(pos + 1);
+  if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') return 2;
+  if (pos + 2 >= end) return 0;
+  const uint32_t n2 = at(pos + 2);
+  return (n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l') ? 3 : 0;
+}
+
 }  // namespace
 
 uint16_t flags(uint32_t cp) { return cp < 0x110000 ? flag_table()[cp] : static_cast<uint16_t>(kUndefined); }
@@ -157,38 +169,40 @@ int bpe_char_to_byte(uint32_t cp) {
 // before an unassigned codepoint is grouped. Positions outside [begin, end) read as
 // flags 0 / kOutOfRange, which is what ends every run at the span boundary.
 
-// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
-// \s*[\r\n]+|\s+(?!\S)|\s+
-void split_llama3(const uint32_t* cps, const uint16_t* fl, size_t begin, size_t end,
-                  std::vector<size_t>& out) {
+// \s+(?!\S)|\s+ for n_ws whitespace codepoints at pos (none: the one codepoint there); a run
+// followed by more text leaves its last space to the next piece.
+size_t whitespace_end(size_t pos, size_t n_ws, bool followed) {
+  if (n_ws > 1 && followed) return pos + n_ws - 1;
+  return pos + (n_ws > 0 ? n_ws : 1);
+}
+
+// Runs one splitter over [begin, end): contractions first, then body(pos, cp_at, fl_at, sink), which
+// emits the piece starting at pos and returns the position after it.
+template <class Body>
+void split_span(const uint32_t* cps, const uint16_t* fl, size_t begin, size_t end, std::vector<size_t>& out,
+                bool any_case_contractions, Body body) {
   auto cp_at = [&](size_t p) { return p >= begin && p < end ? cps[p] : kOutOfRange; };
   auto fl_at = [&](size_t p) -> uint16_t { return p >= begin && p < end ? fl[p] : 0; };
   PieceSink sink{out, begin};
   size_t pos = begin;
   while (pos < end) {
+    if (const size_t n = contraction_length(cps, pos, end, any_case_contractions)) pos += sink.emit(pos + n);
+    else pos = body(pos, cp_at, fl_at, sink);
+  }
+}
+
+// (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+// \s*[\r\n]+|\s+(?!\S)|\s+
+void split_llama3(const uint32_t* cps, const uint16_t* fl, size_t begin, size_t end,
+                  std::vector<size_t>& out) {
+  split_span(cps, fl, begin, end, out, true, [&](size_t pos, auto cp_at, auto fl_at, PieceSink& sink) -> size_t {
     const uint32_t c = cps[pos];
     const uint16_t f = fl[pos];
-
-    if (c == '\'' && pos + 1 < end) {
-      const uint32_t n1 = to_lower_ascii_target(cps[pos + 1]);
-      if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') {
-        pos += sink.emit(pos + 2);
-        continue;
-      }
-      if (pos + 2 < end) {
-        const uint32_t n2 = to_lower_ascii_target(cps[pos + 2]);
-        if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) {
-          pos += sink.emit(pos + 3);
-          continue;
-        }
-      }
-    }
-
     if (!is_rn(c) && !(f & kNumber) && ((f & kLetter) || (fl_at(pos + 1) & kLetter))) {
       ++pos;
       while (fl_at(pos) & kLetter) ++pos;
       sink.emit(pos);
-      continue;
+      return pos;
     }
 
     if (f & kNumber) {
@@ -201,7 +215,7 @@ void split_llama3(const uint32_t* cps, const uint16_t* fl, size_t begin, size_t 
         }
       }
       sink.emit(pos);
-      continue;
+      return pos;
     }
 
     {
@@ -212,7 +226,7 @@ void split_llama3(const uint32_t* cps, const uint16_t* fl, size_t begin, size_t 
         while (!(f2 & (kWhitespace | kLetter | kNumber)) && f2 != 0) f2 = fl_at(++pos);
         while (is_rn(cp_at(pos))) ++pos;
         sink.emit(pos);
-        continue;
+        return pos;
       }
     }
 
@@ -224,82 +238,46 @@ void split_llama3(const uint32_t* cps, const uint16_t* fl, size_t begin, size_t 
     if (last_rn_end > 0) {
       pos = last_rn_end;
       sink.emit(pos);
-      continue;
+      return pos;
     }
-    if (n_ws > 1 && cp_at(pos + n_ws) != kOutOfRange) {
-      pos += n_ws - 1;
-      sink.emit(pos);
-      continue;
-    }
-    if (n_ws > 0) {
-      pos += n_ws;
-      sink.emit(pos);
-      continue;
-    }
-    sink.emit(++pos);
-  }
+    pos = whitespace_end(pos, n_ws, cp_at(pos + n_ws) != kOutOfRange);
+    sink.emit(pos);
+    return pos;
+  });
 }
 
 // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 void split_gpt2(const uint32_t* cps, const uint16_t* fl, size_t begin, size_t end,
                 std::vector<size_t>& out) {
-  auto cp_at = [&](size_t p) { return p >= begin && p < end ? cps[p] : kOutOfRange; };
-  auto fl_at = [&](size_t p) -> uint16_t { return p >= begin && p < end ? fl[p] : 0; };
-  PieceSink sink{out, begin};
-  size_t pos = begin;
-  while (pos < end) {
+  split_span(cps, fl, begin, end, out, false, [&](size_t pos, auto cp_at, auto fl_at, PieceSink& sink) -> size_t {
     const uint32_t c = cps[pos];
     const uint16_t f = fl[pos];
-
-    if (c == '\'' && pos + 1 < end) {
-      const uint32_t n1 = cps[pos + 1];
-      if (n1 == 's' || n1 == 't' || n1 == 'm' || n1 == 'd') {
-        pos += sink.emit(pos + 2);
-        continue;
-      }
-      if (pos + 2 < end) {
-        const uint32_t n2 = cps[pos + 2];
-        if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) {
-          pos += sink.emit(pos + 3);
-          continue;
-        }
-      }
-    }
-
     uint16_t f2 = c == ' ' ? fl_at(pos + 1) : f;
     if (f2 & kLetter) {
       if (c == ' ') ++pos;
       while (fl_at(pos) & kLetter) ++pos;
       sink.emit(pos);
-      continue;
+      return pos;
     }
     if (f2 & kNumber) {
       if (c == ' ') ++pos;
       while (fl_at(pos) & kNumber) ++pos;
       sink.emit(pos);
-      continue;
+      return pos;
     }
     if (!(f2 & (kWhitespace | kLetter | kNumber)) && f2 != 0) {
       if (c == ' ') ++pos;
       while (!(f2 & (kWhitespace | kLetter | kNumber)) && f2 != 0) f2 = fl_at(++pos);
       sink.emit(pos);
-      continue;
+      return pos;
     }
 
     size_t n_ws = 0;
     while (fl_at(pos + n_ws) & kWhitespace) ++n_ws;
-    if (n_ws > 1 && cp_at(pos + n_ws) != kOutOfRange) {
-      pos += n_ws - 1;
-      sink.emit(pos);
-      continue;
-    }
-    if (n_ws > 0) {
-      pos += n_ws;
-      sink.emit(pos);
-      continue;
-    }
-    sink.emit(++pos);
-  }
+    pos = whitespace_end(pos, n_ws, cp_at(pos + n_ws) != kOutOfRange);
+    sink.emit(pos);
+    return pos;
+  });
 }
 
 namespace {

@@ -16,6 +16,30 @@ void check(bool ok, const std::string& what) {
   std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
   if (!ok) ++failures;
 }
+
+// A golden's tokens as one sequence from position 0, every row an output, final norm kept.
+struct GoldenBatch {
+  std::vector<int32_t> toks, pos, seq;
+  lro::Batch b;
+  explicit GoldenBatch(const golden::SafetensorsFile& g) {
+    auto t = g.at("tokens").ints();
+    toks.assign(t.begin(), t.end());
+    seq.assign(toks.size(), 0);
+    for (size_t i = 0; i < toks.size(); ++i) pos.push_back(static_cast<int32_t>(i));
+    b.n = static_cast<int64_t>(toks.size());
+    b.tokens = toks.data();
+    b.pos = pos.data();
+    b.seq = seq.data();
+    for (int64_t i = 0; i < b.n; ++i) b.output_rows.push_back(i);
+    b.want_final_norm = true;
+  }
+};
+
+lro::SessionOptions two_threads() {
+  lro::SessionOptions so;
+  so.threads = 2;
+  return so;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -24,19 +48,9 @@ int main(int argc, char** argv) {
   const auto& hp = model->hparams();
   for (const char* p : {"p12", "p40", "p75"}) {
     golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32." + p + ".safetensors");
-    auto toks64 = g.at("tokens").ints();
-    std::vector<int32_t> toks(toks64.begin(), toks64.end()), pos(toks.size()), seq(toks.size(), 0);
-    for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
-    lro::SessionOptions so;
-    so.threads = 2;
-    lro::Session s(model, so);
-    lro::Batch b;
-    b.n = static_cast<int64_t>(toks.size());
-    b.tokens = toks.data();
-    b.pos = pos.data();
-    b.seq = seq.data();
-    for (int64_t i = 0; i < b.n; ++i) b.output_rows.push_back(i);
-    b.want_final_norm = true;
+    GoldenBatch gb(g);
+    lro::Batch& b = gb.b;
+    lro::Session s(model, two_threads());
     std::vector<std::vector<float>> resid(static_cast<size_t>(hp.n_layer));
     b.hook = [&](lro::HookPoint pt, int layer, float* x, int64_t n, int64_t d) {
       if (pt == lro::HookPoint::RESID_POST) resid[layer].assign(x, x + n * d);
@@ -60,21 +74,10 @@ int main(int argc, char** argv) {
   {  // LoRA adapter applied unmerged at scale 1 (llama.cpp: W x + 2 * B (A x) for alpha 16, r 8)
     golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32.lora-r8.p40.safetensors");
     auto ad = lro::LoraAdapter::load(shared + "/golden/gguf/tiny-l3.lora-r8.f32.gguf", *model);
-    auto toks64 = g.at("tokens").ints();
-    std::vector<int32_t> toks(toks64.begin(), toks64.end()), pos(toks.size()), seq(toks.size(), 0);
-    for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
-    lro::SessionOptions so;
-    so.threads = 2;
-    lro::Session s(model, so);
+    GoldenBatch gb(g);
+    lro::Session s(model, two_threads());
     s.set_adapters({{ad, 1.0f}});
-    lro::Batch b;
-    b.n = static_cast<int64_t>(toks.size());
-    b.tokens = toks.data();
-    b.pos = pos.data();
-    b.seq = seq.data();
-    for (int64_t i = 0; i < b.n; ++i) b.output_rows.push_back(i);
-    b.want_final_norm = true;
-    auto r = s.eval(b);
+    auto r = s.eval(gb.b);
     auto gl = g.at("logits").f32();
     float dl = golden::max_abs_diff(r.logits.data(), gl.data(), gl.size());
     char buf[128];

@@ -11,6 +11,7 @@
 #include "ops/ops.h"
 #include "quant/quants.h"
 #include "core/rng.h"
+#include "train/checkpoint_file.h"
 #include "core/vec_ops.h"
 
 namespace lro {
@@ -35,21 +36,10 @@ TrainTensor make_tensor(std::string name, std::string gguf, std::vector<int64_t>
   return t;
 }
 
-std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
-  std::vector<uint8_t> b(v.size() * sizeof(float));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
 
 // GGUF ne of a PyTorch shape (reversed).
 std::vector<int64_t> ne_of(const std::vector<int64_t>& shape) { return std::vector<int64_t>(shape.rbegin(), shape.rend()); }
 
-GgufValue i64_bits(uint64_t v) {
-  GgufValue g;
-  g.type = GgufValueType::I64;
-  g.num.i64 = static_cast<int64_t>(v);
-  return g;
-}
 
 std::string layer_prefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
 
@@ -977,12 +967,7 @@ void LatentTrainer::save_head(const std::string& path) const {
 }
 
 void LatentTrainer::save_checkpoint(const std::string& path) const {
-  GgufWriter w;
-  w.set_string("general.architecture", "llama");
-  w.set_string("general.type", kCheckpointType);
-  w.set_u32("lro.train.version", kCheckpointVersion);
-  w.set_value("lro.train.step", i64_bits(static_cast<uint64_t>(step_)));
-  w.set_value("lro.train.data_position", i64_bits(static_cast<uint64_t>(data_pos_)));
+  GgufWriter w = checkpoint_writer(kCheckpointType, kCheckpointVersion, step_, data_pos_);
   w.set_string("lro.train.mode", cfg_.mode == LatentTrainMode::FULL ? "full" : "lora");
   w.set_string("lro.train.objective", latent_objective_name(cfg_.objective));
   std::vector<std::string> names;
@@ -998,10 +983,8 @@ void LatentTrainer::save_checkpoint(const std::string& path) const {
 }
 
 void LatentTrainer::load_checkpoint(const std::string& path) {
-  auto f = GgufFile::open(path);
-  if (f->get_string("general.type", "") != kCheckpointType)
-    throw GgufError(path + ": not an lro latent-training checkpoint (general.type '" + f->get_string("general.type", "") + "')");
-  if (f->get_int("lro.train.version", 0) != kCheckpointVersion) throw GgufError(path + ": unsupported checkpoint version");
+  CheckpointHeader header = open_checkpoint(path, kCheckpointType, kCheckpointVersion, "latent-training");
+  const auto& f = header.file;
   const std::string mode = cfg_.mode == LatentTrainMode::FULL ? "full" : "lora";
   if (f->get_string("lro.train.mode", "") != mode)
     throw GgufError(path + ": the checkpoint is of mode '" + f->get_string("lro.train.mode", "") + "', this run '" + mode + "'");
@@ -1028,8 +1011,8 @@ void LatentTrainer::load_checkpoint(const std::string& path) {
     std::memcpy(t.v.data(), tensor(t.name + ".adam_v", n), n * 4);
     std::fill(t.g.begin(), t.g.end(), 0.0f);
   }
-  step_ = f->get("lro.train.step").as_int("lro.train.step");
-  data_pos_ = f->get("lro.train.data_position").as_int("lro.train.data_position");
+  step_ = header.step;
+  data_pos_ = header.data_position;
 }
 
 }  // namespace lro

@@ -13,6 +13,7 @@
 #include "ops/ops.h"
 #include "quant/quants.h"
 #include "core/rng.h"
+#include "train/checkpoint_file.h"
 
 namespace lro {
 
@@ -21,19 +22,7 @@ namespace {
 constexpr const char* kCheckpointType = "lro-train-checkpoint";
 constexpr uint32_t kCheckpointVersion = 1;
 
-// GGUF has no u64-safe signed reading for values >= 2^63: store 64-bit state as an I64 bit pattern.
-GgufValue i64_bits(uint64_t v) {
-  GgufValue g;
-  g.type = GgufValueType::I64;
-  g.num.i64 = static_cast<int64_t>(v);
-  return g;
-}
 
-std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
-  std::vector<uint8_t> b(v.size() * sizeof(float));
-  if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
 
 }  // namespace
 
@@ -470,12 +459,7 @@ void Trainer::save_adapter(const std::string& path, const std::string& name) con
 }
 
 void Trainer::save_checkpoint(const std::string& path) const {
-  GgufWriter w;
-  w.set_string("general.architecture", "llama");
-  w.set_string("general.type", kCheckpointType);
-  w.set_u32("lro.train.version", kCheckpointVersion);
-  w.set_value("lro.train.step", i64_bits(static_cast<uint64_t>(step_)));
-  w.set_value("lro.train.data_position", i64_bits(static_cast<uint64_t>(data_pos_)));
+  GgufWriter w = checkpoint_writer(kCheckpointType, kCheckpointVersion, step_, data_pos_);
   w.set_value("lro.train.rng_counter", i64_bits(rng_counter_));
   w.set_value("lro.train.seed", i64_bits(opts_.seed));
   w.set_u32("lro.train.lora.rank", static_cast<uint32_t>(lora_.rank));
@@ -508,12 +492,8 @@ void Trainer::save_checkpoint(const std::string& path) const {
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
-  auto f = GgufFile::open(path);
-  if (f->get_string("general.type", "") != kCheckpointType)
-    throw GgufError(path + ": not an lro training checkpoint (general.type '" + f->get_string("general.type", "") + "')");
-  if (f->get_int("lro.train.version", 0) != kCheckpointVersion)
-    throw GgufError(path + ": checkpoint version " + std::to_string(f->get_int("lro.train.version", 0)) + " is not " +
-                    std::to_string(kCheckpointVersion));
+  CheckpointHeader header = open_checkpoint(path, kCheckpointType, kCheckpointVersion, "training");
+  const auto& f = header.file;
   const auto& names = f->get("lro.train.weights").as_array("lro.train.weights");
   const auto& scales = f->get("lro.train.scales").as_array("lro.train.scales");
   if (names.size() != params_.size() || scales.size() != params_.size())
@@ -548,8 +528,8 @@ void Trainer::load_checkpoint(const std::string& path) {
     std::fill(p.ga.begin(), p.ga.end(), 0.0f);
     std::fill(p.gb.begin(), p.gb.end(), 0.0f);
   }
-  step_ = f->get("lro.train.step").as_int("lro.train.step");
-  data_pos_ = f->get("lro.train.data_position").as_int("lro.train.data_position");
+  step_ = header.step;
+  data_pos_ = header.data_position;
   rng_counter_ = static_cast<uint64_t>(f->get("lro.train.rng_counter").as_int("lro.train.rng_counter"));
   opts_.seed = static_cast<uint64_t>(f->get("lro.train.seed").as_int("lro.train.seed"));
   lora_.alpha = static_cast<float>(f->get_float("lro.train.lora.alpha", lora_.alpha));
