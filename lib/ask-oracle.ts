@@ -16,7 +16,8 @@ import { native, type NativeAdapter, type NativeEdit } from './native.js';
 import { injectPoint, readOracleSettings, type OracleSettings } from './oracle-common.js';
 import { buildOracleInput, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
-import { abortError, type Session } from './session.js';
+import { type Session } from './session.js';
+import { abortError } from './errors.js';
 import { readSafetensorsHeader, readSafetensorsTensor } from './safetensors.js';
 
 /** Rows of a 2-D tensor in a safetensors file. */

@@ -215,3 +215,14 @@ export function manifestModelPath(dir: string, model: CaptureManifest['model']):
 export async function writeCaptureManifest(dir: string, manifest: CaptureManifest): Promise<void> {
   await writeFileAtomic(join(dir, MANIFEST_FILE), formatManifest(manifest));
 }
+
+/** One record to run: a question (or token ids) and its reference answer. */
+export interface CaptureRecord {
+  /** Unique within a capture folder; resume skips ids already in the manifest. */
+  id: string;
+  text?: string;
+  /** Token ids; when absent, text is tokenized with the capture's addBos / parseSpecial. */
+  tokens?: readonly number[];
+  /** Reference answer (GSM8K: the worked solution ending in "#### X"); kept as the gold answer. */
+  answer?: string;
+}

@@ -5,7 +5,7 @@
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { goldAnswer } from './answers.js';
-import { PositionSelectorSchema, type CaptureManifest, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
+import { PositionSelectorSchema, type CaptureManifest, type CaptureRecord, type CaptureRecordEntry, type CaptureTensor } from './capture-manifest.js';
 import { CaptureSink, type SinkTensor } from './capture-sink.js';
 import { contentHash, type SourceIdentity } from './content-hash.js';
 import { ShardRun, ShardSchema, shardInfoPath } from './shard.js';
@@ -17,7 +17,8 @@ import { parseOptions } from './options.js';
 import { findLatentHead, reasoningContext, requireLatentHead } from './reason.js';
 import { Reasoner, type PositionKind, type ReasonResult } from './reasoner.js';
 import { readSafetensorsTensor } from './safetensors.js';
-import { abortError, type Session } from './session.js';
+import { type Session } from './session.js';
+import { abortError } from './errors.js';
 
 import { LAYER_POINTS, MODEL_POINTS, REASONING_POINTS } from './hook-points.js';
 
@@ -66,15 +67,7 @@ export function expandCapturePoints(points: readonly string[], layers: 'all' | r
   return out;
 }
 
-export interface CaptureRecord {
-  /** Unique within a capture folder; resume skips ids already in the manifest. */
-  id: string;
-  text?: string;
-  /** Token ids; when absent, text is tokenized with the capture's addBos / parseSpecial. */
-  tokens?: readonly number[];
-  /** Reference answer (GSM8K: the worked solution ending in "#### X"); kept as the gold answer. */
-  answer?: string;
-}
+export type { CaptureRecord } from './capture-manifest.js';
 
 export interface CaptureProgress {
   /** Records captured in this run. */

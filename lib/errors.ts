@@ -9,6 +9,14 @@ export class InputError extends Error {
   }
 }
 
+/** What a stopped (AbortSignal) operation throws, as Node's own aborts do. */
+export function abortError(): Error {
+  const e = new Error('eval cancelled');
+  e.name = 'AbortError';
+  (e as Error & { code: string }).code = 'ABORT_ERR';
+  return e;
+}
+
 const FS_MESSAGES: Record<string, (path: string) => string> = {
   EEXIST: (p) => `cannot create the folder ${p}: a file of that name is in the way (choose another output, or remove the file)`,
   ENOTDIR: (p) => `${p}: a part of this path is a file, not a folder`,

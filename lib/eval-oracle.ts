@@ -20,7 +20,7 @@ import { writeFileAtomic } from './atomic-file.js';
 import { mixSeed, rng, shuffleInPlace } from './oracle-common.js';
 import { readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from './options.js';
-import { abortError } from './session.js';
+import { abortError } from './errors.js';
 import { firstDifference } from './train-run.js';
 
 export const ORACLE_CONDITIONS = ['oracle', 'noVectors', 'shuffled', 'questionOnly'] as const;

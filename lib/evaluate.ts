@@ -2,7 +2,7 @@
 // number of each answer against the number after "####" in the data.
 import { z } from 'zod';
 import { isCorrect } from './answers.js';
-import type { CaptureRecord } from './capture.js';
+import type { CaptureRecord } from './capture-manifest.js';
 import { LatentHead } from './latent-head.js';
 import type { Model } from './model.js';
 import { parseOptions } from './options.js';

@@ -2,7 +2,7 @@
 import { createReadStream } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
-import type { CaptureRecord } from './capture.js';
+import type { CaptureRecord } from './capture-manifest.js';
 import { InputError } from './errors.js';
 
 export interface JsonlPromptOptions {

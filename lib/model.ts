@@ -10,8 +10,6 @@ import {
   type TokenizeOptions,
   TokenizeOptionsSchema,
 } from './options.js';
-import { reason, type ReasonCallOptions } from './reason.js';
-import type { ReasonResult } from './reasoner.js';
 import { Session } from './session.js';
 
 export type ModelInfo = NativeModelInfo;
@@ -96,15 +94,6 @@ export class Model {
       session.dispose();
     }
     return { promptTokens, tokens, text: this.detokenize(tokens), stoppedAt };
-  }
-
-  /**
-   * Latent reasoning on one question (see reason() in reason.ts): finds the latent head (a
-   * sidecar beside the model, inside it, or options.latentHead) and runs in options.session or
-   * a new session.
-   */
-  reason(prompt: string | { tokens: number[] }, options: ReasonCallOptions = {}): Promise<ReasonResult> {
-    return reason(this, prompt, options);
   }
 
   dispose(): void {

@@ -3,14 +3,15 @@
 // Reasoner; the Reasoner holds the loop itself.
 import { z } from 'zod';
 import { goldAnswer } from './answers.js';
-import type { CaptureRecord } from './capture.js';
+import type { CaptureRecord } from './capture-manifest.js';
 import { InputError } from './errors.js';
 import { LatentHead } from './latent-head.js';
-import type { Model } from './model.js';
+import { Model } from './model.js';
 import { native } from './native.js';
 import { parseOptions } from './options.js';
 import { Reasoner, type ReasonOptions, type ReasonResult } from './reasoner.js';
-import { abortError, type Session } from './session.js';
+import { type Session } from './session.js';
+import { abortError } from './errors.js';
 
 export const POSITION_KINDS = ['prompt', 'bot', 'latent', 'eot', 'answer'] as const;
 
@@ -102,6 +103,21 @@ export async function reason(model: Model, prompt: string | { tokens: number[] }
     if (!call.session) session.dispose();
   }
 }
+
+// Model.reason: the latent loop attached to the model class here, so that model.ts, which every
+// file uses, imports nothing of the reasoning side (no import cycle).
+declare module './model.js' {
+  interface Model {
+    /**
+     * Latent reasoning on one question (see reason() above): finds the latent head (a sidecar
+     * beside the model, inside it, or options.latentHead) and runs in options.session or a new session.
+     */
+    reason(prompt: string | { tokens: number[] }, options?: ReasonCallOptions): Promise<ReasonResult>;
+  }
+}
+Model.prototype.reason = function (this: Model, prompt: string | { tokens: number[] }, options: ReasonCallOptions = {}) {
+  return reason(this, prompt, options);
+};
 
 export interface ReasonProgress {
   /** Records reasoned in this run. */

@@ -5,7 +5,7 @@
 import { native, type NativeEdit } from './native.js';
 import type { Model } from './model.js';
 import type { Session } from './session.js';
-import { abortError } from './session.js';
+import { abortError } from './errors.js';
 import { z } from 'zod';
 import { InputError } from './errors.js';
 import { CAPTURE_POINT, EDIT_POINT } from './hook-points.js';

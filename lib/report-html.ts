@@ -7,7 +7,7 @@
 import { isCorrect, lastNumber } from './answers.js';
 import { answerKey } from './tasks/labels.js';
 import type { TraceRecord } from './tasks/inputs.js';
-import type { PipelineReport, ReportScore } from './pipeline.js';
+import type { PipelineReport, ReportScore } from './pipeline-report.js';
 import type { InstrumentsResult } from './study.js';
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');

@@ -1,7 +1,7 @@
 // An inference session: KV caches of several sequences and the batched forward pass.
-import { native, type NativeAdapter, type NativeEdit, type NativeSession } from './native.js';
-import type { Model } from './model.js';
+import { native, type NativeAdapter, type NativeEdit, type NativeModel, type NativeModelInfo, type NativeSession } from './native.js';
 import { parseOptions, SessionOptionsSchema, type SessionOptions } from './options.js';
+import { abortError } from './errors.js';
 
 export interface EvalInput {
   /** Token ids [n]; or */
@@ -30,11 +30,17 @@ export interface EvalOutput {
   captures: Record<string, Float32Array>; // [rows, nEmbd]
 }
 
+/** What a session needs of its model (a Model is one); narrow, so that this file imports no model.ts. */
+export interface SessionModel {
+  readonly info: NativeModelInfo;
+  readonly nativeHandle: NativeModel;
+}
+
 export class Session {
-  readonly model: Model;
+  readonly model: SessionModel;
   private handle: NativeSession | undefined;
 
-  constructor(model: Model, options: SessionOptions = {}) {
+  constructor(model: SessionModel, options: SessionOptions = {}) {
     const o = parseOptions(SessionOptionsSchema, options, 'session options');
     this.model = model;
     this.handle = new (native().NativeSession)(model.nativeHandle, o);
@@ -133,9 +139,3 @@ export class Session {
   }
 }
 
-export function abortError(): Error {
-  const e = new Error('eval cancelled');
-  e.name = 'AbortError';
-  (e as Error & { code: string }).code = 'ABORT_ERR';
-  return e;
-}

@@ -12,7 +12,7 @@ import { evalOracle, type EvalOracleOptions, type EvalOracleReport } from './eva
 import { invertLatent } from './invert.js';
 import type { Model } from './model.js';
 import { patchSweep } from './patch-sweep.js';
-import { abortError } from './session.js';
+import { abortError } from './errors.js';
 import { numbersIn } from './tasks/labels.js';
 import { trainOracle, type TrainOracleOptions } from './train-oracle.js';
 

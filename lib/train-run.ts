@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { InputError } from './errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { mixSeed, rng, shuffleInPlace } from './oracle-common.js';
-import { abortError } from './session.js';
+import { abortError } from './errors.js';
 
 const int = z.number().int();
 

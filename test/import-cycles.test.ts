@@ -5,20 +5,23 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectRoot } from './helpers/paths.js';
 
-function jsFiles(dir: string): string[] {
+function sourceFiles(dir: string, ext: '.js' | '.ts'): string[] {
   return readdirSync(dir).flatMap((e) => {
     const p = join(dir, e);
-    return statSync(p).isDirectory() ? jsFiles(p) : p.endsWith('.js') ? [p] : [];
+    return statSync(p).isDirectory() ? sourceFiles(p, ext) : p.endsWith(ext) && !p.endsWith('.d.ts') ? [p] : [];
   });
 }
 
-function cycles(root: string): string[][] {
-  const files = jsFiles(root);
+// ext '.ts': the sources, type-only imports included (they import './x.js', meaning x.ts).
+function cycles(root: string, dirs: string[], ext: '.js' | '.ts'): string[][] {
+  const files = dirs.flatMap((d) => sourceFiles(join(root, d), ext));
   const known = new Set(files);
   const graph = new Map<string, string[]>();
   for (const f of files) {
     const src = readFileSync(f, 'utf8');
-    const deps = [...src.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?\bfrom\s+['"](\.[^'"]+)['"]/g)].map((m) => resolve(dirname(f), m[1]));
+    const deps = [...src.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?\bfrom\s+['"](\.[^'"]+)['"]/g)].map((m) =>
+      resolve(dirname(f), ext === '.ts' ? m[1].replace(/\.js$/, '.ts') : m[1]),
+    );
     graph.set(f, deps.filter((d) => known.has(d)));
   }
   const state = new Map<string, number>();
@@ -40,6 +43,9 @@ function cycles(root: string): string[][] {
 
 describe('module graph', () => {
   it('has no import cycle in the compiled lib/ and bin/', () => {
-    expect(cycles(join(projectRoot, 'dist'))).toEqual([]);
+    expect(cycles(join(projectRoot, 'dist'), ['lib', 'bin'], '.js')).toEqual([]);
+  });
+  it('has none in the sources either, type-only imports included', () => {
+    expect(cycles(projectRoot, ['lib', 'bin'], '.ts')).toEqual([]);
   });
 });
