@@ -59,11 +59,16 @@ describe('organism train --quick', () => {
     type R = { n: number; correct: number };
     const rep = JSON.parse(ev.stdout) as {
       withLatents: { n: number };
+      heldoutPhrasings: R;
+      settings: { templates: string };
       zeroAblation: unknown[];
       probe: { best: number[][] };
       inversion: { problems: number; latentsPerStep: number; perLatent: { programStep: number | null; ownResultTop1: R; ownResultTop8: R; finalAnswerTop1: R }[] };
     };
     expect(rep.withLatents.n).toBe(8);
+    // Test problems use the trained phrasings; as many with a held-out phrasing are scored beside them.
+    expect(rep.settings.templates).toBe('train');
+    expect(rep.heldoutPhrasings.n).toBe(8);
     const latents = recipe.method === 'codi' ? 3 : recipe.coconut.stages * recipe.coconut.latentsPerStep;
     expect(rep.zeroAblation.length).toBe(latents);
     expect(rep.probe.best.length).toBe(3);

@@ -159,14 +159,15 @@ export function registerOrganismCommands(program: Command): void {
     .addOption(new Option('-n, --n <count>', 'test problems').argParser(intArg(1, 1_000_000)).default(200))
     .addOption(new Option('--seed <n>', 'test problems\' seed (problems seen in training are dropped)').argParser(intArg(0)).default(1001))
     .addOption(new Option('--steps <range>', 'operations per problem').argParser(stepsArg).default([3, 3], '3'))
-    .addOption(new Option('--templates <set>', 'phrasings: train, heldout or all').choices([...TEMPLATE_SETS]).default('all'))
-    .addOption(new Option('--probe-train <n>', 'problems to fit the probes on (0: no probes)').argParser(intArg(0, 1_000_000)).default(400))
+    .addOption(new Option('--templates <set>', 'phrasings of the test problems: train (the ones it learned), heldout or all').choices([...TEMPLATE_SETS]).default('train'))
+    .addOption(new Option('--heldout-phrasings <n>', 'also score N problems with a held-out phrasing, with latents (default: -n when --templates train; 0: none)').argParser(intArg(0, 1_000_000)))
+    .addOption(new Option('--probe-train <n>', 'problems to fit the probes on (0: no probes)').argParser(intArg(0, 1_000_000)).default(2000))
     .addOption(new Option('--probe-lambda <x>', 'ridge penalty').argParser(floatArg(0, Infinity, true)).default(1e-2))
     .addOption(new Option('--invert <n>', 'invert every latent step of the first N test problems (lro-native invert, last layer): how often the texts name the step\'s result').argParser(intArg(0, 1_000_000)).default(0))
     .addOption(new Option('--threads <n>', '0: physical cores').argParser(threadsArg).default(0))
     .option('--json', 'print the report as JSON')
     .option('-q, --quiet', 'no progress output')
-    .action(async (opts: { model?: string; latentHead?: string; n: number; seed: number; steps: [number, number]; templates: TemplateSet; probeTrain: number; probeLambda: number; invert: number; threads: number; json?: boolean; quiet?: boolean }) => {
+    .action(async (opts: { model?: string; latentHead?: string; n: number; seed: number; steps: [number, number]; templates: TemplateSet; heldoutPhrasings?: number; probeTrain: number; probeLambda: number; invert: number; threads: number; json?: boolean; quiet?: boolean }) => {
       opts.model = modelPathArg(opts.model, 'model file');
       const progress = progressLine<string>(!opts.quiet, (t) => t);
       const r = await evaluateOrganism({ ...opts, model: opts.model, onProgress: (s, d, t) => progress.update(`organism eval: ${s} ${d}/${t}`) });
@@ -184,6 +185,7 @@ export function organismReportText(r: OrganismEvalReport): string {
     `${r.model}: ${s.n} fresh ${s.steps[0] === s.steps[1] ? s.steps[0] : s.steps.join('-')}-step problems (seed ${s.seed}, ${s.templates} phrasings, ${s.droppedAsInTrain} seen in training dropped), ${s.latentSteps} latent steps`,
     `  with latents     ${pct(r.withLatents.accuracy)} (${r.withLatents.correct}/${r.withLatents.n})`,
     `  without latents  ${pct(r.withoutLatents.accuracy)} (no bot, no latent steps)`,
+    ...(r.heldoutPhrasings ? [`  held-out phrasings, with latents  ${pct(r.heldoutPhrasings.accuracy)} (${r.heldoutPhrasings.correct}/${r.heldoutPhrasings.n}; a phrasing never trained on in some step)`] : []),
     `  latent step zeroed: ${r.zeroAblation.map((a, k) => `${k}: ${pct(a.accuracy)}`).join('  ')}`,
   ];
   if (r.probe) {

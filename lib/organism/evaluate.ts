@@ -20,7 +20,13 @@ export interface OrganismEvalOptions {
   seed?: number;
   /** [min, max] operations per problem; default 3..3 */
   steps?: [number, number];
+  /** Phrasings of the test problems; default train (the ones the organism learned). */
   templates?: TemplateSet;
+  /**
+   * Also score this many problems (a further seed) that use a held-out phrasing in at least one
+   * step, with latents only: the generalisation split (0: none). Default n when templates is train.
+   */
+  heldoutPhrasings?: number;
   /** Problems to fit the probes on (a further seed, train phrasings); 0: no probes. */
   probeTrain?: number;
   /** Ridge penalty per training row. */
@@ -42,6 +48,8 @@ export interface OrganismEvalReport {
   settings: { n: number; seed: number; steps: [number, number]; templates: TemplateSet; latentSteps: number; droppedAsInTrain: number };
   withLatents: Rate;
   withoutLatents: Rate;
+  /** With latents, on problems with a held-out phrasing (seed + 2); null when not asked. */
+  heldoutPhrasings: Rate | null;
   /** zeroAblation[k]: accuracy with latent input k zeroed (later steps recomputed). */
   zeroAblation: Rate[];
   probe: null | {
@@ -96,8 +104,9 @@ export async function evaluateOrganism(o: OrganismEvalOptions): Promise<Organism
   const n = o.n ?? 200;
   const seed = o.seed ?? 1001;
   const steps = o.steps ?? [3, 3];
-  const templates = o.templates ?? 'all';
-  const probeTrain = o.probeTrain ?? 400;
+  const templates = o.templates ?? 'train';
+  const heldoutN = o.heldoutPhrasings ?? (templates === 'train' ? n : 0);
+  const probeTrain = o.probeTrain ?? 2000;
   const invert = o.invert ?? 0;
   const model = await loadModel(o.model);
   try {
@@ -231,11 +240,23 @@ export async function evaluateOrganism(o: OrganismEvalOptions): Promise<Organism
         majority,
       };
     }
+    let heldout: Rate | null = null;
+    if (heldoutN > 0) {
+      const problems = pick(seed + 2, heldoutN, 'heldout').out;
+      let hits = 0;
+      done = 0;
+      for await (const item of reasonStream(model, records(problems), { latentHead: head, maxAnswerTokens: 12, threads: o.threads ?? 0 })) {
+        if (isCorrect(item.result.answer, item.gold!)) hits++;
+        o.onProgress?.('held-out phrasings', ++done, problems.length);
+      }
+      heldout = rate(hits, problems.length);
+    }
     return {
       model: o.model,
       settings: { n: test.out.length, seed, steps, templates, latentSteps: N, droppedAsInTrain: test.dropped },
       withLatents: rate(correct, test.out.length),
       withoutLatents: rate(noLatent, test.out.length),
+      heldoutPhrasings: heldout,
       zeroAblation: ablated.map((c) => rate(c, test.out.length)),
       probe,
       inversion:
