@@ -3,8 +3,8 @@
 // the cache (deterministic: the same seed gives the same file).
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { cacheDir } from '../lib/demo-model.js';
-import { native } from '../lib/native.js';
+import { cacheDir } from '../lib/engine/demo-model.js';
+import { native } from '../lib/core/native.js';
 
 export async function llama1bShapedModel(type: string, log: (s: string) => void = () => undefined): Promise<string> {
   const dir = join(cacheDir(), 'bench');

@@ -14,8 +14,8 @@ import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { llama1bShapedModel } from './bench-models.js';
-import { loadModel } from '../lib/model.js';
-import { native } from '../lib/native.js';
+import { loadModel } from '../lib/engine/model.js';
+import { native } from '../lib/core/native.js';
 
 const args = process.argv.slice(2);
 const asJson = args.includes('--json');

@@ -4,7 +4,7 @@
 // Knobs: BENCH_MODEL (default: the built-in organism), BENCH_N (200), BENCH_SEED (1001),
 // BENCH_THREADS (2), BENCH_PROBE_TRAIN (2000). Test problems use the phrasings the organism was
 // trained on (held out by seed); problems with held-out phrasings are reported beside them.
-import { builtinModel } from '../lib/demo-model.js';
+import { builtinModel } from '../lib/engine/demo-model.js';
 import { evaluateOrganism } from '../lib/organism/evaluate.js';
 
 const asJson = process.argv.includes('--json');

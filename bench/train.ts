@@ -11,10 +11,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { loadModel } from '../lib/model.js';
+import { loadModel } from '../lib/engine/model.js';
 import { llama1bShapedModel } from './bench-models.js';
-import { native, type NativeTrainExample } from '../lib/native.js';
-import { rng } from '../lib/oracle-common.js';
+import { native, type NativeTrainExample } from '../lib/core/native.js';
+import { rng } from '../lib/core/random.js';
 
 const args = process.argv.slice(2);
 const asJson = args.includes('--json');

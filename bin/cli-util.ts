@@ -1,12 +1,12 @@
 // Argument parsers, model opening and progress lines shared by the lro-native commands.
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { statSync } from 'node:fs';
-import { POSITION_KINDS } from '../lib/reason.js';
-import { builtinModel, ensureDemoModel, isBuiltinModel } from '../lib/demo-model.js';
-import { InputError } from '../lib/errors.js';
-import { loadModel, type Model } from '../lib/model.js';
-import { readPromptJsonl } from '../lib/jsonl.js';
-import { MAX_SHARDS, resolveShard, shardOfId, type Shard } from '../lib/shard.js';
+import { POSITION_KINDS } from '../lib/reasoning/reason.js';
+import { builtinModel, ensureDemoModel, isBuiltinModel } from '../lib/engine/demo-model.js';
+import { InputError } from '../lib/core/errors.js';
+import { loadModel, type Model } from '../lib/engine/model.js';
+import { readPromptJsonl } from '../lib/capture/jsonl.js';
+import { MAX_SHARDS, resolveShard, shardOfId, type Shard } from '../lib/core/shard.js';
 
 // ------------------------------------------------------------------ argument parsers
 
@@ -224,7 +224,7 @@ export interface ShardCliOptions {
   shardCount?: number;
 }
 
-/** --shard I/N and --shard-count N (see lib/shard.ts for the environment a cluster sets). */
+/** --shard I/N and --shard-count N (see lib/core/shard.ts for the environment a cluster sets). */
 export function shardOptions(cmd: Command, what = 'run only'): Command {
   return cmd
     .option(

@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { isAbort } from './cli-util.js';
-import { fileSystemMessage } from '../lib/errors.js';
+import { fileSystemMessage } from '../lib/core/errors.js';
 import { registerConvertCommands } from './commands/convert.js';
 import { registerLatentCommands } from './commands/latent.js';
 import { registerMergeCommands } from './commands/merge.js';

@@ -1,16 +1,16 @@
-export { loadModel, Model, type ModelInfo, type GenerateResult } from './model.js';
-export { Session, type EvalInput, type EvalOutput } from './session.js';
-export type { LoadOptions, SessionOptions, TokenizeOptions, GenerateOptions, SampleOptions } from './options.js';
-export { native } from './native.js';
-export { InputError } from './errors.js';
-export { patchSweep, PatchSweepOptionsSchema, type PatchSweepOptions, type PatchSweepResult, type PatchRun } from './patch-sweep.js';
-export { invertLatent, InvertOptionsSchema, type InvertOptions, type InversionResult, type InversionCandidate } from './invert.js';
-export { probeTasks, type ProbeCell, type ProbeResult } from './probe.js';
-export { studyHtml, traceHtml } from './report-html.js';
-export { runVariant, runInstruments, corruptFirstNumber, type VariantResult, type InstrumentsResult } from './study.js';
-export { mergeShards, type MergeOptions, type MergeSummary } from './merge.js';
-export { parseShard, resolveShard, shardOfId, shardPath, SHARD_PARTITION, type Shard, type ShardInfo } from './shard.js';
-export { contentHash, fileSource, textSource, type SourceIdentity } from './content-hash.js';
+export { loadModel, Model, type ModelInfo, type GenerateResult } from './engine/model.js';
+export { Session, type EvalInput, type EvalOutput } from './engine/session.js';
+export type { LoadOptions, SessionOptions, TokenizeOptions, GenerateOptions, SampleOptions } from './core/options.js';
+export { native } from './core/native.js';
+export { InputError } from './core/errors.js';
+export { patchSweep, PatchSweepOptionsSchema, type PatchSweepOptions, type PatchSweepResult, type PatchRun } from './reasoning/patch-sweep.js';
+export { invertLatent, InvertOptionsSchema, type InvertOptions, type InversionResult, type InversionCandidate } from './capture/invert.js';
+export { probeTasks, type ProbeCell, type ProbeResult } from './oracle/probe.js';
+export { studyHtml, traceHtml } from './study/report-html.js';
+export { runVariant, runInstruments, corruptFirstNumber, type VariantResult, type InstrumentsResult } from './study/study.js';
+export { mergeShards, type MergeOptions, type MergeSummary } from './study/merge.js';
+export { parseShard, resolveShard, shardOfId, shardPath, SHARD_PARTITION, type Shard, type ShardInfo } from './core/shard.js';
+export { contentHash, fileSource, textSource, type SourceIdentity } from './core/content-hash.js';
 export {
   capture,
   checkPointName,
@@ -25,7 +25,7 @@ export {
   type CaptureProgress,
   type CaptureRecord,
   type CaptureResult,
-} from './capture.js';
+} from './capture/capture.js';
 export {
   readCaptureManifest,
   writeCaptureManifest,
@@ -37,8 +37,8 @@ export {
   type CaptureManifest,
   type CaptureRecordEntry,
   type CaptureTensor,
-} from './capture-manifest.js';
-export { readPromptJsonl, countJsonlRecords, DEFAULT_PROMPT_FIELDS, type JsonlPromptOptions } from './jsonl.js';
+} from './capture/capture-manifest.js';
+export { readPromptJsonl, countJsonlRecords, DEFAULT_PROMPT_FIELDS, type JsonlPromptOptions } from './capture/jsonl.js';
 export {
   writeSafetensors,
   readSafetensors,
@@ -50,9 +50,9 @@ export {
   type SafetensorsEntry,
   type SafetensorsHeader,
   type SafetensorsTensorData,
-} from './safetensors.js';
-export { ShardWriter, shardFileName, type WrittenShard } from './shard-writer.js';
-export { CaptureSink, type CaptureSinkInit, type SinkTensor } from './capture-sink.js';
+} from './core/safetensors.js';
+export { ShardWriter, shardFileName, type WrittenShard } from './capture/shard-writer.js';
+export { CaptureSink, type CaptureSinkInit, type SinkTensor } from './capture/capture-sink.js';
 export {
   reason,
   reasonStream,
@@ -64,7 +64,7 @@ export {
   type ReasonStreamOptions,
   type ReasonProgress,
   type ReasonItem,
-} from './reason.js';
+} from './reasoning/reason.js';
 export {
   Reasoner,
   type ReasonOptions,
@@ -77,8 +77,8 @@ export {
   type CapturedTensor,
   type Intervention,
   type PositionKind,
-} from './reasoner.js';
-export { LatentHead, buildPrompt, normaliseQuestion, type LatentSettings, type PromptFormat } from './latent-head.js';
+} from './reasoning/reasoner.js';
+export { LatentHead, buildPrompt, normaliseQuestion, type LatentSettings, type PromptFormat } from './reasoning/latent-head.js';
 export {
   trace,
   traceLine,
@@ -89,10 +89,10 @@ export {
   type TraceStep,
   type TraceProgress,
   type TraceSummary,
-} from './trace.js';
-export { evaluate, EvaluateOptionsSchema, type EvaluateOptions, type EvaluateProgress, type EvaluateSummary } from './evaluate.js';
-export { goldAnswer, lastNumber, isCorrect } from './answers.js';
-export { builtinModel, ensureDemoModel, ensureRandomDemoModel, cacheDir, DEMO_MODEL_NAME, ORGANISM_MODEL_NAME, type DemoModelPaths } from './demo-model.js';
+} from './capture/trace.js';
+export { evaluate, EvaluateOptionsSchema, type EvaluateOptions, type EvaluateProgress, type EvaluateSummary } from './capture/evaluate.js';
+export { goldAnswer, lastNumber, isCorrect } from './core/answers.js';
+export { builtinModel, ensureDemoModel, ensureRandomDemoModel, cacheDir, DEMO_MODEL_NAME, ORGANISM_MODEL_NAME, type DemoModelPaths } from './engine/demo-model.js';
 export {
   convertHf,
   convertAdapter,
@@ -104,8 +104,8 @@ export {
   type ConvertSummary,
   type ConvertAdapterSummary,
   type ConvertProgress,
-} from './convert.js';
-export { makeTasks, defaultLayers, MakeTasksOptionsSchema, type MakeTasksOptions, type MakeTasksSummary, type MakeTasksProgress } from './make-tasks.js';
+} from './engine/convert.js';
+export { makeTasks, defaultLayers, MakeTasksOptionsSchema, type MakeTasksOptions, type MakeTasksSummary, type MakeTasksProgress } from './study/make-tasks.js';
 export { TASKS, TASK_NAMES, parseTaskList } from './tasks/registry.js';
 export { assignSplits, type Split } from './tasks/split.js';
 export type { TaskGenerator, TaskDraft, QuestionData, TaskContext } from './tasks/types.js';
@@ -120,7 +120,7 @@ export {
   type PipelineReport,
   type PipelineResult,
   type PipelineStage,
-} from './pipeline.js';
+} from './study/pipeline.js';
 export {
   buildOracleInput,
   promptText,
@@ -133,7 +133,7 @@ export {
   type OracleExample,
   type OracleInput,
   type VectorRef,
-} from './oracle-data.js';
+} from './oracle/oracle-data.js';
 export {
   trainOracle,
   planRun,
@@ -143,7 +143,7 @@ export {
   type TrainOracleProgress,
   type TrainOracleSummary,
   type TrainOracleCallbacks,
-} from './train-oracle.js';
+} from './oracle/train-oracle.js';
 export {
   askOracle,
   resolveVectors,
@@ -153,6 +153,6 @@ export {
   type OracleVectorSource,
   type OracleQuery,
   type OracleAnswer,
-} from './ask-oracle.js';
-export { evalOracle, EvalOracleOptionsSchema, type EvalOracleOptions, type EvalOracleReport, type EvalOracleProgress } from './eval-oracle.js';
-export { readOracleSettings, type OracleSettings } from './oracle-common.js';
+} from './oracle/ask-oracle.js';
+export { evalOracle, EvalOracleOptionsSchema, type EvalOracleOptions, type EvalOracleReport, type EvalOracleProgress } from './oracle/eval-oracle.js';
+export { readOracleSettings, type OracleSettings } from './oracle/oracle-common.js';

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { capture, loadModel, readCaptureManifest, readCaptureTensorF32, type CaptureManifest, type Model } from '../lib/index.js';
 import { maxAbsDiff } from './helpers/compare.js';
 import { expectUserError, runCli, startCli } from './helpers/cli.js';
-import { manifestModelPath } from '../lib/capture-manifest.js';
+import { manifestModelPath } from '../lib/capture/capture-manifest.js';
 import { modelPath, sharedFile } from './helpers/paths.js';
 import { f32, readSt, wideToF32, type StFile, type StTensor } from './helpers/safetensors.js';
 

@@ -4,10 +4,10 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { convertAdapter, convertHf, type ConvertProgress } from '../lib/convert.js';
-import { InputError } from '../lib/errors.js';
-import { LatentHead } from '../lib/latent-head.js';
-import { loadModel } from '../lib/model.js';
+import { convertAdapter, convertHf, type ConvertProgress } from '../lib/engine/convert.js';
+import { InputError } from '../lib/core/errors.js';
+import { LatentHead } from '../lib/reasoning/latent-head.js';
+import { loadModel } from '../lib/engine/model.js';
 import { fmt, maxAbsDiff } from './helpers/compare.js';
 import { readGgufTable } from './helpers/gguf.js';
 import { golden } from './helpers/paths.js';
@@ -281,7 +281,7 @@ describe('convert-adapter', () => {
     expectSameTensors(out, golden('gguf', 'tiny-l3.lora-r8.f32.gguf'));
     const model = await loadModel(golden('gguf', 'tiny-l3.f32.gguf'));
     try {
-      const ad = (await import('../lib/native.js')).native().loadAdapter(model.nativeHandle, out);
+      const ad = (await import('../lib/core/native.js')).native().loadAdapter(model.nativeHandle, out);
       expect(ad.info()).toMatchObject({ alpha: 16, rank: 8 });
     } finally {
       model.dispose();

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { loadModel } from '../lib/index.js';
-import { native } from '../lib/native.js';
+import { native } from '../lib/core/native.js';
 import { buildGguf } from './helpers/gguf.js';
 import { golden, modelPath, projectRoot } from './helpers/paths.js';
-import { LatentHead } from '../lib/latent-head.js';
+import { LatentHead } from '../lib/reasoning/latent-head.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lro-gguf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

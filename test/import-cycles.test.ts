@@ -41,7 +41,31 @@ function cycles(root: string, dirs: string[], ext: '.js' | '.ts'): string[][] {
   return found;
 }
 
+// lib/'s folders, lowest first: a module imports from its own folder or lower ones only
+// (tasks and organism stand side by side).
+const LAYERS: string[][] = [['core'], ['engine'], ['reasoning'], ['capture'], ['training'], ['oracle'], ['tasks', 'organism'], ['study']];
+const layerOf = (folder: string) => LAYERS.findIndex((l) => l.includes(folder));
+
+function upwardImports(): string[] {
+  const lib = join(projectRoot, 'lib');
+  const found: string[] = [];
+  for (const f of sourceFiles(lib, '.ts')) {
+    const from = relative(lib, f).split('/');
+    if (from.length < 2) continue; // lib/index.ts gathers everything
+    for (const m of readFileSync(f, 'utf8').matchAll(/\bfrom\s+['"](\.[^'"]+)['"]/g)) {
+      const to = relative(lib, resolve(dirname(f), m[1])).split('/');
+      if (to.length >= 2 && layerOf(to[0]) > layerOf(from[0])) found.push(`${from.join('/')} -> ${to.join('/')}`);
+    }
+  }
+  return found;
+}
+
 describe('module graph', () => {
+  it("every folder of lib/ is in the layer table, and none imports from a layer above it", () => {
+    const folders = readdirSync(join(projectRoot, 'lib')).filter((e) => statSync(join(projectRoot, 'lib', e)).isDirectory());
+    expect(folders.filter((f) => layerOf(f) < 0)).toEqual([]);
+    expect(upwardImports()).toEqual([]);
+  });
   it('has no import cycle in the compiled lib/ and bin/', () => {
     expect(cycles(join(projectRoot, 'dist'), ['lib', 'bin'], '.js')).toEqual([]);
   });

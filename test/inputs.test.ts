@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../lib/model.js';
+import { loadModel } from '../lib/engine/model.js';
 import { expectUserError, runCli } from './helpers/cli.js';
 import { golden } from './helpers/paths.js';
 

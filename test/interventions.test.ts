@@ -1,9 +1,9 @@
 // Intervention inputs are checked before anything runs: every field named, the width expected and
 // the width given; steer names its hook point `at` like every other intervention.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureRandomDemoModel } from '../lib/demo-model.js';
-import { loadModel, type Model } from '../lib/model.js';
-import { reason } from '../lib/reason.js';
+import { ensureRandomDemoModel } from '../lib/engine/demo-model.js';
+import { loadModel, type Model } from '../lib/engine/model.js';
+import { reason } from '../lib/reasoning/reason.js';
 
 let model: Model;
 let head: string;

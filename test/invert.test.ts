@@ -5,12 +5,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { capture } from '../lib/capture.js';
+import { capture } from '../lib/capture/capture.js';
 import { readCaptureManifest, readCaptureTensorF32 } from '../lib/index.js';
-import { builtinModel } from '../lib/demo-model.js';
-import { invertLatent } from '../lib/invert.js';
-import { loadModel, type Model } from '../lib/model.js';
-import { native } from '../lib/native.js';
+import { builtinModel } from '../lib/engine/demo-model.js';
+import { invertLatent } from '../lib/capture/invert.js';
+import { loadModel, type Model } from '../lib/engine/model.js';
+import { native } from '../lib/core/native.js';
 import { expectUserError, runCli } from './helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-invert-'));

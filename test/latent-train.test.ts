@@ -5,12 +5,12 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { convertHf } from '../lib/convert.js';
-import { latentIds, problemFromLine, stepOperand, stepResult } from '../lib/latent-data.js';
-import { LatentHead } from '../lib/latent-head.js';
-import { trainLatent } from '../lib/latent-train.js';
-import { loadModel, type Model } from '../lib/model.js';
-import { readSafetensors } from '../lib/safetensors.js';
+import { convertHf } from '../lib/engine/convert.js';
+import { latentIds, problemFromLine, stepOperand, stepResult } from '../lib/training/latent-data.js';
+import { LatentHead } from '../lib/reasoning/latent-head.js';
+import { trainLatent } from '../lib/training/latent-train.js';
+import { loadModel, type Model } from '../lib/engine/model.js';
+import { readSafetensors } from '../lib/core/safetensors.js';
 import { runCli, startCli } from './helpers/cli.js';
 import { sharedDir } from './helpers/paths.js';
 

@@ -6,9 +6,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { readCaptureManifest } from '../lib/capture-manifest.js';
-import { InputError } from '../lib/errors.js';
-import { readOracleExamples } from '../lib/oracle-data.js';
+import { readCaptureManifest } from '../lib/capture/capture-manifest.js';
+import { InputError } from '../lib/core/errors.js';
+import { readOracleExamples } from '../lib/oracle/oracle-data.js';
 import { runCli } from './helpers/cli.js';
 import { modelPath } from './helpers/paths.js';
 

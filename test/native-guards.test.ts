@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { native, type NativeModel } from '../lib/native.js';
+import { native, type NativeModel } from '../lib/core/native.js';
 import { golden, modelPath } from './helpers/paths.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-guards-'));

@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, type Model } from '../lib/model.js';
-import { buildOracleInput, readOracleExamples, VectorStore, type OracleExample } from '../lib/oracle-data.js';
+import { loadModel, type Model } from '../lib/engine/model.js';
+import { buildOracleInput, readOracleExamples, VectorStore, type OracleExample } from '../lib/oracle/oracle-data.js';
 import { golden } from './helpers/paths.js';
 
 interface GoldenExample {
@@ -60,7 +60,7 @@ describe('oracle examples', () => {
 
 describe('shuffled baseline partners', () => {
   it('pair examples of the same vector count from other questions', async () => {
-    const { shufflePartners } = await import('../lib/eval-oracle.js');
+    const { shufflePartners } = await import('../lib/oracle/eval-oracle.js');
     const questions = ['a', 'a', 'b', 'b', 'c', 'c', 'c', 'd', 'x', 'y'];
     const counts = [1, 1, 1, 1, 1, 1, 1, 1, 2, 2];
     for (const seed of [0, 1, 2, 3]) {

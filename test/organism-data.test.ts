@@ -4,9 +4,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { goldAnswer, isCorrect } from '../lib/answers.js';
-import { loadModel, type Model } from '../lib/model.js';
-import { native } from '../lib/native.js';
+import { goldAnswer, isCorrect } from '../lib/core/answers.js';
+import { loadModel, type Model } from '../lib/engine/model.js';
+import { native } from '../lib/core/native.js';
 import {
   chainOfThought,
   generateProblem,

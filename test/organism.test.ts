@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { embeddingScale } from '../lib/organism/recipe.js';
-import { LatentHead } from '../lib/latent-head.js';
-import { loadModel } from '../lib/model.js';
+import { LatentHead } from '../lib/reasoning/latent-head.js';
+import { loadModel } from '../lib/engine/model.js';
 import { runCli } from './helpers/cli.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-organism-'));

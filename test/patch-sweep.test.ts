@@ -1,9 +1,9 @@
 // patch-sweep on the built-in organism (a Coconut model: e_{k+1} = final_norm(resid_post at step k)).
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { builtinModel } from '../lib/demo-model.js';
-import { LatentHead } from '../lib/latent-head.js';
-import { loadModel, type Model } from '../lib/model.js';
-import { patchSweep } from '../lib/patch-sweep.js';
+import { builtinModel } from '../lib/engine/demo-model.js';
+import { LatentHead } from '../lib/reasoning/latent-head.js';
+import { loadModel, type Model } from '../lib/engine/model.js';
+import { patchSweep } from '../lib/reasoning/patch-sweep.js';
 import { expectUserError, runCli } from './helpers/cli.js';
 
 const clean = 'Mia has 7 shells. She finds 5 more. She doubles what she has. How many shells does Mia have now?';

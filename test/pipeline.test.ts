@@ -6,8 +6,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { convertHf } from '../lib/convert.js';
-import { parsePipelineConfig, readPipelineConfig, runPipeline, type PipelineEvent, type PipelineReport, type PipelineStage } from '../lib/pipeline.js';
+import { convertHf } from '../lib/engine/convert.js';
+import { parsePipelineConfig, readPipelineConfig, runPipeline, type PipelineEvent, type PipelineReport, type PipelineStage } from '../lib/study/pipeline.js';
 import { TASKS } from '../lib/tasks/registry.js';
 import { expectUserError, runCli, startCli, type CliResult } from './helpers/cli.js';
 import { golden, projectRoot, sharedFile } from './helpers/paths.js';

@@ -5,7 +5,7 @@ import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { convertHf } from '../lib/convert.js';
+import { convertHf } from '../lib/engine/convert.js';
 import {
   InputError,
   loadModel,
@@ -18,14 +18,14 @@ import {
   type Model,
   type ReasonResult,
 } from '../lib/index.js';
-import { goldAnswer, isCorrect, lastNumber } from '../lib/answers.js';
-import { Reasoner } from '../lib/reasoner.js';
-import { textSource } from '../lib/content-hash.js';
+import { goldAnswer, isCorrect, lastNumber } from '../lib/core/answers.js';
+import { Reasoner } from '../lib/reasoning/reasoner.js';
+import { textSource } from '../lib/core/content-hash.js';
 import { expectUserError, runCli, type CliResult } from './helpers/cli.js';
 import { golden, modelPath, sharedFile } from './helpers/paths.js';
 import { f32, i64, readSt, type StFile } from './helpers/safetensors.js';
-import { builtinModel } from '../lib/demo-model.js';
-import { native } from '../lib/native.js';
+import { builtinModel } from '../lib/engine/demo-model.js';
+import { native } from '../lib/core/native.js';
 import { relRow } from './helpers/compare.js';
 
 // Latent steps of the built-in organism's head.
@@ -145,7 +145,7 @@ describe('trace', () => {
   });
 
   test('library: an AbortSignal stops after a finished line; a rerun completes the same file', async () => {
-    const { model: demoPath } = await (await import('../lib/demo-model.js')).ensureDemoModel();
+    const { model: demoPath } = await (await import('../lib/engine/demo-model.js')).ensureDemoModel();
     const demo = await loadModel(demoPath);
     try {
       const records = ['Tom has 3 apples.', 'Sara buys 12 eggs.', 'A train goes 60 miles.', 'Ten cats.'].map((text, i) => ({ id: `q${i}`, text }));
@@ -377,7 +377,7 @@ describe('library', () => {
   });
 
   test('meanLatentInputs averages e_k over a dataset; the mean intervention feeds it', async () => {
-    const { meanLatentInputs } = await import('../lib/reason.js');
+    const { meanLatentInputs } = await import('../lib/reasoning/reason.js');
     const means = await meanLatentInputs(model, [0, 1].map((i) => ({ id: String(i), text: questions[i].question })), { threads: 2 });
     expect(means.length).toBe(N);
     for (let k = 0; k < N; k++)

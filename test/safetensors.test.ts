@@ -1,4 +1,4 @@
-// lib/safetensors.ts against the test's independent reader and the golden files.
+// lib/core/safetensors.ts against the test's independent reader and the golden files.
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

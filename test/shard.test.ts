@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readCaptureManifest, readCaptureTensorF32 } from '../lib/index.js';
-import { parseShard, resolveShard, shardOfId, shardPath } from '../lib/shard.js';
+import { parseShard, resolveShard, shardOfId, shardPath } from '../lib/core/shard.js';
 import { expectUserError, runCli } from './helpers/cli.js';
 import { sharedFile } from './helpers/paths.js';
 

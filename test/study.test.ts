@@ -6,12 +6,12 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { builtinModel } from '../lib/demo-model.js';
-import { evalOracle } from '../lib/eval-oracle.js';
-import { loadModel } from '../lib/model.js';
-import { beatsBaselines, parsePipelineConfig, runPipeline, type PipelineReport } from '../lib/pipeline.js';
-import { probeTasks } from '../lib/probe.js';
-import { corruptFirstNumber, type InstrumentsResult } from '../lib/study.js';
+import { builtinModel } from '../lib/engine/demo-model.js';
+import { evalOracle } from '../lib/oracle/eval-oracle.js';
+import { loadModel } from '../lib/engine/model.js';
+import { beatsBaselines, parsePipelineConfig, runPipeline, type PipelineReport } from '../lib/study/pipeline.js';
+import { probeTasks } from '../lib/oracle/probe.js';
+import { corruptFirstNumber, type InstrumentsResult } from '../lib/study/study.js';
 import { findChromium, renderInChromium } from './helpers/browser.js';
 import { runCli } from './helpers/cli.js';
 import { projectRoot } from './helpers/paths.js';

@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { native, type NativeModel, type NativeTrainExample } from '../lib/native.js';
-import { readSafetensors } from '../lib/safetensors.js';
+import { native, type NativeModel, type NativeTrainExample } from '../lib/core/native.js';
+import { readSafetensors } from '../lib/core/safetensors.js';
 import { golden } from './helpers/paths.js';
 
 let model: NativeModel;

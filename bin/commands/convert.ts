@@ -1,5 +1,5 @@
 // `lro-native convert` (Hugging Face folder -> GGUF) and `lro-native convert-adapter`
-import type { NativeConvertHfOptions } from '../../lib/native.js';
+import type { NativeConvertHfOptions } from '../../lib/core/native.js';
 // (PEFT <-> GGUF LoRA). The caller's program wires them in with registerConvertCommands.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import {
@@ -10,7 +10,7 @@ import {
   type ConvertAdapterSummary,
   type ConvertProgress,
   type ConvertSummary,
-} from '../../lib/convert.js';
+} from '../../lib/engine/convert.js';
 
 function positiveNumber(value: string): number {
   const n = Number(value);

@@ -1,7 +1,7 @@
 // `lro-native train-latent`: training a latent reasoner through its latent chain (CODI, Coconut,
 // or the LM teacher task), LoRA or full-parameter. The caller wires it in with registerLatentCommands.
 import { Command, Option } from 'commander';
-import { trainLatent, type TrainLatentProgress, type TrainLatentSummary } from '../../lib/latent-train.js';
+import { trainLatent, type TrainLatentProgress, type TrainLatentSummary } from '../../lib/training/latent-train.js';
 import { exitIfAborted, type OptimizerCliOptions, duration, floatArg, intArg, interruptSignal, modelPathArg, progressLine, requireFile, threadsArg } from '../cli-util.js';
 
 export function latentProgressText(p: TrainLatentProgress, label = 'train-latent'): string {

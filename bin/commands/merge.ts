@@ -1,6 +1,6 @@
 // `lro-native merge`: joins the outputs of a sharded run (--shard, Slurm arrays, Kubernetes Indexed Jobs).
 import type { Command } from 'commander';
-import { mergeShards } from '../../lib/merge.js';
+import { mergeShards } from '../../lib/study/merge.js';
 
 interface MergeCliOptions {
   out: string;

@@ -2,16 +2,16 @@
 // program wires them in with registerModelCommands.
 import { Command, Option } from 'commander';
 import { countShardRecords, shardOf, shardOptions, type ShardCliOptions, floatArg, intArg, interruptSignal, isAbort, layersArg, openModel, openModelOrDemo, pointsArg, positionsArg, type PositionSelector, progressLine, requireFile, threadsArg, tokenListArg } from '../cli-util.js';
-import { LAYER_POINTS, MODEL_POINTS, REASONING_POINTS } from '../../lib/hook-points.js';
-import { capture, expandCapturePoints, type CaptureProgress, type CaptureRecord } from '../../lib/capture.js';
-import { InputError } from '../../lib/errors.js';
-import { fileSource, textSource, type SourceIdentity } from '../../lib/content-hash.js';
-import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
-import { findLatentHead, requireLatentHead } from '../../lib/reason.js';
-import { shardPath } from '../../lib/shard.js';
-import type { LatentHead } from '../../lib/latent-head.js';
-import { loadModel, type Model } from '../../lib/model.js';
-import { native, type GgufInspection, type GgufMetadataValue } from '../../lib/native.js';
+import { LAYER_POINTS, MODEL_POINTS, REASONING_POINTS } from '../../lib/core/hook-points.js';
+import { capture, expandCapturePoints, type CaptureProgress, type CaptureRecord } from '../../lib/capture/capture.js';
+import { InputError } from '../../lib/core/errors.js';
+import { fileSource, textSource, type SourceIdentity } from '../../lib/core/content-hash.js';
+import { countJsonlRecords, readPromptJsonl } from '../../lib/capture/jsonl.js';
+import { findLatentHead, requireLatentHead } from '../../lib/reasoning/reason.js';
+import { shardPath } from '../../lib/core/shard.js';
+import type { LatentHead } from '../../lib/reasoning/latent-head.js';
+import { loadModel, type Model } from '../../lib/engine/model.js';
+import { native, type GgufInspection, type GgufMetadataValue } from '../../lib/core/native.js';
 
 function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;

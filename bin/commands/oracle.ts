@@ -2,13 +2,13 @@
 // question about vectors, and accuracy against the no-vector and shuffled-vector baselines.
 // The caller's program wires them in with registerOracleCommands.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { askOracle, type OracleVectorSource } from '../../lib/ask-oracle.js';
-import { InputError } from '../../lib/errors.js';
-import { writeFileAtomic } from '../../lib/atomic-file.js';
-import { evalOracle, type GroupReport, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/eval-oracle.js';
-import { ADAPTER_FORMATS, LORA_TARGETS, trainOracle, type TrainOracleProgress, type TrainOracleSummary } from '../../lib/train-oracle.js';
+import { askOracle, type OracleVectorSource } from '../../lib/oracle/ask-oracle.js';
+import { InputError } from '../../lib/core/errors.js';
+import { writeFileAtomic } from '../../lib/core/atomic-file.js';
+import { evalOracle, type GroupReport, type EvalOracleProgress, type EvalOracleReport, type Score } from '../../lib/oracle/eval-oracle.js';
+import { ADAPTER_FORMATS, LORA_TARGETS, trainOracle, type TrainOracleProgress, type TrainOracleSummary } from '../../lib/oracle/train-oracle.js';
 import { type OptimizerCliOptions, shardOf, shardOptions, type ShardCliOptions, duration, floatArg, intArg, interruptSignal, isAbort, modelPathArg, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
-import { shardPath } from '../../lib/shard.js';
+import { shardPath } from '../../lib/core/shard.js';
 
 /** "0,1,2", "0-5" or "1,3-4": non-negative integers, in the order given. */
 function indexListArg(value: string): number[] {

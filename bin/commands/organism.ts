@@ -3,9 +3,9 @@
 // vocab-only GGUF). The caller's program wires them in with registerOrganismCommands.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { existsSync } from 'node:fs';
-import { writeFileAtomic } from '../../lib/atomic-file.js';
-import { InputError } from '../../lib/errors.js';
-import { readPromptJsonl } from '../../lib/jsonl.js';
+import { writeFileAtomic } from '../../lib/core/atomic-file.js';
+import { InputError } from '../../lib/core/errors.js';
+import { readPromptJsonl } from '../../lib/capture/jsonl.js';
 import { generateProblems, MAX_STEPS, organismCorpus, TEMPLATE_SETS, type TemplateSet } from '../../lib/organism/data.js';
 import { trainOrganismTokenizer, writeTokenizerGguf } from '../../lib/organism/tokenizer.js';
 import { evaluateOrganism, type OrganismEvalReport } from '../../lib/organism/evaluate.js';

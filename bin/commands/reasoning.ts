@@ -1,20 +1,20 @@
 // `lro-native trace`, `eval` and `run`: latent reasoning over a dataset (JSONL traces, resumable),
 // GSM8K accuracy with and without latents, and one question shown step by step in the terminal.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { EDIT_POINT } from '../../lib/hook-points.js';
+import { EDIT_POINT } from '../../lib/core/hook-points.js';
 import { basename } from 'node:path';
 import { countShardRecords, shardOf, shardOptions, type ShardCliOptions, choiceListArg, floatArg, intArg, interruptSignal, isAbort, layersArg, openModelOrDemo, pointsArg, positionsArg, type PositionSelector, progressCounts, progressLine, requireFile, threadsArg } from '../cli-util.js';
-import { expandCapturePoints, type CaptureRecord } from '../../lib/capture.js';
-import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib/evaluate.js';
-import { InputError } from '../../lib/errors.js';
-import { fileSource, textSource, type SourceIdentity } from '../../lib/content-hash.js';
-import { countJsonlRecords, readPromptJsonl } from '../../lib/jsonl.js';
-import { invertLatent } from '../../lib/invert.js';
-import { patchSweep } from '../../lib/patch-sweep.js';
-import { reason, requireLatentHead } from '../../lib/reason.js';
-import type { AblationKind, Intervention } from '../../lib/reasoner.js';
-import { shardPath, type Shard } from '../../lib/shard.js';
-import { trace, traceLine, type TraceLine, type TraceProgress } from '../../lib/trace.js';
+import { expandCapturePoints, type CaptureRecord } from '../../lib/capture/capture.js';
+import { evaluate, type EvaluateProgress, type EvaluateSummary } from '../../lib/capture/evaluate.js';
+import { InputError } from '../../lib/core/errors.js';
+import { fileSource, textSource, type SourceIdentity } from '../../lib/core/content-hash.js';
+import { countJsonlRecords, readPromptJsonl } from '../../lib/capture/jsonl.js';
+import { invertLatent } from '../../lib/capture/invert.js';
+import { patchSweep } from '../../lib/reasoning/patch-sweep.js';
+import { reason, requireLatentHead } from '../../lib/reasoning/reason.js';
+import type { AblationKind, Intervention } from '../../lib/reasoning/reasoner.js';
+import { shardPath, type Shard } from '../../lib/core/shard.js';
+import { trace, traceLine, type TraceLine, type TraceProgress } from '../../lib/capture/trace.js';
 
 const ABLATIONS = ['zero', 'skip', 'noise'] as const;
 

@@ -2,8 +2,8 @@
 // writes its own report.html beside report.md).
 import { Option, type Command } from 'commander';
 import { basename } from 'node:path';
-import { writeFileAtomic } from '../../lib/atomic-file.js';
-import { traceHtml } from '../../lib/report-html.js';
+import { writeFileAtomic } from '../../lib/core/atomic-file.js';
+import { traceHtml } from '../../lib/study/report-html.js';
 import { readTraceRecords } from '../../lib/tasks/inputs.js';
 import { intArg } from '../cli-util.js';
 

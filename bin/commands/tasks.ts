@@ -1,10 +1,10 @@
 // `lro-native make-tasks` (oracle examples from traces + capture) and `lro-native pipeline`
 // (trace -> capture -> make-tasks -> train-oracle -> eval-oracle -> report from one config).
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { InputError } from '../../lib/errors.js';
-import { makeTasks, type MakeTasksProgress, type MakeTasksSummary } from '../../lib/make-tasks.js';
-import { PIPELINE_STAGES, readPipelineConfig, runPipeline, type PipelineStage } from '../../lib/pipeline.js';
-import { shardPath } from '../../lib/shard.js';
+import { InputError } from '../../lib/core/errors.js';
+import { makeTasks, type MakeTasksProgress, type MakeTasksSummary } from '../../lib/study/make-tasks.js';
+import { PIPELINE_STAGES, readPipelineConfig, runPipeline, type PipelineStage } from '../../lib/study/pipeline.js';
+import { shardPath } from '../../lib/core/shard.js';
 import { TASKS } from '../../lib/tasks/registry.js';
 import { parseSplitFractions } from '../../lib/tasks/split.js';
 import { shardOf, shardOptions, type ShardCliOptions, floatArg, intArg, interruptSignal, isAbort, layersArg, progressLine, threadsArg } from '../cli-util.js';

@@ -3,8 +3,8 @@
 // 2-4 operations (+, -, *, / where exact) over it; every value stays an integer in 0..99.
 // Records are GSM8K-shaped ("question", "answer" with <<a+b=c>> annotations and "#### N") plus
 // the program itself, so the existing tools read them as they are.
-import { InputError } from '../errors.js';
-import { goldAnswer } from '../answers.js';
+import { InputError } from '../core/errors.js';
+import { goldAnswer } from '../core/answers.js';
 import { equations } from '../tasks/solution.js';
 
 export type OrganismOp = '+' | '-' | '*' | '/';

@@ -2,13 +2,13 @@
 // them, accuracy with each latent step zeroed, and linear probes (step j's intermediate result read
 // from the residual stream at every layer and latent position). Counting and bookkeeping here;
 // every number on activations (the reasoning loop, the probe's fit) comes from the engine.
-import { isCorrect } from '../answers.js';
-import { InputError } from '../errors.js';
-import { LatentHead } from '../latent-head.js';
-import { loadModel } from '../model.js';
-import { invertState } from '../invert.js';
-import { native } from '../native.js';
-import { reasonStream } from '../reason.js';
+import { isCorrect } from '../core/answers.js';
+import { InputError } from '../core/errors.js';
+import { LatentHead } from '../reasoning/latent-head.js';
+import { loadModel } from '../engine/model.js';
+import { invertState } from '../capture/invert.js';
+import { native } from '../core/native.js';
+import { reasonStream } from '../reasoning/reason.js';
 import { latentsPerStepOf, RECIPE_METADATA_KEY } from './recipe.js';
 import { generateProblem, generateProblems, MAX_VALUE, problemKey, type OrganismProblem, type TemplateSet } from './data.js';
 
@@ -31,7 +31,7 @@ export interface OrganismEvalOptions {
   probeTrain?: number;
   /** Ridge penalty per training row. */
   probeLambda?: number;
-  /** Test problems whose latent steps are inverted (lib/invert.ts, last layer); 0: none. */
+  /** Test problems whose latent steps are inverted (lib/capture/invert.ts, last layer); 0: none. */
   invert?: number;
   threads?: number;
   onProgress?: (stage: string, done: number, total: number) => void;

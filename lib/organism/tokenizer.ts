@@ -7,8 +7,8 @@
 // which a small model computes and a probe or a latent target reads as one class.
 import { randomBytes } from 'node:crypto';
 import { renameSync, rmSync } from 'node:fs';
-import { InputError } from '../errors.js';
-import { native, type GgufMetadataEntry } from '../native.js';
+import { InputError } from '../core/errors.js';
+import { native, type GgufMetadataEntry } from '../core/native.js';
 
 /** The names and order of native/model/random_model.cpp's special tokens. */
 export const ORGANISM_SPECIAL_TOKENS = ['<|begin_of_text|>', '<|end_of_text|>', '<|eot_id|>', '<|pad|>', '<|bot|>', '<|eot_latent|>'] as const;

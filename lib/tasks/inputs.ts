@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 const Decode = z.object({ answer: z.string(), answer_tokens: z.array(z.number().int()) }).passthrough();
 

@@ -1,7 +1,7 @@
 // Answer strings of oracle examples. Labels must be short (the oracle learns to say them) and
 // checkable (eval compares strings), so a model's free-form answer is reduced to one key: the
 // last number it wrote, else its first few words. Two answers are "the same" when their keys are.
-import { lastNumber } from '../answers.js';
+import { lastNumber } from '../core/answers.js';
 
 /** Longest text label kept from an answer without a number, in characters. */
 export const TEXT_LABEL_CHARS = 24;

@@ -1,5 +1,5 @@
 // The task suite: every generator by name, in the order summaries list them.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 import { ablation } from './ablation.js';
 import { answerValue } from './answer-value.js';
 import { contrastive } from './contrastive.js';

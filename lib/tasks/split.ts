@@ -1,7 +1,7 @@
 // Splits by question: every example of a question (all its tasks, layers and extra runs) goes to
 // the question's split, so no question's vectors are seen in two splits. Assignment depends only
 // on the seed and the ids, not on file order.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 export const SPLITS = ['train', 'val', 'test'] as const;
 export type Split = (typeof SPLITS)[number];

@@ -1,7 +1,7 @@
 // What a task generator sees of one question and what it gives back. Generators are pure: every
 // label comes from the trace line, the capture record, the dataset's worked solution or the
 // extra runs make-tasks did (extras.ts), so a test can recompute it from the same inputs.
-import type { CaptureRecordEntry } from '../capture-manifest.js';
+import type { CaptureRecordEntry } from '../capture/capture-manifest.js';
 import type { Split } from './split.js';
 import type { ProgramStep, TraceRecord } from './inputs.js';
 

@@ -1,7 +1,7 @@
 // Question wordings. Each template has a few phrasings so that the oracle learns the content of
 // a question rather than one fixed string; the phrasing is chosen by a hash of the example, so a
 // rerun with the same seed writes the same files. Placeholders: {name}.
-import { InputError } from '../errors.js';
+import { InputError } from '../core/errors.js';
 
 export const TEMPLATES: Record<string, readonly string[]> = {
   'ablation.changed': [

@@ -1,4 +1,4 @@
-// An independent safetensors reader written from the format description (not lib/safetensors.ts),
+// An independent safetensors reader written from the format description (not lib/core/safetensors.ts),
 // so the goldens and the capture output are read by code the engine's own writer does not share:
 // u64 little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}, __metadata__},
 // then the data buffer; offsets are relative to the buffer and must cover it without holes.
