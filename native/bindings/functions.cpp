@@ -222,41 +222,15 @@ Napi::Value SampleToken(const Napi::CallbackInfo& info) {
     for (size_t i = 0; i < e.ElementLength(); ++i)
       if (e[i] >= 0 && e[i] < nv) banned[static_cast<size_t>(e[i])] = 1;
   }
-  int64_t best = -1;
-  for (int64_t i = 0; i < nv; ++i)
-    if (!banned[i] && (best < 0 || l[i] > l[best])) best = i;
-  if (best < 0) throw Napi::Error::New(env, "sampleToken: every token is excluded");
-  if (temperature <= 0) return Napi::Number::New(env, static_cast<double>(best));
-  std::vector<std::pair<float, int32_t>> cand;
-  for (int64_t i = 0; i < nv; ++i)
-    if (!banned[i]) cand.push_back({l[i], static_cast<int32_t>(i)});
-  std::sort(cand.begin(), cand.end(), [](auto& a, auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
-  if (top_k > 0 && static_cast<size_t>(top_k) < cand.size()) cand.resize(static_cast<size_t>(top_k));
-  std::vector<double> p(cand.size());
-  double mx = cand[0].first, sum = 0;
-  for (size_t i = 0; i < cand.size(); ++i) sum += p[i] = std::exp((cand[i].first - mx) / temperature);
-  if (top_p > 0 && top_p < 1) {
-    double acc = 0;
-    size_t keep = cand.size();
-    for (size_t i = 0; i < cand.size(); ++i) {
-      acc += p[i] / sum;
-      if (acc >= top_p) { keep = i + 1; break; }
-    }
-    p.resize(keep);
-    sum = 0;
-    for (double x : p) sum += x;
-  }
-  // splitmix64 of (seed, step): a stateless stream.
-  uint64_t z = seed * 0x9E3779B97F4A7C15ull + step + 0x632BE59BD9B4E019ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  double u = static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0) * sum;
-  for (size_t i = 0; i < p.size(); ++i) {
-    if (u < p[i]) return Napi::Number::New(env, cand[i].second);
-    u -= p[i];
-  }
-  return Napi::Number::New(env, cand[p.size() - 1].second);
+  lro::SampleParams p;
+  p.temperature = temperature;
+  p.top_k = top_k;
+  p.top_p = top_p;
+  p.seed = seed;
+  p.step = step;
+  const int32_t id = lro::sample_token(l, nv, banned.data(), p);
+  if (id < 0) throw Napi::Error::New(env, "sampleToken: every token is excluded");
+  return Napi::Number::New(env, id);
 }
 
 class RandomModelWorker : public Napi::AsyncWorker {

@@ -22,5 +22,7 @@ inline uint64_t splitmix64(uint64_t& state) {
 
 // Uniform in [0, 1) with 53 random bits.
 inline double unit_double(uint64_t bits) { return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0); }
+// Uniform in (0, 1), never 0 (Box-Muller takes its log).
+inline double open_unit_double(uint64_t bits) { return (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
 }  // namespace lro

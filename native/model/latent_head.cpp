@@ -8,61 +8,6 @@
 
 namespace lro {
 
-void layernorm_forward(float* out, const float* x, const float* w, const float* b, int64_t n, int64_t d, float eps) {
-  for (int64_t t = 0; t < n; ++t) {
-    const float* r = x + t * d;
-    double mean = 0, var = 0;
-    for (int64_t i = 0; i < d; ++i) mean += r[i];
-    mean /= static_cast<double>(d);
-    for (int64_t i = 0; i < d; ++i) var += (r[i] - mean) * (r[i] - mean);
-    var /= static_cast<double>(d);
-    float inv = static_cast<float>(1.0 / std::sqrt(var + eps));
-    for (int64_t i = 0; i < d; ++i) out[t * d + i] = static_cast<float>(r[i] - mean) * inv * w[i] + b[i];
-  }
-}
-
-// With xhat = (x - mean) * r:  dx = r * (g - mean(g) - xhat * mean(g * xhat)),  g = dout * w.
-void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w, int64_t n,
-                        int64_t d, float eps) {
-  for (int64_t t = 0; t < n; ++t) {
-    const float* r = x + t * d;
-    const float* go = dout + t * d;
-    double mean = 0, var = 0;
-    for (int64_t i = 0; i < d; ++i) mean += r[i];
-    mean /= static_cast<double>(d);
-    for (int64_t i = 0; i < d; ++i) var += (r[i] - mean) * (r[i] - mean);
-    var /= static_cast<double>(d);
-    const double inv = 1.0 / std::sqrt(var + eps);
-    double mg = 0, mgx = 0;
-    for (int64_t i = 0; i < d; ++i) {
-      const double xh = (r[i] - mean) * inv, g = static_cast<double>(go[i]) * w[i];
-      mg += g;
-      mgx += g * xh;
-      if (dw) dw[i] += static_cast<float>(go[i] * xh);
-      if (db) db[i] += go[i];
-    }
-    mg /= static_cast<double>(d);
-    mgx /= static_cast<double>(d);
-    for (int64_t i = 0; i < d; ++i) {
-      const double xh = (r[i] - mean) * inv, g = static_cast<double>(go[i]) * w[i];
-      dx[t * d + i] += static_cast<float>(inv * (g - mg - xh * mgx));
-    }
-  }
-}
-
-void gelu_forward(float* out, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0))));
-}
-
-void gelu_backward(float* dx, const float* dout, const float* x, int64_t n) {
-  const double inv_sqrt_2pi = 0.3989422804014327;
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = x[i];
-    const double cdf = 0.5 * (1.0 + std::erf(v / std::sqrt(2.0)));
-    dx[i] += static_cast<float>(dout[i] * (cdf + v * inv_sqrt_2pi * std::exp(-0.5 * v * v)));
-  }
-}
-
 namespace {
 // a[n, hidden] = W1 z + b1 (pre-GELU), y[n, d] = W2 gelu(a) + b2 (pre-LayerNorm)
 void head_hidden(const LatentHeadWeights& w, const float* z, int64_t n, std::vector<float>& a, std::vector<float>& g,

@@ -90,14 +90,5 @@ class LatentHead {
   const GgufTensorInfo* w2_ = nullptr;
 };
 
-// out[n, d] = LayerNorm(x) * w + b   (biased variance)
-void layernorm_forward(float* out, const float* x, const float* w, const float* b, int64_t n, int64_t d, float eps);
-// dx[n, d] += dL/dx given dout; dw, db [d] += (unless null)
-void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w, int64_t n,
-                        int64_t d, float eps);
-// out[n] = x * Phi(x), exact (erf)
-void gelu_forward(float* out, const float* x, int64_t n);
-// dx[n] += dout * (Phi(x) + x phi(x))
-void gelu_backward(float* dx, const float* dout, const float* x, int64_t n);
 
 }  // namespace lro

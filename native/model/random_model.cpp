@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/gguf.h"
+#include "core/rng.h"
 #include "model/latent_head.h"
 #include "quant/quants.h"
 
@@ -15,13 +16,8 @@ namespace {
 class Rng {
  public:
   explicit Rng(uint64_t seed) : s_(seed) {}
-  uint64_t next() {
-    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+  uint64_t next() { return splitmix64(s_); }
+  double uniform() { return open_unit_double(next()); }
   float normal() {
     if (has_spare_) {
       has_spare_ = false;

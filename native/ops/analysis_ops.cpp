@@ -6,6 +6,8 @@
 #include <string>
 #include <numeric>
 
+#include "core/rng.h"
+
 namespace lro {
 
 LogitStats logit_stats(const float* logits, int64_t n_vocab, int64_t vocab_limit, int64_t top_k) {
@@ -62,13 +64,7 @@ VectorStats vector_stats(const float* v, const float* prev, int64_t d) {
 }
 
 namespace {
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-double uniform01(uint64_t& state) { return (static_cast<double>(splitmix64(state) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+double uniform01(uint64_t& state) { return open_unit_double(splitmix64(state)); }
 }  // namespace
 
 void add_scaled_noise(float* out, const float* v, int64_t d, double scale, uint64_t seed) {

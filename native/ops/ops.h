@@ -68,6 +68,27 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* v, const int64_t* seq_start, const int32_t* pos, int64_t n, int64_t n_head,
                         int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool, int64_t q0 = 0);
 
+// out[n, d] = LayerNorm(x) * w + b   (biased variance)
+void layernorm_forward(float* out, const float* x, const float* w, const float* b, int64_t n, int64_t d, float eps);
+// dx[n, d] += dL/dx given dout; dw, db [d] += (unless null)
+void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x, const float* w, int64_t n,
+                        int64_t d, float eps);
+// out[n] = x * Phi(x), exact (erf)
+void gelu_forward(float* out, const float* x, int64_t n);
+// dx[n] += dout * (Phi(x) + x phi(x))
+void gelu_backward(float* dx, const float* dout, const float* x, int64_t n);
+
+// Picks a token from logits[n_vocab] (banned[i] != 0: never). Greedy (lowest id on ties) when
+// temperature <= 0; otherwise softmax(logits / temperature) cut to the top_k best (0: all) and to
+// the smallest set of mass >= top_p (outside (0, 1): all), drawn with a splitmix64 value of
+// (seed, step) alone, so a rerun or a resumed generation picks the same tokens. -1: every token banned.
+struct SampleParams {
+  double temperature = 0, top_p = 1;
+  int64_t top_k = 0;
+  uint64_t seed = 0, step = 0;
+};
+int32_t sample_token(const float* logits, int64_t n_vocab, const char* banned, const SampleParams& p);
+
 // ---- training-only ops (ops_backward.cpp). The forward product is quants.h matmul:
 // y[n, n_out] = x[n, n_in] W^T.
 

@@ -1,0 +1,154 @@
+// attention: causal grouped-query attention over KV cells, then its backward on packed sequences.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "ops/ops.h"
+#include "ops/op_util.h"
+#include "quant/quants.h"
+#include "core/thread_pool.h"
+#include "core/vec_ops.h"
+
+namespace lro {
+
+void attention_forward(float* out, const float* q, const AttentionRows& kv, bool kv_f16, int64_t n, int64_t n_head,
+                       int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool) {
+  const int64_t group = n_head / n_head_kv;
+  const int64_t kv_width = n_head_kv * hd;
+  pool.parallel_for(n * n_head, 1, [&](int, int64_t r0, int64_t r1) {
+    std::vector<float> scores, row(static_cast<size_t>(hd)), acc(static_cast<size_t>(hd));
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t t = r / n_head, h = r % n_head, kh = h / group;
+      const float* qv = q + t * n_head * hd + h * hd;
+      // Cells are sorted by position, so the causal bound is a prefix.
+      const int32_t* cpos = kv.cell_pos[t];
+      int64_t nc = kv.n_cells[t];
+      while (nc > 0 && cpos[nc - 1] > kv.qpos[t]) --nc;
+      scores.resize(static_cast<size_t>(nc));
+      float mx = -INFINITY;
+      for (int64_t c = 0; c < nc; ++c) {
+        const float* kr;
+        if (kv_f16) {
+          const uint16_t* k16 = static_cast<const uint16_t*>(kv.k_cells[t]) + c * kv_width + kh * hd;
+          for (int64_t i = 0; i < hd; ++i) row[i] = fp16_to_fp32(k16[i]);
+          kr = row.data();
+        } else {
+          kr = static_cast<const float*>(kv.k_cells[t]) + c * kv_width + kh * hd;
+        }
+        float s = dot_f32(qv, kr, hd) * scale;
+        scores[c] = s;
+        mx = std::max(mx, s);
+      }
+      double sum = 0;
+      for (int64_t c = 0; c < nc; ++c) {
+        float e = std::exp(scores[c] - mx);
+        scores[c] = e;
+        sum += e;
+      }
+      float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t c = 0; c < nc; ++c) {
+        const float* vr;
+        if (kv_f16) {
+          const uint16_t* v16 = static_cast<const uint16_t*>(kv.v_cells[t]) + c * kv_width + kh * hd;
+          for (int64_t i = 0; i < hd; ++i) row[i] = fp16_to_fp32(v16[i]);
+          vr = row.data();
+        } else {
+          vr = static_cast<const float*>(kv.v_cells[t]) + c * kv_width + kh * hd;
+        }
+        axpy_f32(acc.data(), scores[c], vr, hd);
+      }
+      float* o = out + t * n_head * hd + h * hd;
+      for (int64_t i = 0; i < hd; ++i) o[i] = acc[i] * inv;
+    }
+  });
+}
+
+// attention. Forward per (row t, head h): s_c = scale q.k_c, P = softmax(s), o = sum_c P_c v_c.
+// Backward: dv_c += P_c do, dP_c = do.v_c, dS_c = P_c (dP_c - sum_c' P_c' dP_c'), dq += scale sum_c dS_c k_c,
+// dk_c += scale dS_c q.
+// Pass 1 (per query row and head): the softmax statistics, D = sum P dP, and dq.
+// Pass 2 (per key row and kv head): dk and dv, summing over the queries that see the key; the
+// scores are recomputed with the same dot_f32() as pass 1, so P agrees exactly between passes.
+// Splitting by key in pass 2 means no two threads ever add into the same dk/dv row.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const int64_t* seq_start, const int32_t* pos, int64_t n, int64_t n_head,
+                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool, int64_t q0) {
+  const int64_t group = n_head / n_head_kv;
+  const int64_t q_w = n_head * hd, kv_w = n_head_kv * hd;
+  const int64_t nq = n - q0;
+  // Row stats per (query row t - q0, h): max score, 1/sum, D.
+  std::vector<float> mx(static_cast<size_t>(nq * n_head)), inv(mx.size()), dsum(mx.size());
+  // seq_end[t]: one past the last row of t's sequence (keys are seen by the rows after them up to there).
+  std::vector<int64_t> seq_end(static_cast<size_t>(n));
+  for (int64_t t = n - 1; t >= 0; --t)
+    seq_end[t] = (t + 1 < n && seq_start[t + 1] == seq_start[t]) ? seq_end[t + 1] : t + 1;
+
+  op_util::strided_for(pool, nq * n_head, [&](int64_t u) {
+    // Reverse order: the longest rows (largest t) start first.
+    const int64_t r = nq * n_head - 1 - u;
+    const int64_t t = q0 + r / n_head, h = r % n_head, kh = h / group;
+    const float* qv = q + (t - q0) * q_w + h * hd;
+    const float* g = dout + (t - q0) * q_w + h * hd;
+    const int64_t c0 = seq_start[t], nc = t - c0 + 1;
+    thread_local std::vector<float> p, dp;
+    p.assign(static_cast<size_t>(nc), 0.0f);
+    dp.assign(static_cast<size_t>(nc), 0.0f);
+    float m = -INFINITY;
+    for (int64_t c = 0; c < nc; ++c) {
+      if (pos[c0 + c] > pos[t]) continue;
+      p[c] = scale * dot_f32(qv, k + (c0 + c) * kv_w + kh * hd, hd);
+      m = std::max(m, p[c]);
+    }
+    double sum = 0;
+    for (int64_t c = 0; c < nc; ++c) {
+      float e = pos[c0 + c] > pos[t] ? 0.0f : std::exp(p[c] - m);
+      p[c] = e;
+      sum += e;
+    }
+    const float iv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
+    double dd = 0;
+    for (int64_t c = 0; c < nc; ++c) {
+      p[c] *= iv;
+      if (p[c] == 0.0f) continue;
+      dp[c] = dot_f32(g, v + (c0 + c) * kv_w + kh * hd, hd);
+      dd += static_cast<double>(p[c]) * dp[c];
+    }
+    const float D = static_cast<float>(dd);
+    float* dqv = dq + (t - q0) * q_w + h * hd;
+    for (int64_t c = 0; c < nc; ++c) {
+      if (p[c] == 0.0f) continue;
+      axpy_f32(dqv, scale * p[c] * (dp[c] - D), k + (c0 + c) * kv_w + kh * hd, hd);
+    }
+    mx[r] = m;
+    inv[r] = iv;
+    dsum[r] = D;
+  });
+
+  op_util::strided_for(pool, n * n_head_kv, [&](int64_t u) {
+    const int64_t kh = u % n_head_kv, c = u / n_head_kv;
+    const float* kr = k + c * kv_w + kh * hd;
+    const float* vr = v + c * kv_w + kh * hd;
+    thread_local std::vector<float> gk, gv;
+    gk.assign(static_cast<size_t>(hd), 0.0f);
+    gv.assign(static_cast<size_t>(hd), 0.0f);
+    for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
+      for (int64_t t = std::max(c, q0); t < seq_end[c]; ++t) {
+        if (pos[c] > pos[t]) continue;
+        const int64_t r = (t - q0) * n_head + h;
+        const float* qv = q + (t - q0) * q_w + h * hd;
+        const float* g = dout + (t - q0) * q_w + h * hd;
+        float pc = std::exp(scale * dot_f32(qv, kr, hd) - mx[r]) * inv[r];
+        if (pc == 0.0f) continue;
+        float ds = pc * (dot_f32(g, vr, hd) - dsum[r]);
+        axpy_f32(gk.data(), scale * ds, qv, hd);
+        axpy_f32(gv.data(), pc, g, hd);
+      }
+    }
+    axpy_f32(dk + c * kv_w + kh * hd, 1.0f, gk.data(), hd);
+    axpy_f32(dv + c * kv_w + kh * hd, 1.0f, gv.data(), hd);
+  });
+}
+
+}  // namespace lro
