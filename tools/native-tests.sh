@@ -21,6 +21,7 @@ run() {
     fail=1
   fi
 }
+run "$build/test_ops"
 run "$build/test_forward" "$shared"
 run "$build/test_tokenizer" "$shared/golden"
 run "$build/test_quants" --quick --golden "$shared/golden"

@@ -3,10 +3,10 @@
 
 #include <cmath>
 #include <cstdio>
-#include <random>
 #include <vector>
 
 #include "../../kernels/ops_cuda.h"
+#include "op_cases.h"
 #include "ops/ops.h"
 #include "core/thread_pool.h"
 
@@ -40,40 +40,36 @@ int main() {
     std::printf("skipped: no CUDA device\n");
     return 0;
   }
-  std::mt19937 rng(1);
-  std::normal_distribution<float> nd(0, 1);
-  const int64_t n = 7, d = 256, heads = 4, hd = 64;
-  std::vector<float> x(n * d), w(d), y(n * d);
-  for (auto& v : x) v = nd(rng) * 10;
-  for (auto& v : w) v = 1 + 0.1f * nd(rng);
-  for (auto& v : y) v = nd(rng);
+  // The inputs test_ops checks the CPU ops on (op_cases.h); each CUDA twin must match its CPU op.
   lro::ThreadPool pool(1);
+  const auto nc = op_cases::norm_case();
+  std::vector<float> ref(nc.x.size());
+  lro::rmsnorm_forward(ref.data(), nc.x.data(), nc.w.data(), nc.n, nc.d, 1e-5f, pool);
+  float *dx = dev(nc.x), *dw = dev(nc.w), *dout = dev(ref);
+  lro::rmsnorm_forward_cuda(dout, dx, dw, nc.n, nc.d, 1e-5f);
+  check(maxdiff(host(dout, ref.size()), ref), 1e-5f, "rmsnorm_forward_cuda");
 
-  std::vector<float> ref(n * d);
-  lro::rmsnorm_forward(ref.data(), x.data(), w.data(), n, d, 1e-5f, pool);
-  float *dx = dev(x), *dw = dev(w), *dout = dev(ref), *dy = dev(y);
-  lro::rmsnorm_forward_cuda(dout, dx, dw, n, d, 1e-5f);
-  check(maxdiff(host(dout, n * d), ref), 1e-5f, "rmsnorm_forward_cuda");
+  const auto sc = op_cases::swiglu_case();
+  ref.assign(sc.gate.size(), 0);
+  lro::swiglu_forward(ref.data(), sc.gate.data(), sc.up.data(), sc.n, sc.d);
+  float *dg = dev(sc.gate), *du = dev(sc.up), *dsw = dev(ref);
+  lro::swiglu_forward_cuda(dsw, dg, du, sc.n, sc.d);
+  check(maxdiff(host(dsw, ref.size()), ref), 1e-4f, "swiglu_forward_cuda");
 
-  lro::swiglu_forward(ref.data(), x.data(), y.data(), n, d);
-  lro::swiglu_forward_cuda(dout, dx, dy, n, d);
-  check(maxdiff(host(dout, n * d), ref), 1e-4f, "swiglu_forward_cuda");
-
-  std::vector<int32_t> pos(n);
-  for (int64_t i = 0; i < n; ++i) pos[i] = static_cast<int32_t>(3 * i);
+  const auto rc = op_cases::rope_case();
   int32_t* dpos;
-  cudaMalloc(&dpos, n * sizeof(int32_t));
-  cudaMemcpy(dpos, pos.data(), n * sizeof(int32_t), cudaMemcpyHostToDevice);
-  ref = x;
-  lro::rope_forward(ref.data(), pos.data(), n, heads, hd, hd, 500000.0f, nullptr);
-  float* dr = dev(x);
-  lro::rope_forward_cuda(dr, dpos, n, heads, hd, hd, 500000.0f, nullptr);
-  check(maxdiff(host(dr, n * d), ref), 1e-4f, "rope_forward_cuda");
+  cudaMalloc(&dpos, rc.pos.size() * sizeof(int32_t));
+  cudaMemcpy(dpos, rc.pos.data(), rc.pos.size() * sizeof(int32_t), cudaMemcpyHostToDevice);
+  ref = rc.x;
+  lro::rope_forward(ref.data(), rc.pos.data(), rc.n, rc.heads, rc.hd, rc.n_rot, rc.base, nullptr);
+  float* dr = dev(rc.x);
+  lro::rope_forward_cuda(dr, dpos, rc.n, rc.heads, rc.hd, rc.n_rot, rc.base, nullptr);
+  check(maxdiff(host(dr, ref.size()), ref), 1e-4f, "rope_forward_cuda");
 
-  ref = x;
-  lro::residual_forward(ref.data(), y.data(), n, d);
-  lro::residual_forward_cuda(dx, dy, n, d);
-  check(maxdiff(host(dx, n * d), ref), 0, "residual_forward_cuda");
+  ref = sc.gate;
+  lro::residual_forward(ref.data(), sc.up.data(), sc.n, sc.d);
+  lro::residual_forward_cuda(dg, du, sc.n, sc.d);
+  check(maxdiff(host(dg, ref.size()), ref), 0, "residual_forward_cuda");
 
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
