@@ -186,6 +186,12 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Trai
   tro.ce_chunk_rows = static_cast<int64_t>(train_num(to, "ceChunkRows", 0));
   tro.threads = static_cast<int>(train_num(to, "threads", 0));
   tro.seed = static_cast<uint64_t>(train_num(to, "seed", 0));
+  // A PEFT folder is converted to a temporary GGUF adapter for the trainer to load.
+  std::unique_ptr<lro::convert::AdapterAsGguf> init;
+  if (!lc.init_adapter.empty()) {
+    init = std::make_unique<lro::convert::AdapterAsGguf>(lc.init_adapter, mw->model->file().path());
+    lc.init_adapter = init->path();
+  }
   trainer = std::make_unique<lro::Trainer>(mw->model, lc, oc, tro);
 }
 

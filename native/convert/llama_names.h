@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "model/qk_order.h"
+
 namespace lro {
 namespace convert {
 
@@ -15,9 +17,8 @@ std::string hf_to_gguf_name(const std::string& hf, int* layer = nullptr);
 // "blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj.weight"; "" if unknown.
 std::string gguf_to_hf_name(const std::string& gguf);
 
-// Rows of a [rows, cols] row-major matrix: HF keeps each head's rotary pairs as (x[j], x[j+d/2]),
-// llama.cpp as (x[2j], x[2j+1]). inverse=true undoes it. rows must be n_heads * even head size.
-void permute_qk_rows(std::vector<float>& w, int64_t rows, int64_t cols, int64_t n_heads, bool inverse);
+// The Q/K row permutation lives with the model (model/qk_order.h); the converters use it as their own.
+using lro::permute_qk_rows;
 
 // "tiny-llama3" -> "Tiny Llama3" (Metadata.id_to_title).
 std::string id_to_title(const std::string& id);

@@ -1,5 +1,10 @@
 #include "convert/lora_convert.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -451,6 +456,31 @@ AdapterConvertSummary convert_adapter(const std::string& in, const std::string& 
   }
   if (!file_exists(in)) throw ConvertError(in + ": not found");
   throw ConvertError(in + ": cannot tell the adapter format (expected a PEFT folder, a .safetensors file or a .gguf file)");
+}
+
+AdapterAsGguf::AdapterAsGguf(const std::string& path, const std::string& base_model) : path_(path) {
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return;
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/lro-adapter-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  const int fd = mkstemp(buf.data());
+  if (fd < 0) throw ConvertError("cannot create a temporary file for the PEFT adapter conversion");
+  close(fd);
+  temp_ = path_ = std::string(buf.data());
+  try {
+    AdapterConvertOptions co;
+    co.base_config = base_model;  // the head counts for the q/k permutation
+    co.type = "f32";
+    convert_adapter(path, temp_, co);
+  } catch (...) {
+    std::remove(temp_.c_str());
+    throw;
+  }
+}
+
+AdapterAsGguf::~AdapterAsGguf() {
+  if (!temp_.empty()) std::remove(temp_.c_str());
 }
 
 }  // namespace convert

@@ -42,5 +42,21 @@ struct AdapterConvertSummary {
 // .gguf file is GGUF (output: a folder, created if needed).
 AdapterConvertSummary convert_adapter(const std::string& in, const std::string& out, const AdapterConvertOptions& opt);
 
+// A GGUF adapter to load: path itself when it is a .gguf, else the PEFT folder or
+// adapter_model.safetensors converted (q/k lora_B rows in the base GGUF model's order, rsLoRA
+// folded into alpha, f32) into a temporary GGUF removed with this object. base_model: the GGUF
+// model the adapter is for (its head counts).
+class AdapterAsGguf {
+ public:
+  AdapterAsGguf(const std::string& path, const std::string& base_model);
+  ~AdapterAsGguf();
+  AdapterAsGguf(const AdapterAsGguf&) = delete;
+  AdapterAsGguf& operator=(const AdapterAsGguf&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, temp_;
+};
+
 }  // namespace convert
 }  // namespace lro

@@ -27,6 +27,7 @@
 #include "model/random_model.h"
 #include "runtime/session.h"
 #include "core/thread_pool.h"
+#include "convert/lora_convert.h"
 #include "train/train.h"
 
 namespace {
@@ -646,7 +647,8 @@ void test_oracle(const std::string& shared, int threads) {
 
   {  // init_adapter = the PEFT folder, through the converter: same values as init.<P> in GGUF order
     lro::LoraConfig from = lc;
-    from.init_adapter = shared + "/golden/hf/oracle-lora-adapter";
+    lro::convert::AdapterAsGguf peft(shared + "/golden/hf/oracle-lora-adapter", o.model->file().path());
+    from.init_adapter = peft.path();
     lro::Trainer tr(o.model, from, oracle_optim(0), to);
     double mx = 0;
     for (auto& p : tr.params()) {

@@ -5,9 +5,9 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "convert/llama_names.h"
 #include "core/gguf.h"
 #include "model/lora_adapter.h"
+#include "model/qk_order.h"
 #include "ops/ops.h"
 #include "quant/quants.h"
 #include "core/rng.h"
@@ -880,7 +880,7 @@ std::vector<float> LatentTrainer::hf_values(const TrainTensor& t, bool grad) con
     const size_t i = static_cast<size_t>(&t - params_.data());
     v = keep_preclip_ && i < preclip_.size() ? preclip_[i] : t.g;
   }
-  if (t.permute_heads > 0) convert::permute_qk_rows(v, t.shape[0], static_cast<int64_t>(v.size()) / t.shape[0], t.permute_heads, true);
+  if (t.permute_heads > 0) permute_qk_rows(v, t.shape[0], static_cast<int64_t>(v.size()) / t.shape[0], t.permute_heads, true);
   return v;
 }
 

@@ -5,9 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <unistd.h>
 
-#include "convert/lora_convert.h"
 #include "core/gguf.h"
 #include "model/lora_adapter.h"
 #include "ops/ops.h"
@@ -109,33 +107,9 @@ void Trainer::init_fresh() {
   build_params();
 }
 
-void Trainer::init_from_adapter(const std::string& path_in) {
+// path: a GGUF adapter (a PEFT one is converted by the caller: convert::AdapterAsGguf).
+void Trainer::init_from_adapter(const std::string& path) {
   const auto& hp = model_->hparams();
-  std::string path = path_in;
-  // A PEFT folder or adapter_model.safetensors goes through the converter first (q/k lora_B rows
-  // permuted to the GGUF model's order, rsLoRA folded into alpha), into a temporary GGUF.
-  struct TempFile {
-    std::string path;
-    ~TempFile() {
-      if (!path.empty()) std::remove(path.c_str());
-    }
-  } temp;
-  const bool is_gguf = path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
-  if (!is_gguf) {
-    const char* tmpdir = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/lro-train-init-XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    int fd = mkstemp(buf.data());
-    if (fd < 0) throw std::runtime_error("cannot create a temporary file for the PEFT adapter conversion");
-    close(fd);
-    temp.path = std::string(buf.data());
-    convert::AdapterConvertOptions co;
-    co.base_config = model_->file().path();  // the head counts for the q/k permutation
-    co.type = "f32";
-    convert::convert_adapter(path, temp.path, co);
-    path = temp.path;
-  }
   auto ad = LoraAdapter::load(path, *model_);
   auto f = GgufFile::open(path);
   const bool rslora = f->find("lro.adapter.use_rslora") && f->get("lro.adapter.use_rslora").as_bool("lro.adapter.use_rslora");
@@ -154,7 +128,7 @@ void Trainer::init_from_adapter(const std::string& path_in) {
           target = t;
           break;
         }
-    if (target < 0) throw std::invalid_argument(path_in + ": LoRA on '" + kv.first + "' cannot be trained (only the block matrices q k v o gate up down)");
+    if (target < 0) throw std::invalid_argument(path + ": LoRA on '" + kv.first + "' cannot be trained (only the block matrices q k v o gate up down)");
     const LoraPair& pr = kv.second;
     const Weight& w = block_linear_weight(model_->layers()[static_cast<size_t>(layer)], target);
     LoraParam p;
@@ -176,7 +150,7 @@ void Trainer::init_from_adapter(const std::string& path_in) {
     seen[static_cast<size_t>(target)] = true;
     params_.push_back(std::move(p));
   }
-  if (params_.empty()) throw std::invalid_argument(path_in + ": the adapter has no LoRA pairs");
+  if (params_.empty()) throw std::invalid_argument(path + ": the adapter has no LoRA pairs");
   for (int t = 0; t < kLoraTargets; ++t)
     if (seen[static_cast<size_t>(t)]) lora_.targets.push_back(block_linear_name(t));
   std::sort(params_.begin(), params_.end(), [](const LoraParam& x, const LoraParam& y) {

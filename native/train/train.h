@@ -25,9 +25,9 @@ struct LoraConfig {
   float dropout = 0;     // on the LoRA input, as PEFT: B A (dropout(x))
   std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
   uint64_t init_seed = 0;  // fresh LoRA: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming init), B = 0
-  // Start from this adapter instead (its rank, alpha and targets win): a llama.cpp GGUF adapter
-  // (*.gguf), or a PEFT folder / adapter_model.safetensors, converted on the way
-  // (native/convert/lora_convert.h).
+  // Start from this adapter instead (its rank, alpha and targets win): a llama.cpp GGUF adapter.
+  // A PEFT folder / adapter_model.safetensors is converted by the caller first
+  // (convert::AdapterAsGguf; the N-API binding does it), so train/ needs nothing of convert/.
   std::string init_adapter;
 };
 
