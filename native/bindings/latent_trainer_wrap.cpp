@@ -1,5 +1,6 @@
 // NativeLatentTrainer: CODI / Coconut / LM training through the latent chain (LoRA or full).
 #include "bindings/common.h"
+#include "bindings/trainer_wrap_base.h"
 #include "bindings/model_wrap.h"
 #include "train/latent_train.h"
 
@@ -67,39 +68,24 @@ Napi::Object loss_to_js(Napi::Env env, const lro::LatentLoss& l) {
 
 }  // namespace
 
-class LatentTrainerWrap : public Napi::ObjectWrap<LatentTrainerWrap> {
+class LatentTrainerWrap : public TrainerWrapBase<LatentTrainerWrap, lro::LatentTrainer> {
  public:
   static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(
         env, "NativeLatentTrainer",
-        {InstanceMethod("step", &LatentTrainerWrap::Step), InstanceMethod("evalLosses", &LatentTrainerWrap::EvalLosses),
-         InstanceMethod("gradients", &LatentTrainerWrap::Gradients),
-         InstanceMethod("keepPreclipGradients", &LatentTrainerWrap::KeepPreclip), InstanceMethod("saveModel", &LatentTrainerWrap::SaveModel),
-         InstanceMethod("saveHead", &LatentTrainerWrap::SaveHead), InstanceMethod("saveCheckpoint", &LatentTrainerWrap::SaveCheckpoint),
-         InstanceMethod("loadCheckpoint", &LatentTrainerWrap::LoadCheckpoint), InstanceMethod("info", &LatentTrainerWrap::Info),
-         InstanceMethod("setDataPosition", &LatentTrainerWrap::SetDataPosition), InstanceMethod("dispose", &LatentTrainerWrap::Dispose)});
+        with_common_methods({InstanceMethod("step", &LatentTrainerWrap::Step), InstanceMethod("evalLosses", &LatentTrainerWrap::EvalLosses),
+                             InstanceMethod("gradients", &LatentTrainerWrap::Gradients),
+                             InstanceMethod("keepPreclipGradients", &LatentTrainerWrap::KeepPreclip), InstanceMethod("saveModel", &LatentTrainerWrap::SaveModel),
+                             InstanceMethod("saveHead", &LatentTrainerWrap::SaveHead), InstanceMethod("info", &LatentTrainerWrap::Info)}));
     register_class(env, f);
     exports.Set("NativeLatentTrainer", f);
     return exports;
   }
   explicit LatentTrainerWrap(const Napi::CallbackInfo& info);
-  std::unique_ptr<lro::LatentTrainer> trainer;
-  std::atomic<bool> busy{false};
-  bool dispose_pending = false;
-
-  lro::LatentTrainer& get(const Napi::Env& env) {
-    if (!trainer) throw Napi::Error::New(env, "latent trainer has been disposed");
-    if (busy) throw Napi::Error::New(env, "latent trainer is busy with a step; await it first");
-    return *trainer;
-  }
 
  private:
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value EvalLosses(const Napi::CallbackInfo& info);
-  std::string path_arg(const Napi::CallbackInfo& info, const char* method) {
-    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), std::string(method) + "(path): path must be a string");
-    return info[0].As<Napi::String>().Utf8Value();
-  }
   Napi::Value Gradients(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = get(env);
@@ -135,32 +121,16 @@ class LatentTrainerWrap : public Napi::ObjectWrap<LatentTrainerWrap> {
         extra.push_back({k, v.As<Napi::String>().Utf8Value()});
       }
     }
-    t.save_model(path_arg(info, "saveModel"), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "", extra);
+    t.save_model(string_arg(info, 0, "saveModel: path"), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "", extra);
     return info.Env().Undefined();
   }
   Napi::Value SaveHead(const Napi::CallbackInfo& info) {
-    get(info.Env()).save_head(path_arg(info, "saveHead"));
-    return info.Env().Undefined();
-  }
-  Napi::Value SaveCheckpoint(const Napi::CallbackInfo& info) {
-    get(info.Env()).save_checkpoint(path_arg(info, "saveCheckpoint"));
-    return info.Env().Undefined();
-  }
-  Napi::Value LoadCheckpoint(const Napi::CallbackInfo& info) {
-    get(info.Env()).load_checkpoint(path_arg(info, "loadCheckpoint"));
-    return info.Env().Undefined();
-  }
-  Napi::Value SetDataPosition(const Napi::CallbackInfo& info) {
-    if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "setDataPosition(position): a number");
-    const double p = info[0].As<Napi::Number>().DoubleValue();
-    if (!(p >= 0) || p != std::floor(p)) throw Napi::RangeError::New(info.Env(), "setDataPosition: a non-negative integer");
-    get(info.Env()).set_data_position(static_cast<int64_t>(p));
+    get(info.Env()).save_head(string_arg(info, 0, "saveHead: path"));
     return info.Env().Undefined();
   }
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!trainer) throw Napi::Error::New(env, "latent trainer has been disposed");
-    auto& t = *trainer;
+    auto& t = peek(env);
     auto o = Napi::Object::New(env);
     o.Set("step", static_cast<double>(t.step_count()));
     o.Set("dataPosition", static_cast<double>(t.data_position()));
@@ -174,15 +144,10 @@ class LatentTrainerWrap : public Napi::ObjectWrap<LatentTrainerWrap> {
     o.Set("trainableParams", n);
     return o;
   }
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    if (busy) dispose_pending = true;
-    else trainer.reset();
-    return info.Env().Undefined();
-  }
 };
 
 // new NativeLatentTrainer(model, headPath | null, config, optim)
-LatentTrainerWrap::LatentTrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LatentTrainerWrap>(info) {
+LatentTrainerWrap::LatentTrainerWrap(const Napi::CallbackInfo& info) : TrainerWrapBase(info, "latent trainer") {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "new NativeLatentTrainer(model, headPath, config?, optim?)");
   auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "new NativeLatentTrainer: model");
@@ -246,8 +211,7 @@ class LatentTrainWorker : public Napi::AsyncWorker {
     }
   }
   void Finish() {
-    owner_->busy = false;
-    if (owner_->dispose_pending) owner_->trainer.reset();
+    owner_->step_done();
   }
   void OnOK() override {
     Finish();

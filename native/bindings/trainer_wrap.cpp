@@ -1,5 +1,6 @@
 // NativeTrainer: LoRA training steps, adapters and checkpoints.
 #include "bindings/common.h"
+#include "bindings/trainer_wrap_base.h"
 #include "bindings/model_wrap.h"
 
 namespace lro_napi {
@@ -65,29 +66,17 @@ lro::TrainExample train_example(const Napi::Value& v, size_t i) {
   return e;
 }
 
-class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
+class TrainerWrap : public TrainerWrapBase<TrainerWrap, lro::Trainer> {
  public:
   static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-    Napi::Function f = DefineClass(
-        env, "NativeTrainer",
-        {InstanceMethod("step", &TrainerWrap::Step), InstanceMethod("evalLoss", &TrainerWrap::EvalLoss),
-         InstanceMethod("saveAdapter", &TrainerWrap::SaveAdapter), InstanceMethod("saveCheckpoint", &TrainerWrap::SaveCheckpoint),
-         InstanceMethod("loadCheckpoint", &TrainerWrap::LoadCheckpoint), InstanceMethod("info", &TrainerWrap::Info),
-         InstanceMethod("setDataPosition", &TrainerWrap::SetDataPosition), InstanceMethod("dispose", &TrainerWrap::Dispose)});
+    Napi::Function f = DefineClass(env, "NativeTrainer",
+                                   with_common_methods({InstanceMethod("step", &TrainerWrap::Step), InstanceMethod("evalLoss", &TrainerWrap::EvalLoss),
+                                                        InstanceMethod("saveAdapter", &TrainerWrap::SaveAdapter), InstanceMethod("info", &TrainerWrap::Info)}));
     register_class(env, f);
     exports.Set("NativeTrainer", f);
     return exports;
   }
   explicit TrainerWrap(const Napi::CallbackInfo& info);
-  std::unique_ptr<lro::Trainer> trainer;
-  std::atomic<bool> busy{false};
-  bool dispose_pending = false;
-
-  lro::Trainer& get(const Napi::Env& env) {
-    if (!trainer) throw Napi::Error::New(env, "trainer has been disposed");
-    if (busy) throw Napi::Error::New(env, "trainer is busy with a step; await it first");
-    return *trainer;
-  }
 
  private:
   Napi::Value Step(const Napi::CallbackInfo& info);
@@ -98,26 +87,9 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     t.save_adapter(string_arg(info, 0, "saveAdapter: path"), info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "");
     return env.Undefined();
   }
-  Napi::Value SaveCheckpoint(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto& t = get(env);
-    t.save_checkpoint(string_arg(info, 0, "saveCheckpoint: path"));
-    return env.Undefined();
-  }
-  Napi::Value LoadCheckpoint(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto& t = get(env);
-    t.load_checkpoint(string_arg(info, 0, "loadCheckpoint: path"));
-    return env.Undefined();
-  }
-  Napi::Value SetDataPosition(const Napi::CallbackInfo& info) {
-    get(info.Env()).set_data_position(int_arg(info, 0, "setDataPosition: position", 0, kMaxSafeInt));
-    return info.Env().Undefined();
-  }
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!trainer) throw Napi::Error::New(env, "trainer has been disposed");
-    const auto& t = *trainer;
+    auto& t = peek(env);
     auto o = Napi::Object::New(env);
     o.Set("step", static_cast<double>(t.step_count()));
     o.Set("dataPosition", static_cast<double>(t.data_position()));
@@ -134,15 +106,10 @@ class TrainerWrap : public Napi::ObjectWrap<TrainerWrap> {
     o.Set("trainableParams", n);
     return o;
   }
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    if (busy) dispose_pending = true;
-    else trainer.reset();
-    return info.Env().Undefined();
-  }
 };
 
 // new NativeTrainer(model, lora, optim, options)
-TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainerWrap>(info) {
+TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : TrainerWrapBase(info, "trainer") {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "new NativeTrainer(model, lora?, optim?, options?)");
   auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "new NativeTrainer: model");
@@ -216,10 +183,7 @@ class TrainWorker : public Napi::AsyncWorker {
       SetError(e.what());
     }
   }
-  void Finish() {
-    owner_->busy = false;
-    if (owner_->dispose_pending) owner_->trainer.reset();
-  }
+  void Finish() { owner_->step_done(); }
   void OnOK() override {
     Finish();
     Napi::Env env = Env();

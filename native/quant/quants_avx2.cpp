@@ -451,6 +451,26 @@ void gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// The integer part both K-quant panels share: for panel rows i < R and activation rows j < T,
+// iacc[i][j] = the super-block's 8 chunks of 32 u8 weights times s8 activations, each chunk's
+// pair sums weighted by its int16 scale vector.
+template <int R, int T, class Unit>
+inline void kquant_dots(__m256i (&iacc)[R][T], const Unit* panel, int64_t nu, int64_t u, const int8_t* const (&xq)[T]) {
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k) {
+    for (int i = 0; i < R; ++i) {
+      const Unit& p = panel[i * nu + u];
+      const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.q[k]));
+      const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.sv[k]));
+      for (int j = 0; j < T; ++j) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[j] + QK_K * u + 32 * k));
+        iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xv), sv));
+      }
+    }
+  }
+}
+
 // ---- Q4_K panel: per row and super-block, the 8 sub-blocks of 32 nibbles as u8 in activation
 // order, each sub-block's scale as an int16 vector, d, and dmin*m_j as floats. Per (row, token,
 // sub-block): maddubs + madd(scale) + add; per super-block acc += cvt(iacc) * d*dx minus the mins
@@ -500,19 +520,7 @@ struct PanelQ4K {
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     for (int64_t u = 0; u < nu; ++u) {
       __m256i iacc[R][T];
-      for (int i = 0; i < R; ++i)
-        for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
-      for (int sb = 0; sb < 8; ++sb) {
-        for (int i = 0; i < R; ++i) {
-          const Unit& p = panel[i * nu + u];
-          const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.q[sb]));
-          const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.sv[sb]));
-          for (int j = 0; j < T; ++j) {
-            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[j] + QK_K * u + 32 * sb));
-            iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xv), sv));
-          }
-        }
-      }
+      kquant_dots<R, T>(iacc, panel, nu, u, xq);
       for (int j = 0; j < T; ++j) {
         const __m256 dx = _mm256_set1_ps(xd[j][u]);
         const __m256 bx = _mm256_loadu_ps(am[j] + 8 * u);
@@ -580,19 +588,7 @@ struct PanelQ6K {
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     for (int64_t u = 0; u < nu; ++u) {
       __m256i iacc[R][T];
-      for (int i = 0; i < R; ++i)
-        for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
-      for (int k = 0; k < 8; ++k) {
-        for (int i = 0; i < R; ++i) {
-          const Unit& p = panel[i * nu + u];
-          const __m256i wq = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.q[k]));
-          const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.sv[k]));
-          for (int j = 0; j < T; ++j) {
-            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[j] + QK_K * u + 32 * k));
-            iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xv), sv));
-          }
-        }
-      }
+      kquant_dots<R, T>(iacc, panel, nu, u, xq);
       for (int j = 0; j < T; ++j) {
         const __m256 dx = _mm256_set1_ps(xd[j][u]);
         const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * u));

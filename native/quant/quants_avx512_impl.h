@@ -528,6 +528,24 @@ void gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// The integer part both K-quant panels share: for panel rows i < R and activation rows j < T,
+// iacc[i][j] = the super-block's 4 chunks of 64 u8 weights times s8 activations, each chunk's
+// pair sums weighted by its int16 scale vector.
+template <int R, int T, class Unit>
+inline void kquant_dots(__m512i (&iacc)[R][T], const Unit* panel, int64_t nu, int64_t u, const int8_t* const (&xq)[T]) {
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < T; ++j) iacc[i][j] = _mm512_setzero_si512();
+  for (int c = 0; c < 4; ++c) {
+    for (int i = 0; i < R; ++i) {
+      const Unit& p = panel[i * nu + u];
+      const __m512i wq = _mm512_load_si512(p.q[c]);
+      const __m512i sv = _mm512_load_si512(p.sv[c]);
+      for (int j = 0; j < T; ++j)
+        iacc[i][j] = dot_s16(iacc[i][j], _mm512_maddubs_epi16(wq, _mm512_loadu_si512(xq[j] + QK_K * u + 64 * c)), sv);
+    }
+  }
+}
+
 // ---- Q4_K panel: per row and super-block, the 4 chunks of 64 nibbles as u8 in activation order,
 // the 4 scale vectors (int16 lanes 0-15: sc_2c, 16-31: sc_2c+1), d, and dmin*m_j as floats.
 // Micro-kernel per (row, token, super-block): 4 x (maddubs + int16 pair dot) into an int32
@@ -584,17 +602,7 @@ struct PanelQ4K {
       for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
     for (int64_t u = 0; u < nu; ++u) {
       __m512i iacc[R][T];
-      for (int i = 0; i < R; ++i)
-        for (int j = 0; j < T; ++j) iacc[i][j] = _mm512_setzero_si512();
-      for (int c = 0; c < 4; ++c) {
-        for (int i = 0; i < R; ++i) {
-          const Unit& p = panel[i * nu + u];
-          const __m512i wq = _mm512_load_si512(p.q[c]);
-          const __m512i sv = _mm512_load_si512(p.sv[c]);
-          for (int j = 0; j < T; ++j)
-            iacc[i][j] = dot_s16(iacc[i][j], _mm512_maddubs_epi16(wq, _mm512_loadu_si512(xq[j] + QK_K * u + 64 * c)), sv);
-        }
-      }
+      kquant_dots<R, T>(iacc, panel, nu, u, xq);
       for (int j = 0; j < T; ++j) {
         const __m512 dx = _mm512_set1_ps(xd[j][u]);
         const __m512 bx = _mm512_zextps256_ps512(_mm256_loadu_ps(am[j] + 8 * u));
@@ -667,17 +675,7 @@ struct PanelQ6K {
       for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
     for (int64_t u = 0; u < nu; ++u) {
       __m512i iacc[R][T];
-      for (int i = 0; i < R; ++i)
-        for (int j = 0; j < T; ++j) iacc[i][j] = _mm512_setzero_si512();
-      for (int k = 0; k < 4; ++k) {
-        for (int i = 0; i < R; ++i) {
-          const Unit& p = panel[i * nu + u];
-          const __m512i wq = _mm512_load_si512(p.q[k]);
-          const __m512i sv = _mm512_load_si512(p.sv[k]);
-          for (int j = 0; j < T; ++j)
-            iacc[i][j] = dot_s16(iacc[i][j], _mm512_maddubs_epi16(wq, _mm512_loadu_si512(xq[j] + QK_K * u + 64 * k)), sv);
-        }
-      }
+      kquant_dots<R, T>(iacc, panel, nu, u, xq);
       for (int j = 0; j < T; ++j) {
         const __m512 dx = _mm512_set1_ps(xd[j][u]);
         const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * u));
