@@ -70,16 +70,12 @@ Napi::Object loss_to_js(Napi::Env env, const lro::LatentLoss& l) {
 
 class LatentTrainerWrap : public TrainerWrapBase<LatentTrainerWrap, lro::LatentTrainer> {
  public:
-  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-    Napi::Function f = DefineClass(
-        env, "NativeLatentTrainer",
-        with_common_methods({InstanceMethod("step", &LatentTrainerWrap::Step), InstanceMethod("evalLosses", &LatentTrainerWrap::EvalLosses),
-                             InstanceMethod("gradients", &LatentTrainerWrap::Gradients),
-                             InstanceMethod("keepPreclipGradients", &LatentTrainerWrap::KeepPreclip), InstanceMethod("saveModel", &LatentTrainerWrap::SaveModel),
-                             InstanceMethod("saveHead", &LatentTrainerWrap::SaveHead), InstanceMethod("info", &LatentTrainerWrap::Info)}));
-    register_class(env, f);
-    exports.Set("NativeLatentTrainer", f);
-    return exports;
+  static void Init(Napi::Env env, Napi::Object exports) {
+    define(env, exports, "NativeLatentTrainer",
+           {InstanceMethod("step", &LatentTrainerWrap::Step), InstanceMethod("evalLosses", &LatentTrainerWrap::EvalLosses),
+            InstanceMethod("gradients", &LatentTrainerWrap::Gradients), InstanceMethod("keepPreclipGradients", &LatentTrainerWrap::KeepPreclip),
+            InstanceMethod("saveModel", &LatentTrainerWrap::SaveModel), InstanceMethod("saveHead", &LatentTrainerWrap::SaveHead),
+            InstanceMethod("info", &LatentTrainerWrap::Info)});
   }
   explicit LatentTrainerWrap(const Napi::CallbackInfo& info);
 
@@ -131,10 +127,7 @@ class LatentTrainerWrap : public TrainerWrapBase<LatentTrainerWrap, lro::LatentT
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = peek(env);
-    auto o = Napi::Object::New(env);
-    o.Set("step", static_cast<double>(t.step_count()));
-    o.Set("dataPosition", static_cast<double>(t.data_position()));
-    o.Set("threads", t.threads());
+    auto o = info_object(env);
     o.Set("objective", lro::latent_objective_name(t.config().objective));
     o.Set("mode", t.config().mode == lro::LatentTrainMode::FULL ? "full" : "lora");
     o.Set("latentSteps", static_cast<double>(t.config().latent_steps));
@@ -149,9 +142,7 @@ class LatentTrainerWrap : public TrainerWrapBase<LatentTrainerWrap, lro::LatentT
 // new NativeLatentTrainer(model, headPath | null, config, optim)
 LatentTrainerWrap::LatentTrainerWrap(const Napi::CallbackInfo& info) : TrainerWrapBase(info, "latent trainer") {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "new NativeLatentTrainer(model, headPath, config?, optim?)");
-  auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "new NativeLatentTrainer: model");
-  if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+  ModelWrap* mw = &model_arg(info, "new NativeLatentTrainer(model, headPath, config?, optim?)", "NativeLatentTrainer");
   std::shared_ptr<lro::LatentHead> head;
   if (info.Length() > 1 && info[1].IsString()) head = lro::LatentHead::load(info[1].As<Napi::String>().Utf8Value(), mw->model->hparams().n_embd);
   else if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined())
@@ -188,83 +179,41 @@ LatentTrainerWrap::LatentTrainerWrap(const Napi::CallbackInfo& info) : TrainerWr
   trainer = std::make_unique<lro::LatentTrainer>(mw->model, head, cfg, oc);
 }
 
-class LatentTrainWorker : public Napi::AsyncWorker {
+class LatentTrainWorker : public TrainerWorker<LatentTrainerWrap> {
  public:
-  LatentTrainWorker(Napi::Env env, LatentTrainerWrap* owner)
-      : Napi::AsyncWorker(env), owner_(owner), deferred_(Napi::Promise::Deferred::New(env)) {
-    owner_->Ref();
-  }
-  ~LatentTrainWorker() override { owner_->Unref(); }
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
+  using TrainerWorker::TrainerWorker;
   bool eval_only = false;
   std::vector<std::vector<lro::LatentExample>> micro_batches;
-  lro::LatentStepResult result;
-  std::vector<lro::LatentLoss> losses;
-
-  void Execute() override {
-    try {
-      if (eval_only) losses = owner_->trainer->accumulate(micro_batches.front(), 0.0);
-      else result = owner_->trainer->step(micro_batches);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void Finish() {
-    owner_->step_done();
-  }
-  void OnOK() override {
-    Finish();
-    Napi::Env env = Env();
-    const auto& ls = eval_only ? losses : result.examples;
-    auto per = Napi::Array::New(env, ls.size());
-    for (size_t i = 0; i < ls.size(); ++i) per.Set(static_cast<uint32_t>(i), loss_to_js(env, ls[i]));
-    if (eval_only) {
-      deferred_.Resolve(per);
-      return;
-    }
-    auto o = Napi::Object::New(env);
-    o.Set("loss", result.loss);
-    o.Set("ce", result.ce);
-    o.Set("distill", result.distill);
-    o.Set("refCe", result.ref_ce);
-    o.Set("latentCe", result.latent_ce);
-    o.Set("gradNorm", result.grad_norm);
-    o.Set("clipCoef", result.clip_coef);
-    o.Set("lr", result.lr);
-    o.Set("tokens", static_cast<double>(result.tokens));
-    o.Set("step", static_cast<double>(result.step));
-    o.Set("examples", per);
-    deferred_.Resolve(o);
-  }
-  void OnError(const Napi::Error& e) override {
-    Finish();
-    deferred_.Reject(e.Value());
-  }
 
  private:
-  LatentTrainerWrap* owner_;
-  Napi::Promise::Deferred deferred_;
+  lro::LatentStepResult step_;
+  std::vector<lro::LatentLoss> losses_;
+
+  void run() override {
+    if (eval_only) losses_ = owner_->trainer->accumulate(micro_batches.front(), 0.0);
+    else step_ = owner_->trainer->step(micro_batches);
+  }
+  Napi::Value result(Napi::Env env) override {
+    const auto& ls = eval_only ? losses_ : step_.examples;
+    auto per = Napi::Array::New(env, ls.size());
+    for (size_t i = 0; i < ls.size(); ++i) per.Set(static_cast<uint32_t>(i), loss_to_js(env, ls[i]));
+    if (eval_only) return per;
+    auto o = Napi::Object::New(env);
+    set_step_fields(o, step_);
+    o.Set("ce", step_.ce);
+    o.Set("distill", step_.distill);
+    o.Set("refCe", step_.ref_ce);
+    o.Set("latentCe", step_.latent_ce);
+    o.Set("examples", per);
+    return o;
+  }
 };
 
 // step(examples, microBatches?: number[][])
-Napi::Value LatentTrainerWrap::Step(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  get(env);
-  return queue_worker(env, new LatentTrainWorker(env, this), busy, [&](LatentTrainWorker& w) {
-    w.micro_batches = micro_batches(info.Length() > 1 ? info[1] : env.Undefined(), latent_examples(info.Length() > 0 ? info[0] : env.Undefined()), "latent trainer");
-  });
-}
+Napi::Value LatentTrainerWrap::Step(const Napi::CallbackInfo& info) { return queue_call<LatentTrainWorker>(info, false, latent_examples); }
 
 // evalLosses(examples): per-example losses, no gradients.
-Napi::Value LatentTrainerWrap::EvalLosses(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  get(env);
-  return queue_worker(env, new LatentTrainWorker(env, this), busy, [&](LatentTrainWorker& w) {
-    w.eval_only = true;
-    w.micro_batches.push_back(latent_examples(info.Length() > 0 ? info[0] : env.Undefined()));
-  });
-}
+Napi::Value LatentTrainerWrap::EvalLosses(const Napi::CallbackInfo& info) { return queue_call<LatentTrainWorker>(info, true, latent_examples); }
 
 void register_latent_trainer(Napi::Env env, Napi::Object exports) { LatentTrainerWrap::Init(env, exports); }
 

@@ -68,13 +68,10 @@ lro::TrainExample train_example(const Napi::Value& v, size_t i) {
 
 class TrainerWrap : public TrainerWrapBase<TrainerWrap, lro::Trainer> {
  public:
-  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
-    Napi::Function f = DefineClass(env, "NativeTrainer",
-                                   with_common_methods({InstanceMethod("step", &TrainerWrap::Step), InstanceMethod("evalLoss", &TrainerWrap::EvalLoss),
-                                                        InstanceMethod("saveAdapter", &TrainerWrap::SaveAdapter), InstanceMethod("info", &TrainerWrap::Info)}));
-    register_class(env, f);
-    exports.Set("NativeTrainer", f);
-    return exports;
+  static void Init(Napi::Env env, Napi::Object exports) {
+    define(env, exports, "NativeTrainer",
+           {InstanceMethod("step", &TrainerWrap::Step), InstanceMethod("evalLoss", &TrainerWrap::EvalLoss),
+            InstanceMethod("saveAdapter", &TrainerWrap::SaveAdapter), InstanceMethod("info", &TrainerWrap::Info)});
   }
   explicit TrainerWrap(const Napi::CallbackInfo& info);
 
@@ -90,10 +87,7 @@ class TrainerWrap : public TrainerWrapBase<TrainerWrap, lro::Trainer> {
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto& t = peek(env);
-    auto o = Napi::Object::New(env);
-    o.Set("step", static_cast<double>(t.step_count()));
-    o.Set("dataPosition", static_cast<double>(t.data_position()));
-    o.Set("threads", t.threads());
+    auto o = info_object(env);
     o.Set("rank", static_cast<double>(t.lora_config().rank));
     o.Set("alpha", t.lora_config().alpha);
     o.Set("rslora", t.lora_config().rslora);
@@ -111,9 +105,7 @@ class TrainerWrap : public TrainerWrapBase<TrainerWrap, lro::Trainer> {
 // new NativeTrainer(model, lora, optim, options)
 TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : TrainerWrapBase(info, "trainer") {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "new NativeTrainer(model, lora?, optim?, options?)");
-  auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "new NativeTrainer: model");
-  if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+  ModelWrap* mw = &model_arg(info, "new NativeTrainer(model, lora?, optim?, options?)", "NativeTrainer");
   auto arg = [&](size_t i) { return info.Length() > i && info[i].IsObject() ? info[i].As<Napi::Object>() : Napi::Object::New(env); };
   Napi::Object lo = arg(1), oo = arg(2), to = arg(3);
   lro::LoraConfig lc;
@@ -162,56 +154,30 @@ TrainerWrap::TrainerWrap(const Napi::CallbackInfo& info) : TrainerWrapBase(info,
   trainer = std::make_unique<lro::Trainer>(mw->model, lc, oc, tro);
 }
 
-class TrainWorker : public Napi::AsyncWorker {
+class TrainWorker : public TrainerWorker<TrainerWrap> {
  public:
-  TrainWorker(Napi::Env env, TrainerWrap* owner) : Napi::AsyncWorker(env), owner_(owner), deferred_(Napi::Promise::Deferred::New(env)) {
-    owner_->Ref();
-  }
-  ~TrainWorker() override { owner_->Unref(); }
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
+  using TrainerWorker::TrainerWorker;
   bool eval_only = false;
   std::vector<std::vector<lro::TrainExample>> micro_batches;
-  lro::StepResult result;
-  double eval = 0;
-
-  void Execute() override {
-    try {
-      if (eval_only) eval = owner_->trainer->eval_loss(micro_batches.front());
-      else result = owner_->trainer->step(micro_batches);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void Finish() { owner_->step_done(); }
-  void OnOK() override {
-    Finish();
-    Napi::Env env = Env();
-    if (eval_only) {
-      deferred_.Resolve(Napi::Number::New(env, eval));
-      return;
-    }
-    auto o = Napi::Object::New(env);
-    o.Set("loss", result.loss);
-    auto ml = Napi::Array::New(env, result.micro_losses.size());
-    for (size_t i = 0; i < result.micro_losses.size(); ++i) ml.Set(static_cast<uint32_t>(i), result.micro_losses[i]);
-    o.Set("microLosses", ml);
-    o.Set("gradNorm", result.grad_norm);
-    o.Set("clipCoef", result.clip_coef);
-    o.Set("lr", result.lr);
-    o.Set("tokens", static_cast<double>(result.tokens));
-    o.Set("lossTokens", static_cast<double>(result.loss_tokens));
-    o.Set("step", static_cast<double>(result.step));
-    deferred_.Resolve(o);
-  }
-  void OnError(const Napi::Error& e) override {
-    Finish();
-    deferred_.Reject(e.Value());
-  }
 
  private:
-  TrainerWrap* owner_;
-  Napi::Promise::Deferred deferred_;
+  lro::StepResult step_;
+  double eval_ = 0;
+
+  void run() override {
+    if (eval_only) eval_ = owner_->trainer->eval_loss(micro_batches.front());
+    else step_ = owner_->trainer->step(micro_batches);
+  }
+  Napi::Value result(Napi::Env env) override {
+    if (eval_only) return Napi::Number::New(env, eval_);
+    auto o = Napi::Object::New(env);
+    set_step_fields(o, step_);
+    auto ml = Napi::Array::New(env, step_.micro_losses.size());
+    for (size_t i = 0; i < step_.micro_losses.size(); ++i) ml.Set(static_cast<uint32_t>(i), step_.micro_losses[i]);
+    o.Set("microLosses", ml);
+    o.Set("lossTokens", static_cast<double>(step_.loss_tokens));
+    return o;
+  }
 };
 
 std::vector<lro::TrainExample> train_examples(const Napi::Value& v) {
@@ -223,23 +189,10 @@ std::vector<lro::TrainExample> train_examples(const Napi::Value& v) {
 }
 
 // step(examples, microBatches?: number[][]): one optimizer step; default one micro-batch of all examples.
-Napi::Value TrainerWrap::Step(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  get(env);
-  return queue_worker(env, new TrainWorker(env, this), busy, [&](TrainWorker& w) {
-    w.micro_batches = micro_batches(info.Length() > 1 ? info[1] : env.Undefined(), train_examples(info.Length() > 0 ? info[0] : env.Undefined()), "trainer");
-  });
-}
+Napi::Value TrainerWrap::Step(const Napi::CallbackInfo& info) { return queue_call<TrainWorker>(info, false, train_examples); }
 
 // evalLoss(examples): pooled token mean, no gradients, no dropout.
-Napi::Value TrainerWrap::EvalLoss(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  get(env);
-  return queue_worker(env, new TrainWorker(env, this), busy, [&](TrainWorker& w) {
-    w.eval_only = true;
-    w.micro_batches.push_back(train_examples(info.Length() > 0 ? info[0] : env.Undefined()));
-  });
-}
+Napi::Value TrainerWrap::EvalLoss(const Napi::CallbackInfo& info) { return queue_call<TrainWorker>(info, true, train_examples); }
 
 void register_trainer(Napi::Env env, Napi::Object exports) { TrainerWrap::Init(env, exports); }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bindings/common.h"
+#include "bindings/model_wrap.h"
 
 namespace lro_napi {
 
@@ -36,13 +37,48 @@ class TrainerWrapBase : public Napi::ObjectWrap<Derived> {
   using Base = TrainerWrapBase<Derived, Trainer>;
   using Methods = std::vector<typename Napi::ObjectWrap<Derived>::PropertyDescriptor>;
 
-  // The methods every trainer class has, added to its own for DefineClass.
+  // Defines the JS class `name` with its own methods and the common ones, and exports it.
+  static void define(Napi::Env env, Napi::Object exports, const char* name, Methods own) {
+    Napi::Function f = Napi::ObjectWrap<Derived>::DefineClass(env, name, with_common_methods(std::move(own)));
+    register_class(env, f);
+    exports.Set(name, f);
+  }
   static Methods with_common_methods(Methods own) {
     own.push_back(Napi::ObjectWrap<Derived>::InstanceMethod("saveCheckpoint", &Base::SaveCheckpoint));
     own.push_back(Napi::ObjectWrap<Derived>::InstanceMethod("loadCheckpoint", &Base::LoadCheckpoint));
     own.push_back(Napi::ObjectWrap<Derived>::InstanceMethod("setDataPosition", &Base::SetDataPosition));
     own.push_back(Napi::ObjectWrap<Derived>::InstanceMethod("dispose", &Base::Dispose));
     return own;
+  }
+  // step(examples, microBatches?) (eval_only false) or the losses without gradients (true): the
+  // examples parsed by parse, then the work queued on a Worker; the promise settles when it ends.
+  template <class Worker, class Parse>
+  Napi::Value queue_call(const Napi::CallbackInfo& info, bool eval_only, Parse parse) {
+    Napi::Env env = info.Env();
+    get(env);
+    return queue_worker(env, new Worker(env, static_cast<Derived*>(this)), busy, [&](Worker& w) {
+      auto examples = parse(info.Length() > 0 ? info[0] : env.Undefined());
+      w.eval_only = eval_only;
+      if (eval_only) w.micro_batches.push_back(std::move(examples));
+      else w.micro_batches = micro_batches(info.Length() > 1 ? info[1] : env.Undefined(), std::move(examples), what_);
+    });
+  }
+  // info()'s common fields (readable while a step runs): step, data position, threads.
+  Napi::Object info_object(const Napi::Env& env) const {
+    const Trainer& t = peek(env);
+    auto o = Napi::Object::New(env);
+    o.Set("step", static_cast<double>(t.step_count()));
+    o.Set("dataPosition", static_cast<double>(t.data_position()));
+    o.Set("threads", t.threads());
+    return o;
+  }
+  // The constructor's first argument, a NativeModel that is not disposed.
+  static ModelWrap& model_arg(const Napi::CallbackInfo& info, const std::string& usage, const std::string& cls) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, usage);
+    auto* mw = unwrap_as<ModelWrap>(env, info[0], "NativeModel", "new " + cls + ": model");
+    if (!mw || !mw->model) throw Napi::Error::New(env, "model has been disposed");
+    return *mw;
   }
   // For info(): the trainer even while a step runs, or the disposed error.
   Trainer& peek(const Napi::Env& env) const {
@@ -71,5 +107,52 @@ class TrainerWrapBase : public Napi::ObjectWrap<Derived> {
 
   std::string what_;
 };
+
+// The async worker of one trainer call (a step, or losses without gradients): keeps its owner
+// alive, runs the work off the JS thread, then frees the busy flag and settles the promise with
+// what result() makes of it.
+template <class Owner>
+class TrainerWorker : public Napi::AsyncWorker {
+ public:
+  TrainerWorker(Napi::Env env, Owner* owner) : Napi::AsyncWorker(env), owner_(owner), deferred_(Napi::Promise::Deferred::New(env)) {
+    owner_->Ref();
+  }
+  ~TrainerWorker() override { owner_->Unref(); }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  virtual void run() = 0;                         // on the worker thread
+  virtual Napi::Value result(Napi::Env env) = 0;  // on the JS thread
+  Owner* owner_;
+
+ private:
+  void Execute() override {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    owner_->step_done();
+    deferred_.Resolve(result(Env()));
+  }
+  void OnError(const Napi::Error& e) override {
+    owner_->step_done();
+    deferred_.Reject(e.Value());
+  }
+  Napi::Promise::Deferred deferred_;
+};
+
+// The fields every step result reports, on o.
+template <class StepResult>
+void set_step_fields(Napi::Object& o, const StepResult& r) {
+  o.Set("loss", r.loss);
+  o.Set("gradNorm", r.grad_norm);
+  o.Set("clipCoef", r.clip_coef);
+  o.Set("lr", r.lr);
+  o.Set("tokens", static_cast<double>(r.tokens));
+  o.Set("step", static_cast<double>(r.step));
+}
 
 }  // namespace lro_napi
