@@ -546,6 +546,35 @@ inline void kquant_dots(__m512i (&iacc)[R][T], const Unit* panel, int64_t nu, in
   }
 }
 
+// The micro-kernel both K-quant panels share: activation rows t..t+T against panel rows r..r+R,
+// over the units (super-blocks) u0..u0+nu. side(row, unit) loads an activation row's per-unit
+// correction input; combine folds one unit's integer dots into a float accumulator.
+template <int R, int T, class Unit, class Side, class Combine>
+inline void kquant_micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t, Side side,
+                         Combine combine) {
+  const int64_t nsb = a.n_in / QK_K;
+  const int8_t* xq[T];
+  const float* xd[T];
+  for (int j = 0; j < T; ++j) {
+    xq[j] = a.aq + (t + j) * a.n_in + QK_K * u0;
+    xd[j] = a.ad + (t + j) * nsb + u0;
+  }
+  __m512 acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t u = 0; u < nu; ++u) {
+    __m512i iacc[R][T];
+    kquant_dots<R, T>(iacc, panel, nu, u, xq);
+    for (int j = 0; j < T; ++j) {
+      const __m512 dx = _mm512_set1_ps(xd[j][u]);
+      const auto sd = side(t + j, u0 + u);
+      for (int i = 0; i < R; ++i) acc[i][j] = combine(panel[i * nu + u], iacc[i][j], dx, sd, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < T; ++j) put(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]), u0 == 0);
+}
+
 // ---- Q4_K panel: per row and super-block, the 4 chunks of 64 nibbles as u8 in activation order,
 // the 4 scale vectors (int16 lanes 0-15: sc_2c, 16-31: sc_2c+1), d, and dmin*m_j as floats.
 // Micro-kernel per (row, token, super-block): 4 x (maddubs + int16 pair dot) into an int32
@@ -588,33 +617,14 @@ struct PanelQ4K {
 
   template <int R, int T>
   static void micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t) {
-    const int64_t nsb = a.n_in / QK_K;
-    const int8_t* xq[T];
-    const float* xd[T];
-    const float* am[T];
-    for (int j = 0; j < T; ++j) {
-      xq[j] = a.aq + (t + j) * a.n_in + QK_K * u0;
-      xd[j] = a.ad + (t + j) * nsb + u0;
-      am[j] = a.amin + (t + j) * (a.n_in / 32) + 8 * u0;
-    }
-    __m512 acc[R][T];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t u = 0; u < nu; ++u) {
-      __m512i iacc[R][T];
-      kquant_dots<R, T>(iacc, panel, nu, u, xq);
-      for (int j = 0; j < T; ++j) {
-        const __m512 dx = _mm512_set1_ps(xd[j][u]);
-        const __m512 bx = _mm512_zextps256_ps512(_mm256_loadu_ps(am[j] + 8 * u));
-        for (int i = 0; i < R; ++i) {
-          const Unit& p = panel[i * nu + u];
-          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[i][j]), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc[i][j]);
-          acc[i][j] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(_mm256_load_ps(p.mins)), bx, acc[i][j]);
-        }
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) put(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]), u0 == 0);
+    // Per activation row and super-block: the 8 sub-block sums times the activation scale (amin).
+    kquant_micro<R, T>(
+        a, panel, nu, u0, r, t,
+        [&](int64_t row, int64_t u) { return _mm512_zextps256_ps512(_mm256_loadu_ps(a.amin + row * (a.n_in / 32) + 8 * u)); },
+        [](const Unit& p, __m512i dots, __m512 dx, __m512 bx, __m512 acc) {
+          acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc);
+          return _mm512_fnmadd_ps(_mm512_zextps256_ps512(_mm256_load_ps(p.mins)), bx, acc);
+        });
   }
 };
 
@@ -661,34 +671,15 @@ struct PanelQ6K {
 
   template <int R, int T>
   static void micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t) {
-    const int64_t nsb = a.n_in / QK_K;
-    const int8_t* xq[T];
-    const float* xd[T];
-    const int16_t* xs[T];
-    for (int j = 0; j < T; ++j) {
-      xq[j] = a.aq + (t + j) * a.n_in + QK_K * u0;
-      xd[j] = a.ad + (t + j) * nsb + u0;
-      xs[j] = a.as + (t + j) * (a.n_in / 16) + 16 * u0;
-    }
-    __m512 acc[R][T];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t u = 0; u < nu; ++u) {
-      __m512i iacc[R][T];
-      kquant_dots<R, T>(iacc, panel, nu, u, xq);
-      for (int j = 0; j < T; ++j) {
-        const __m512 dx = _mm512_set1_ps(xd[j][u]);
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * u));
-        for (int i = 0; i < R; ++i) {
-          const Unit& p = panel[i * nu + u];
+    // Per activation row and super-block: its 16 group sums (the -32 offset's correction).
+    kquant_micro<R, T>(
+        a, panel, nu, u0, r, t,
+        [&](int64_t row, int64_t u) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.as + row * (a.n_in / 16) + 16 * u)); },
+        [](const Unit& p, __m512i dots, __m512 dx, __m256i bs, __m512 acc) {
           const __m256i corr = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.sc32)), bs);
-          const __m512i v = _mm512_sub_epi32(iacc[i][j], _mm512_zextsi256_si512(corr));
-          acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc[i][j]);
-        }
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) put(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]), u0 == 0);
+          const __m512i v = _mm512_sub_epi32(dots, _mm512_zextsi256_si512(corr));
+          return _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc);
+        });
   }
 };
 
