@@ -12,6 +12,13 @@ export function rng(seed: number): () => number {
   };
 }
 
+/** FNV-1a over a string's UTF-16 units (unsigned 32-bit). */
+export function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
 /** A 32-bit seed from several integers, so (seed, epoch) streams do not overlap (seed + epoch would). */
 export function mixSeed(...parts: number[]): number {
   let h = 0x811c9dc5;

@@ -17,7 +17,7 @@ import { ShardRun, ShardSchema, shardInfoPath } from '../core/shard.js';
 import { abortError, InputError } from '../core/errors.js';
 import type { Model } from '../engine/model.js';
 import { writeFileAtomic } from '../core/atomic-file.js';
-import { mixSeed, rng, shuffleInPlace } from '../core/random.js';
+import { fnv1a, mixSeed, rng, shuffleInPlace } from '../core/random.js';
 import { readOracleLines, VectorStore, type OracleExample } from './oracle-data.js';
 import { parseOptions } from '../core/options.js';
 import { firstDifference } from '../training/train-run.js';
@@ -193,9 +193,7 @@ function bootstrapCis(lists: (0 | 1 | null)[][], resamples: number, seed: number
 
 /** FNV-1a of a task name: the per-task bootstrap salt (eval-oracle's and the pipeline's baselines use the same one). */
 export function taskSalt(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
+  return fnv1a(s);
 }
 
 /** Scores of one group of predictions. */

@@ -2,17 +2,14 @@
 // the question's split, so no question's vectors are seen in two splits. Assignment depends only
 // on the seed and the ids, not on file order.
 import { InputError } from '../core/errors.js';
+import { fnv1a } from '../core/random.js';
 
 export const SPLITS = ['train', 'val', 'test'] as const;
 export type Split = (typeof SPLITS)[number];
 
 /** FNV-1a over UTF-16 units, then a murmur-style finaliser: stable across runs and platforms. */
 export function hash32(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
+  let h = fnv1a(s);
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
