@@ -473,7 +473,8 @@ inline void kquant_dots(__m256i (&iacc)[R][T], const Unit* panel, int64_t nu, in
 
 // The micro-kernel both K-quant panels share: activation rows t..t+T against panel rows r..r+R,
 // over the units (super-blocks) u0..u0+nu. side(row, unit) loads an activation row's per-unit
-// correction input; combine folds one unit's integer dots into a float accumulator.
+// correction input; combine folds one unit's integer dots into a float accumulator (vectors by
+// reference: GCC warns that passing them by value from a lambda changes the ABI).
 template <int R, int T, class Unit, class Side, class Combine>
 inline void kquant_micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t, Side side,
                          Combine combine) {
@@ -493,7 +494,7 @@ inline void kquant_micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int
     for (int j = 0; j < T; ++j) {
       const __m256 dx = _mm256_set1_ps(xd[j][u]);
       const auto sd = side(t + j, u0 + u);
-      for (int i = 0; i < R; ++i) acc[i][j] = combine(panel[i * nu + u], iacc[i][j], dx, sd, acc[i][j]);
+      for (int i = 0; i < R; ++i) combine(panel[i * nu + u], iacc[i][j], dx, sd, acc[i][j]);
     }
   }
   for (int i = 0; i < R; ++i)
@@ -538,9 +539,9 @@ struct PanelQ4K {
     // Per activation row and super-block: the 8 sub-block sums times the activation scale (amin).
     kquant_micro<R, T>(
         a, panel, nu, u0, r, t, [&](int64_t row, int64_t u) { return _mm256_loadu_ps(a.amin + row * (a.n_in / 32) + 8 * u); },
-        [](const Unit& p, __m256i dots, __m256 dx, __m256 bx, __m256 acc) {
+        [](const Unit& p, const __m256i& dots, const __m256& dx, const __m256& bx, __m256& acc) {
           acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(dx, _mm256_set1_ps(p.d)), acc);
-          return _mm256_fnmadd_ps(_mm256_load_ps(p.mins), bx, acc);
+          acc = _mm256_fnmadd_ps(_mm256_load_ps(p.mins), bx, acc);
         });
   }
 };
@@ -587,9 +588,9 @@ struct PanelQ6K {
     kquant_micro<R, T>(
         a, panel, nu, u0, r, t,
         [&](int64_t row, int64_t u) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.as + row * (a.n_in / 16) + 16 * u)); },
-        [](const Unit& p, __m256i dots, __m256 dx, __m256i bs, __m256 acc) {
+        [](const Unit& p, const __m256i& dots, const __m256& dx, const __m256i& bs, __m256& acc) {
           const __m256i v = _mm256_sub_epi32(dots, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.sc32)), bs));
-          return _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dx, _mm256_set1_ps(p.d)), acc);
+          acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(dx, _mm256_set1_ps(p.d)), acc);
         });
   }
 };

@@ -548,7 +548,8 @@ inline void kquant_dots(__m512i (&iacc)[R][T], const Unit* panel, int64_t nu, in
 
 // The micro-kernel both K-quant panels share: activation rows t..t+T against panel rows r..r+R,
 // over the units (super-blocks) u0..u0+nu. side(row, unit) loads an activation row's per-unit
-// correction input; combine folds one unit's integer dots into a float accumulator.
+// correction input; combine folds one unit's integer dots into a float accumulator (vectors by
+// reference: GCC warns that passing them by value from a lambda changes the ABI).
 template <int R, int T, class Unit, class Side, class Combine>
 inline void kquant_micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int64_t u0, int64_t r, int64_t t, Side side,
                          Combine combine) {
@@ -568,7 +569,7 @@ inline void kquant_micro(const MatmulArgs& a, const Unit* panel, int64_t nu, int
     for (int j = 0; j < T; ++j) {
       const __m512 dx = _mm512_set1_ps(xd[j][u]);
       const auto sd = side(t + j, u0 + u);
-      for (int i = 0; i < R; ++i) acc[i][j] = combine(panel[i * nu + u], iacc[i][j], dx, sd, acc[i][j]);
+      for (int i = 0; i < R; ++i) combine(panel[i * nu + u], iacc[i][j], dx, sd, acc[i][j]);
     }
   }
   for (int i = 0; i < R; ++i)
@@ -621,9 +622,9 @@ struct PanelQ4K {
     kquant_micro<R, T>(
         a, panel, nu, u0, r, t,
         [&](int64_t row, int64_t u) { return _mm512_zextps256_ps512(_mm256_loadu_ps(a.amin + row * (a.n_in / 32) + 8 * u)); },
-        [](const Unit& p, __m512i dots, __m512 dx, __m512 bx, __m512 acc) {
+        [](const Unit& p, const __m512i& dots, const __m512& dx, const __m512& bx, __m512& acc) {
           acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc);
-          return _mm512_fnmadd_ps(_mm512_zextps256_ps512(_mm256_load_ps(p.mins)), bx, acc);
+          acc = _mm512_fnmadd_ps(_mm512_zextps256_ps512(_mm256_load_ps(p.mins)), bx, acc);
         });
   }
 };
@@ -675,10 +676,10 @@ struct PanelQ6K {
     kquant_micro<R, T>(
         a, panel, nu, u0, r, t,
         [&](int64_t row, int64_t u) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.as + row * (a.n_in / 16) + 16 * u)); },
-        [](const Unit& p, __m512i dots, __m512 dx, __m256i bs, __m512 acc) {
+        [](const Unit& p, const __m512i& dots, const __m512& dx, const __m256i& bs, __m512& acc) {
           const __m256i corr = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.sc32)), bs);
           const __m512i v = _mm512_sub_epi32(dots, _mm512_zextsi256_si512(corr));
-          return _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc);
+          acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(dx, _mm512_set1_ps(p.d)), acc);
         });
   }
 };
