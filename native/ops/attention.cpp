@@ -16,51 +16,79 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool) {
   const int64_t group = n_head / n_head_kv;
   const int64_t kv_width = n_head_kv * hd;
-  pool.parallel_for(n * n_head, 1, [&](int, int64_t r0, int64_t r1) {
-    std::vector<float> scores, row(static_cast<size_t>(hd)), acc(static_cast<size_t>(hd));
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t t = r / n_head, h = r % n_head, kh = h / group;
-      const float* qv = q + t * n_head * hd + h * hd;
-      // Cells are sorted by position, so the causal bound is a prefix.
+  // Work items: (block of up to kBlock consecutive query rows over the same cells, kv head). An f16
+  // cache's rows are converted once per item (exactly, as fp16_to_fp32) and serve the block's rows
+  // and the kv head's `group` query heads; the arithmetic per (row, head) is unchanged.
+  constexpr int64_t kBlock = 32;
+  std::vector<int64_t> block_start;
+  for (int64_t t = 0; t < n; ++t)
+    if (block_start.empty() || t - block_start.back() == kBlock || kv.k_cells[t] != kv.k_cells[t - 1] ||
+        kv.v_cells[t] != kv.v_cells[t - 1] || kv.cell_pos[t] != kv.cell_pos[t - 1])
+      block_start.push_back(t);
+  const int64_t n_blocks = static_cast<int64_t>(block_start.size());
+  block_start.push_back(n);
+  // Later blocks see more cells: strided_for hands them out round-robin, longest first.
+  op_util::strided_for(pool, n_blocks * n_head_kv, [&](int64_t u) {
+    const int64_t item = n_blocks * n_head_kv - 1 - u;
+    const int64_t b = item / n_head_kv, kh = item % n_head_kv;
+    const int64_t t0 = block_start[b], t1 = block_start[b + 1];
+    // Cells are sorted by position, so each row's causal bound is a prefix.
+    std::vector<int64_t> ncs(static_cast<size_t>(t1 - t0));
+    int64_t nc_max = 0;
+    for (int64_t t = t0; t < t1; ++t) {
       const int32_t* cpos = kv.cell_pos[t];
       int64_t nc = kv.n_cells[t];
       while (nc > 0 && cpos[nc - 1] > kv.qpos[t]) --nc;
-      scores.resize(static_cast<size_t>(nc));
-      float mx = -INFINITY;
-      for (int64_t c = 0; c < nc; ++c) {
-        const float* kr;
-        if (kv_f16) {
-          const uint16_t* k16 = static_cast<const uint16_t*>(kv.k_cells[t]) + c * kv_width + kh * hd;
-          for (int64_t i = 0; i < hd; ++i) row[i] = fp16_to_fp32(k16[i]);
-          kr = row.data();
-        } else {
-          kr = static_cast<const float*>(kv.k_cells[t]) + c * kv_width + kh * hd;
-        }
-        float s = dot_f32(qv, kr, hd) * scale;
-        scores[c] = s;
-        mx = std::max(mx, s);
+      ncs[t - t0] = nc;
+      nc_max = std::max(nc_max, nc);
+    }
+    // The item as two small GEMMs on this thread: S = Qb K^T, then O = P V, with Qb the block's
+    // rows x the kv head's query heads (m = row * group + head) and K, V^T packed contiguous.
+    thread_local std::vector<float> qb, kb, vt, sc, ob;
+    thread_local ThreadPool solo(1);
+    const int64_t m_rows = (t1 - t0) * group;
+    qb.resize(static_cast<size_t>(m_rows * hd));
+    kb.resize(static_cast<size_t>(nc_max * hd));
+    vt.resize(static_cast<size_t>(hd * nc_max));
+    sc.resize(static_cast<size_t>(m_rows * nc_max));
+    ob.resize(static_cast<size_t>(m_rows * hd));
+    for (int64_t t = t0; t < t1; ++t)
+      std::memcpy(qb.data() + (t - t0) * group * hd, q + t * n_head * hd + kh * group * hd, sizeof(float) * group * hd);
+    for (int64_t c = 0; c < nc_max; ++c) {
+      float* kr = kb.data() + c * hd;
+      float* vr = ob.data();  // scratch row for the transpose below
+      if (kv_f16) {
+        dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.k_cells[t0]) + c * kv_width + kh * hd, kr, hd);
+        dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.v_cells[t0]) + c * kv_width + kh * hd, vr, hd);
+      } else {
+        std::memcpy(kr, static_cast<const float*>(kv.k_cells[t0]) + c * kv_width + kh * hd, sizeof(float) * hd);
+        std::memcpy(vr, static_cast<const float*>(kv.v_cells[t0]) + c * kv_width + kh * hd, sizeof(float) * hd);
       }
+      for (int64_t i = 0; i < hd; ++i) vt[static_cast<size_t>(i * nc_max + c)] = vr[i];
+    }
+    if (nc_max > 0) matmul(GgmlType::F32, kb.data(), nc_max, hd, qb.data(), m_rows, sc.data(), nc_max, solo);
+    std::vector<float> inv(static_cast<size_t>(m_rows));
+    for (int64_t m = 0; m < m_rows; ++m) {
+      const int64_t nc = ncs[m / group];
+      float* srow = sc.data() + m * nc_max;
+      float mx = -INFINITY;
+      for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, srow[c] *= scale);
       double sum = 0;
       for (int64_t c = 0; c < nc; ++c) {
-        float e = std::exp(scores[c] - mx);
-        scores[c] = e;
+        const float e = std::exp(srow[c] - mx);
+        srow[c] = e;
         sum += e;
       }
-      float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t c = 0; c < nc; ++c) {
-        const float* vr;
-        if (kv_f16) {
-          const uint16_t* v16 = static_cast<const uint16_t*>(kv.v_cells[t]) + c * kv_width + kh * hd;
-          for (int64_t i = 0; i < hd; ++i) row[i] = fp16_to_fp32(v16[i]);
-          vr = row.data();
-        } else {
-          vr = static_cast<const float*>(kv.v_cells[t]) + c * kv_width + kh * hd;
-        }
-        axpy_f32(acc.data(), scores[c], vr, hd);
-      }
-      float* o = out + t * n_head * hd + h * hd;
-      for (int64_t i = 0; i < hd; ++i) o[i] = acc[i] * inv;
+      std::fill(srow + nc, srow + nc_max, 0.0f);  // past the row's causal bound
+      inv[m] = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
+    }
+    if (nc_max > 0)
+      matmul(GgmlType::F32, vt.data(), hd, nc_max, sc.data(), m_rows, ob.data(), hd, solo);
+    else
+      std::fill(ob.begin(), ob.end(), 0.0f);
+    for (int64_t m = 0; m < m_rows; ++m) {
+      float* o = out + (t0 + m / group) * n_head * hd + (kh * group + m % group) * hd;
+      for (int64_t i = 0; i < hd; ++i) o[i] = ob[static_cast<size_t>(m * hd + i)] * inv[m];
     }
   });
 }

@@ -10,7 +10,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
+#include <new>
 
 #include "core/ggml_types.h"
 #include "quant/quants_kernels.h"
@@ -787,6 +789,158 @@ struct PanelQ32 {
   }
 };
 
+// ---- float weights, prefill: an outer-product GEMM (no lane reductions).
+// Tokens go in chunks of kFgChunk and n_in in slabs of kFgKc. Per slab, the chunk's activations are
+// packed transposed, [tile of kFgTok tokens][k][kFgTok], and every block of kFgRows weight rows is
+// converted to f32 and transposed into an L1 panel [k][kFgRows]. The micro-kernel adds panel column k
+// (32 rows, two vectors) times the broadcast x[t][k] into 2 x T accumulators, and adds them to y's
+// 32 contiguous outputs of each token once per slab. Each weight is converted once per chunk;
+// activations are read from the packed slab (L2) by every row block.
+constexpr int kFgRows = 32, kFgTok = 12, kFgKc = 256, kFgChunk = 43 * kFgTok;
+
+// The packed activations of one chunk and slab (kFgChunk x kFgKc floats, 516 KB: L2-sized), per
+// thread, kept for the thread's life. Internal linkage (see quants_kernels.h).
+struct FgScratch {
+  float* xt = nullptr;
+  FgScratch() : xt(static_cast<float*>(std::aligned_alloc(64, sizeof(float) * kFgChunk * kFgKc))) {}
+  ~FgScratch() { std::free(xt); }
+};
+
+// In place: r[i] (row i, 16 consecutive k) becomes r[k] (column k, 16 rows).
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4g + c], c in 0..3: rows 4g..4g+3 of columns c, c+4, c+8, c+12 (one per 128-bit lane).
+  __m512 u[16];
+  for (int g = 0; g < 4; ++g) {
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * g + 1]), d = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512 w0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD), w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_f32x4(v0, v1, 0x88);
+    r[c + 8] = _mm512_shuffle_f32x4(v0, v1, 0xDD);
+    r[c + 4] = _mm512_shuffle_f32x4(w0, w1, 0x88);
+    r[c + 12] = _mm512_shuffle_f32x4(w0, w1, 0xDD);
+  }
+}
+
+// panel[k * kFgRows + i] = W[row + i][k0 + k] as f32 for i < rows, k < kc; zero elsewhere up to kcp.
+template <int WT>
+void fg_pack_panel(const MatmulArgs& a, int64_t row, int rows, int64_t k0, int64_t kc, int64_t kcp, float* panel) {
+  for (int g = 0; g < kFgRows / 16; ++g) {
+    for (int64_t kb = 0; kb < kcp; kb += 16) {
+      const __mmask16 km = kc - kb >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (kc - kb)) - 1);
+      __m512 v[16];
+      for (int i = 0; i < 16; ++i) {
+        const int ri = 16 * g + i;
+        const uint8_t* w = a.w + (row + ri) * a.w_stride;
+        v[i] = ri >= rows ? _mm512_setzero_ps() : km == 0xFFFF ? loadw16<WT>(w, k0 + kb) : loadw16_mask<WT>(w, k0 + kb, km);
+      }
+      transpose16(v);
+      for (int k = 0; k < 16; ++k) _mm512_store_ps(panel + (kb + k) * kFgRows + 16 * g, v[k]);
+    }
+  }
+}
+
+// y[t][r..r+32) (+)= panel^T . xt for T tokens; m0/m1 mask the rows that exist.
+template <int T>
+void fg_micro(const float* panel, const float* xt, int64_t kcp, float* y, int64_t ldy, __mmask16 m0, __mmask16 m1,
+              bool overwrite) {
+  __m512 c0[T], c1[T];
+  for (int j = 0; j < T; ++j) c0[j] = _mm512_setzero_ps(), c1[j] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kcp; ++k) {
+    const __m512 w0 = _mm512_load_ps(panel + k * kFgRows), w1 = _mm512_load_ps(panel + k * kFgRows + 16);
+    const float* xk = xt + k * kFgTok;
+    for (int j = 0; j < T; ++j) {
+      const __m512 xb = _mm512_set1_ps(xk[j]);
+      c0[j] = _mm512_fmadd_ps(w0, xb, c0[j]);
+      c1[j] = _mm512_fmadd_ps(w1, xb, c1[j]);
+    }
+  }
+  for (int j = 0; j < T; ++j) {
+    float* p = y + j * ldy;
+    if (overwrite) {
+      _mm512_mask_storeu_ps(p, m0, c0[j]);
+      _mm512_mask_storeu_ps(p + 16, m1, c1[j]);
+    } else {
+      _mm512_mask_storeu_ps(p, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, p), c0[j]));
+      _mm512_mask_storeu_ps(p + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, p + 16), c1[j]));
+    }
+  }
+}
+
+template <int T = kFgTok>
+void fg_micro_n(int tt, const float* panel, const float* xt, int64_t kcp, float* y, int64_t ldy, __mmask16 m0,
+                __mmask16 m1, bool overwrite) {
+  if constexpr (T > 1) {
+    if (tt < T) return fg_micro_n<T - 1>(tt, panel, xt, kcp, y, ldy, m0, m1, overwrite);
+  }
+  fg_micro<T>(panel, xt, kcp, y, ldy, m0, m1, overwrite);
+}
+
+template <int WT>
+void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  alignas(64) float panel[kFgKc * kFgRows];
+  static thread_local FgScratch scratch;
+  float* const xt = scratch.xt;
+  if (!xt) throw std::bad_alloc();
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += kFgChunk) {
+    const int64_t nt = a.n_tok - t0 < kFgChunk ? a.n_tok - t0 : kFgChunk;
+    const int64_t ntiles = (nt + kFgTok - 1) / kFgTok;
+    for (int64_t k0 = 0; k0 < a.n_in; k0 += kFgKc) {
+      const int64_t kc = a.n_in - k0 < kFgKc ? a.n_in - k0 : kFgKc;
+      const int64_t kcp = (kc + 15) / 16 * 16;
+      for (int64_t tile = 0; tile < ntiles; ++tile) {
+        float* dst = xt + tile * kcp * kFgTok;
+        for (int j = 0; j < kFgTok; ++j) {
+          const int64_t t = tile * kFgTok + j;
+          const float* src = a.x + (t0 + t) * a.n_in + k0;
+          for (int64_t k = 0; k < kcp; ++k) dst[k * kFgTok + j] = (t < nt && k < kc) ? src[k] : 0.0f;
+        }
+      }
+      const bool overwrite = k0 == 0 && !a.accumulate;
+      for (int64_t r = r0; r < r1; r += kFgRows) {
+        const int rr = int(r1 - r < kFgRows ? r1 - r : kFgRows);
+        fg_pack_panel<WT>(a, r, rr, k0, kc, kcp, panel);
+        const __mmask16 m0 = rr >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rr) - 1);
+        const __mmask16 m1 = rr >= 32 ? __mmask16(0xFFFF) : rr <= 16 ? __mmask16(0) : __mmask16((1u << (rr - 16)) - 1);
+        // The next block's weights come from memory: ask for a share of its rows per tile, so that
+        // its packing finds them in cache rather than waiting on each row's first load.
+        const int64_t next_rows = r + kFgRows < r1 ? (r1 - r - kFgRows < kFgRows ? r1 - r - kFgRows : kFgRows) : 0;
+        const int64_t row_bytes = kc * (WT == 0 ? 4 : 2);
+        const uint8_t* next = a.w + (r + kFgRows) * a.w_stride + k0 * (WT == 0 ? 4 : 2);
+        for (int64_t tile = 0, pr = 0; tile < ntiles; ++tile) {
+          for (const int64_t pr_end = (tile + 1) * next_rows / ntiles; pr < pr_end; ++pr)
+            for (int64_t o = 0; o < row_bytes; o += 64)
+              _mm_prefetch(reinterpret_cast<const char*>(next + pr * a.w_stride + o), _MM_HINT_T0);
+          const int tt = int(nt - tile * kFgTok < kFgTok ? nt - tile * kFgTok : kFgTok);
+          fg_micro_n(tt, panel, xt + tile * kcp * kFgTok, kcp, a.y + (t0 + tile * kFgTok) * a.ldy + r, a.ldy, m0, m1,
+                     overwrite);
+        }
+      }
+    }
+  }
+}
+
+// Float weights: the GEMM from kFgMinTok tokens, tiles that stream the weights below.
+constexpr int64_t kFgMinTok = 8;
+template <int WT>
+void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok >= kFgMinTok)
+    float_gemm<WT>(a, r0, r1);
+  else
+    run<FloatK<WT>, 8, 4, 4>(a, r0, r1);
+}
+
 // Decode (and prefill remainders under 4 tokens) stream the weights directly; prefill packs panels.
 template <class K, class P, int RD, int RP, int TP>
 void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -796,9 +950,9 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
     gemm<P, RP, TP>(a, r0, r1);
 }
 
-void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<0>, 8, 4, 4>(a, r0, r1); }
-void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<1>, 8, 4, 4>(a, r0, r1); }
-void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<2>, 8, 4, 4>(a, r0, r1); }
+void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
+void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<1>(a, r0, r1); }
+void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<2>(a, r0, r1); }
 void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<false>, PanelQ32<false>, 4, 4, 4>(a, r0, r1); }
 void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<true>, PanelQ32<true>, 4, 4, 4>(a, r0, r1); }
 void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q4KK, PanelQ4K, 4, 4, 3>(a, r0, r1); }

@@ -760,6 +760,7 @@ static void test_matmul(bool quick) {
     if (traits(t).block_size == 1) {
       cases.push_back({t, 33, 100, 5});   // n_in not a multiple of the vector width
       cases.push_back({t, 9, 7, 3});
+      cases.push_back({t, 45, 600, 530});  // the float GEMM: two token chunks, three slabs (the last partial)
     }
     double w_act = 0, w_kern = 0, w_path = 0;
     size_t idx = 0;
