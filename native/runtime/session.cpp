@@ -116,13 +116,14 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
     run.pos = b.pos;
     run.hook = b.hook ? &b.hook : nullptr;
     CacheKv kv(*this, b);
-    BlockTape tape;
+    BlockTape& tape = tape_;
     for (int64_t l = 0; l < hp.n_layer; ++l) {
       if (cancel && cancel->load()) throw CancelledError();
       const BlockWeights w = layer_weights(static_cast<int>(l));
       tape.resize(n, hp, w);
       block_forward(ctx, static_cast<int>(l), w, run, x.data(), x.data(), tape, kv);
     }
+    if (n > kKeepTapeRows) tape_ = BlockTape();
     if (cancel && cancel->load()) throw CancelledError();
 
     EvalResult res;

@@ -95,6 +95,10 @@ class Session {
   std::shared_ptr<const LlamaModel> model_;
   SessionOptions opts_;
   ThreadPool pool_;
+  // The forward's activations, kept between evals of up to kKeepTapeRows rows: allocating them
+  // afresh zero-fills and page-faults tens of MB per prompt.
+  static constexpr int64_t kKeepTapeRows = 1024;
+  BlockTape tape_;
   std::map<int32_t, SeqCache> seqs_;
   std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>> adapters_;
 };
