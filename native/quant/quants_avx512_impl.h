@@ -188,9 +188,13 @@ struct FloatK {
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
     int64_t k = 0;
+    constexpr int64_t esize = WT == 0 ? 4 : 2;
     for (; k + 16 <= a.n_in; k += 16) {
       __m512 xv[T];
       for (int j = 0; j < T; ++j) xv[j] = _mm512_loadu_ps(x[j] + k);
+      // Decode reads each weight once: as in Q32K, also ask for this stretch of the next tile's rows.
+      if (T == 1)
+        for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i] + R * a.w_stride + k * esize), _MM_HINT_T0);
       for (int i = 0; i < R; ++i) {
         const __m512 wv = loadw16<WT>(w[i], k);
         for (int j = 0; j < T; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
@@ -941,6 +945,162 @@ void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
     run<FloatK<WT>, 8, 4, 4>(a, r0, r1);
 }
 
+#if defined(LRO_VNNI)
+// ---- Q8_0 / Q4_0 weights x a32 activations, prefill with VNNI: an outer-product integer GEMM.
+// Per slab of kQgBlocks blocks, a block of 32 weight rows is packed as signed int8 (Q4_0: q - 8) in
+// 4-byte groups interleaved across rows ([block][group of 4][row][4]), with per row and block d_w and
+// -128 * (sum of the block's weights). The chunk's activations are packed as u8 (x + 128) in the same
+// groups, [tile][k/4][token][4]. Per block the micro-kernel runs 8 dpbusd steps (16 rows x 4 k x one
+// token each) from the -128 * sum w start, which leaves exactly sum x*w, and folds the block into f32:
+// acc += float(dot) * d_w[rows] * d_x[token]. The integer dot products equal the other paths'.
+constexpr int kQgRows = 32, kQgTok = 6, kQgBlocks = 16, kQgChunk = 42 * kQgTok;
+constexpr int kQgVecs = kQgRows / 16;
+
+struct alignas(64) QgBlock {
+  int8_t w[8][kQgRows][4];
+  int32_t init[kQgRows];  // -128 * sum of the row's block weights
+  float d[kQgRows];
+};
+
+struct QgScratch {
+  uint8_t* xt = nullptr;
+  QgScratch() : xt(static_cast<uint8_t*>(std::aligned_alloc(64, size_t(kQgChunk) * 32 * kQgBlocks))) {}
+  ~QgScratch() { std::free(xt); }
+};
+
+template <bool Q4>
+void qg_pack_panel(const MatmulArgs& a, int64_t row, int rows, int64_t b0, int64_t nb, QgBlock* panel) {
+  for (int64_t b = 0; b < nb; ++b) {
+    QgBlock& p = panel[b];
+    for (int i = 0; i < kQgRows; ++i) {
+      int8_t q[32];
+      float d = 0.0f;
+      if (i < rows) {
+        const uint8_t* rp = a.w + (row + i) * a.w_stride;
+        if (Q4) {
+          const block_q4_0& blk = reinterpret_cast<const block_q4_0*>(rp)[b0 + b];
+          d = h2f(blk.d);
+          for (int e = 0; e < 16; ++e) {
+            q[e] = int8_t((blk.qs[e] & 0x0F) - 8);
+            q[e + 16] = int8_t((blk.qs[e] >> 4) - 8);
+          }
+        } else {
+          const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(rp)[b0 + b];
+          d = h2f(blk.d);
+          for (int e = 0; e < 32; ++e) q[e] = blk.qs[e];
+        }
+      } else {
+        for (int e = 0; e < 32; ++e) q[e] = 0;
+      }
+      int32_t sum = 0;
+      for (int g = 0; g < 8; ++g)
+        for (int e = 0; e < 4; ++e) {
+          p.w[g][i][e] = q[4 * g + e];
+          sum += q[4 * g + e];
+        }
+      p.init[i] = -128 * sum;
+      p.d[i] = d;
+    }
+  }
+}
+
+template <int T>
+void qg_micro(const QgBlock* panel, int64_t nb, const uint8_t* xt, const float* xd, int64_t nb_row, float* y,
+              int64_t ldy, const __mmask16 (&m)[kQgVecs], bool overwrite) {
+  __m512 acc[kQgVecs][T];
+  for (int v = 0; v < kQgVecs; ++v)
+    for (int j = 0; j < T; ++j) acc[v][j] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const QgBlock& p = panel[b];
+    __m512i dot[kQgVecs][T];
+    for (int v = 0; v < kQgVecs; ++v) {
+      const __m512i init = _mm512_load_si512(p.init + 16 * v);
+      for (int j = 0; j < T; ++j) dot[v][j] = init;
+    }
+    const uint8_t* xb = xt + b * 8 * kQgTok * 4;
+    for (int g = 0; g < 8; ++g) {
+      __m512i w[kQgVecs];
+      for (int v = 0; v < kQgVecs; ++v) w[v] = _mm512_load_si512(&p.w[g][16 * v][0]);
+      for (int j = 0; j < T; ++j) {
+        int32_t x4;
+        __builtin_memcpy(&x4, xb + (g * kQgTok + j) * 4, 4);
+        const __m512i xv = _mm512_set1_epi32(x4);
+        for (int v = 0; v < kQgVecs; ++v) dot[v][j] = _mm512_dpbusd_epi32(dot[v][j], xv, w[v]);
+      }
+    }
+    for (int v = 0; v < kQgVecs; ++v) {
+      const __m512 dw = _mm512_load_ps(p.d + 16 * v);
+      for (int j = 0; j < T; ++j)
+        acc[v][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[v][j]), _mm512_mul_ps(dw, _mm512_set1_ps(xd[j * nb_row + b])), acc[v][j]);
+    }
+  }
+  for (int j = 0; j < T; ++j)
+    for (int v = 0; v < kQgVecs; ++v) {
+      float* q = y + j * ldy + 16 * v;
+      _mm512_mask_storeu_ps(q, m[v], overwrite ? acc[v][j] : _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], q), acc[v][j]));
+    }
+}
+
+template <int T = kQgTok>
+void qg_micro_n(int tt, const QgBlock* panel, int64_t nb, const uint8_t* xt, const float* xd, int64_t nb_row, float* y,
+                int64_t ldy, const __mmask16 (&m)[kQgVecs], bool overwrite) {
+  if constexpr (T > 1) {
+    if (tt < T) return qg_micro_n<T - 1>(tt, panel, nb, xt, xd, nb_row, y, ldy, m, overwrite);
+  }
+  qg_micro<T>(panel, nb, xt, xd, nb_row, y, ldy, m, overwrite);
+}
+
+template <bool Q4>
+void q32_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb_row = a.n_in / 32;
+  QgBlock panel[kQgBlocks];
+  static thread_local QgScratch scratch;
+  uint8_t* const xt = scratch.xt;
+  if (!xt) throw std::bad_alloc();
+  const size_t bb = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += kQgChunk) {
+    const int64_t nt = a.n_tok - t0 < kQgChunk ? a.n_tok - t0 : kQgChunk;
+    const int64_t ntiles = (nt + kQgTok - 1) / kQgTok;
+    for (int64_t b0 = 0; b0 < nb_row; b0 += kQgBlocks) {
+      const int64_t nb = nb_row - b0 < kQgBlocks ? nb_row - b0 : kQgBlocks;
+      // Activations as u8 (x + 128), [tile][k/4][token][4]; absent tokens are x = 0.
+      for (int64_t tile = 0; tile < ntiles; ++tile) {
+        uint8_t* dst = xt + tile * nb * 32 * kQgTok;
+        for (int j = 0; j < kQgTok; ++j) {
+          const int64_t t = tile * kQgTok + j;
+          const int8_t* src = a.aq + (t0 + t) * a.n_in + 32 * b0;
+          for (int64_t g = 0; g < nb * 8; ++g)
+            for (int e = 0; e < 4; ++e) dst[(g * kQgTok + j) * 4 + e] = t < nt ? uint8_t(src[4 * g + e] ^ 0x80) : 0x80;
+        }
+      }
+      const bool overwrite = b0 == 0 && !a.accumulate;
+      for (int64_t r = r0; r < r1; r += kQgRows) {
+        const int rr = int(r1 - r < kQgRows ? r1 - r : kQgRows);
+        qg_pack_panel<Q4>(a, r, rr, b0, nb, panel);
+        __mmask16 m[kQgVecs];
+        for (int v = 0; v < kQgVecs; ++v) {
+          const int left = rr - 16 * v;
+          m[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+        }
+        // As in float_gemm: the next block's slab of weights, a share of its rows per tile.
+        const int64_t next_rows = r + kQgRows < r1 ? (r1 - r - kQgRows < kQgRows ? r1 - r - kQgRows : kQgRows) : 0;
+        const int64_t slab_bytes = nb * int64_t(bb);
+        const uint8_t* next = a.w + (r + kQgRows) * a.w_stride + b0 * int64_t(bb);
+        for (int64_t tile = 0, pr = 0; tile < ntiles; ++tile) {
+          for (const int64_t pr_end = (tile + 1) * next_rows / ntiles; pr < pr_end; ++pr)
+            for (int64_t o = 0; o < slab_bytes; o += 64)
+              _mm_prefetch(reinterpret_cast<const char*>(next + pr * a.w_stride + o), _MM_HINT_T0);
+          const int64_t t = t0 + tile * kQgTok;
+          const int tt = int(nt - tile * kQgTok < kQgTok ? nt - tile * kQgTok : kQgTok);
+          qg_micro_n(tt, panel, nb, xt + tile * nb * 32 * kQgTok, a.ad + t * nb_row + b0, nb_row, a.y + t * a.ldy + r,
+                     a.ldy, m, overwrite);
+        }
+      }
+    }
+  }
+}
+#endif
+
 // Decode (and prefill remainders under 4 tokens) stream the weights directly; prefill packs panels.
 template <class K, class P, int RD, int RP, int TP>
 void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -950,11 +1110,21 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
     gemm<P, RP, TP>(a, r0, r1);
 }
 
+// Q8_0 / Q4_0: with VNNI, the outer-product GEMM from kQgMinTok tokens.
+constexpr int64_t kQgMinTok = 8;
+template <bool Q4>
+void mm_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
+#if defined(LRO_VNNI)
+  if (a.n_tok >= kQgMinTok) return q32_gemm<Q4>(a, r0, r1);
+#endif
+  run_q<Q32K<Q4>, PanelQ32<Q4>, 4, 4, 4>(a, r0, r1);
+}
+
 void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
 void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<1>(a, r0, r1); }
 void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<2>(a, r0, r1); }
-void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<false>, PanelQ32<false>, 4, 4, 4>(a, r0, r1); }
-void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<true>, PanelQ32<true>, 4, 4, 4>(a, r0, r1); }
+void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_q32<false>(a, r0, r1); }
+void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_q32<true>(a, r0, r1); }
 void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q4KK, PanelQ4K, 4, 4, 3>(a, r0, r1); }
 void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 4, 4, 3>(a, r0, r1); }
 

@@ -756,7 +756,10 @@ static void test_matmul(bool quick) {
           cases.push_back({t, n_out, n_in, n_tok});
         }
     if (!quick) cases.push_back({t, 37, 8192, 40});  // token chunking (chunk < n_tok)
-    if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0) cases.push_back({t, 33, 288, 5});  // odd block count
+    if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0) {
+      cases.push_back({t, 33, 288, 5});     // odd block count
+      cases.push_back({t, 45, 608, 530});   // the integer GEMM: two token chunks, two slabs (the last partial)
+    }
     if (traits(t).block_size == 1) {
       cases.push_back({t, 33, 100, 5});   // n_in not a multiple of the vector width
       cases.push_back({t, 9, 7, 3});
