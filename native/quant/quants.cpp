@@ -600,11 +600,12 @@ const KernelTable kScalarKernels = {
 
 namespace {
 
-enum Path { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3 };
+enum Path { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3, kAvx512Bf16 = 4 };
 
 const qk::KernelTable* table_for(int p) {
 #if defined(LRO_X86_SIMD)
   switch (p) {
+    case kAvx512Bf16: return &qk::kAvx512Bf16Kernels;
     case kAvx512Vnni: return &qk::kAvx512VnniKernels;
     case kAvx512: return &qk::kAvx512Kernels;
     case kAvx2: return &qk::kAvx2Kernels;
@@ -623,7 +624,8 @@ int best_path() {
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   const bool vnni = avx512 && __builtin_cpu_supports("avx512vnni");
-  return vnni ? kAvx512Vnni : avx512 ? kAvx512 : avx2 ? kAvx2 : kScalar;
+  const bool bf16 = vnni && __builtin_cpu_supports("avx512bf16");
+  return bf16 ? kAvx512Bf16 : vnni ? kAvx512Vnni : avx512 ? kAvx512 : avx2 ? kAvx2 : kScalar;
 #else
   return kScalar;
 #endif
@@ -635,6 +637,7 @@ int parse_path(const std::string& s, int best) {
   if (s == "avx2") return kAvx2;
   if (s == "avx512") return best >= kAvx512 ? best : kAvx512;
   if (s == "avx512-novnni") return kAvx512;
+  if (s == "avx512-nobf16") return best >= kAvx512Vnni ? kAvx512Vnni : kAvx512;
   if (s == "auto" || s.empty()) return best;
   return -1;
 }
@@ -708,6 +711,16 @@ void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const fl
   a.n_in = n_in;
   a.n_tok = n_tok;
   a.x = x;
+  // BF16 weights: the activations are rounded to bf16 first, on every path (as llama.cpp does, and
+  // as a bf16 model computes in PyTorch), so that the AVX512-BF16 kernels and the others agree.
+  thread_local std::vector<float> xr_buf;
+  if (wtype == GgmlType::BF16) {
+    const size_t n = size_t(n_tok * n_in);
+    if (xr_buf.size() < n) xr_buf.resize(n);
+    float* xr = xr_buf.data();
+    for (size_t i = 0; i < n; ++i) xr[i] = bf16_to_fp32(fp32_to_bf16(x[i]));
+    a.x = xr;
+  }
   a.y = y;
   a.ldy = ldy;
   a.accumulate = accumulate;

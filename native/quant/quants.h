@@ -38,14 +38,17 @@ bool can_quantize(GgmlType type);
 // W: n_out rows of n_in elements of `wtype`, row stride row_size(wtype, n_in) bytes.
 // x: [n_tok, n_in] f32, y: [n_tok, ldy] f32 (ldy >= n_out). Parallel over output rows.
 // If accumulate, adds to y instead of overwriting.
+// Integer weight types quantise x per block first (Q8_0 / Q4_0: blocks of 32; K-quants: 256); BF16
+// weights round x to bf16 (round to nearest even) first: on every path, as llama.cpp does.
 void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tok,
             float* y, int64_t ldy, ThreadPool& pool, bool accumulate = false);
 
-// The instruction set the kernels use on this CPU: "avx512 vnni", "avx512", "avx2" or "scalar".
+// The instruction set the kernels use on this CPU: "avx512 vnni bf16", "avx512 vnni", "avx512", "avx2"
+// or "scalar".
 std::string cpu_features();
 
 // Forces the kernel path for this process: "scalar", "avx2", "avx512" (best AVX-512 variant),
-// "avx512-novnni", or "auto" (the best the CPU has). Returns false, changing nothing, if the name is
+// "avx512-novnni", "avx512-nobf16" (VNNI without BF16), or "auto" (the best the CPU has). Returns false, changing nothing, if the name is
 // unknown or the CPU lacks it. Applies to matmul calls that start after it returns (tests, benchmarks).
 // The environment variable LRO_SIMD (same names) sets the initial path, never above the CPU's best.
 bool set_simd_path(const std::string& name);

@@ -1,5 +1,5 @@
 // Internal interface between the matmul driver (quants.cpp) and the per-ISA kernel translation
-// units (quants_avx2.cpp, quants_avx512.cpp, quants_avx512_vnni.cpp). Not part of the public API.
+// units (quants_avx2.cpp, quants_avx512.cpp, quants_avx512_vnni.cpp, quants_avx512_bf16.cpp). Not part of the public API.
 //
 // Kept to plain structs and function pointers on purpose: the SIMD translation units are compiled
 // with -mavx2 / -mavx512*, and any inline function or template they instantiate from a shared header
@@ -68,6 +68,7 @@ extern const KernelTable kScalarKernels;
 extern const KernelTable kAvx2Kernels;
 extern const KernelTable kAvx512Kernels;
 extern const KernelTable kAvx512VnniKernels;
+extern const KernelTable kAvx512Bf16Kernels;
 #endif
 
 }  // namespace qk

@@ -622,7 +622,7 @@ struct MmCase {
 
 static std::vector<std::string> available_paths() {
   std::vector<std::string> out;
-  for (const char* p : {"scalar", "avx2", "avx512-novnni", "avx512"}) {
+  for (const char* p : {"scalar", "avx2", "avx512-novnni", "avx512-nobf16", "avx512"}) {
     if (set_simd_path(p)) out.push_back(p);
   }
   set_simd_path("auto");
@@ -634,7 +634,8 @@ static std::vector<std::string> available_paths() {
 //     |y - ref| <= sum_i |W_oi| * d_i / 2 * (1 + 1e-6)      (activation quantisation: each x_i is
 //                                                            moved by at most half its block's step d_i)
 //                + 4e-6 * sum_i |W_oi * xq_i|               (f32 accumulation and scale rounding)
-//     where the first term is 0 for F32/F16/BF16 weights (f32 activations, no quantisation);
+//     where the first term is 0 for F32/F16 weights (f32 activations, no quantisation) and covers
+//     the rounding of x to bf16 for BF16 weights;
 //   vs the double reference on the quantised activations xq (isolates the kernel arithmetic):
 //     |y - ref_q| <= 4e-6 * sum_i |W_oi * xq_i| + 1e-30;
 //   path vs scalar path (same integer dot products, different f32 summation order):
@@ -663,8 +664,13 @@ static void check_matmul(const MmCase& c, const std::vector<std::string>& paths,
   for (size_t i = 0; i < x.size(); ++i) x[i] = (i % 251 == 17) ? 20.0f * nd(rng) : nd(rng);
   const int bs = act_block(t);
   std::vector<float> dstep;
-  const std::vector<float> xq = bs ? quantise_acts(x, c.n_in, bs, &dstep) : x;
+  std::vector<float> xq = bs ? quantise_acts(x, c.n_in, bs, &dstep) : x;
   if (!bs) dstep.assign(x.size(), 0.0f);
+  if (t == GgmlType::BF16)  // x rounded to bf16 (nearest even): moved by at most half a step of 2^-7 |x|
+    for (size_t i = 0; i < x.size(); ++i) {
+      xq[i] = bf16_to_fp32(fp32_to_bf16(x[i]));
+      dstep[i] = std::ldexp(std::fabs(x[i]), -7);
+    }
 
   const int64_t ldy = c.n_out + 3;
   std::vector<double> ref(size_t(c.n_tok * c.n_out)), refq(ref.size()), act_bound(ref.size()), mag(ref.size());
