@@ -979,13 +979,16 @@ void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }
 
 #if defined(LRO_VNNI)
-// ---- Q8_0 / Q4_0 weights x a32 activations, prefill with VNNI: an outer-product integer GEMM.
-// Per slab of kQgBlocks blocks, a block of 32 weight rows is packed as signed int8 (Q4_0: q - 8) in
-// 4-byte groups interleaved across rows ([block][group of 4][row][4]), with per row and block d_w and
-// -128 * (sum of the block's weights). The chunk's activations are packed as u8 (x + 128) in the same
-// groups, [tile][k/4][token][4]. Per block the micro-kernel runs 8 dpbusd steps (16 rows x 4 k x one
-// token each) from the -128 * sum w start, which leaves exactly sum x*w, and folds the block into f32:
-// acc += float(dot) * d_w[rows] * d_x[token]. The integer dot products equal the other paths'.
+// ---- Q8_0 / Q4_0 / Q4_K weights, prefill with VNNI: an outer-product integer GEMM over blocks of
+// 32 (Q4_K: its sub-blocks). Per slab of kQgBlocks blocks, a block of 32 weight rows is packed as int8
+// (Q4_0: q - 8; Q4_K: the nibble) in 4-byte groups interleaved across rows ([block][group of 4][row]
+// [4]), with per row and block its scale (Q4_K: d * sc_j), -128 * (sum of the block's weights) and, for
+// Q4_K, dmin * m_j. The chunk's activations are packed as u8 (x + 128) in the same groups, [tile][k/4]
+// [token][4]. Per block the micro-kernel runs 8 dpbusd steps (16 rows x 4 k x one token each) from the
+// -128 * sum w start, which leaves exactly sum x*w, and folds the block into f32: acc += float(dot) *
+// scale[rows] * d_x[token] (Q4_K: minus dmin m_j[rows] * amin[token][block]). The integer dot
+// products equal the other paths'.
+enum class Qg { Q8_0, Q4_0, Q4_K };
 constexpr int kQgRows = 32, kQgTok = 6, kQgBlocks = 16, kQgChunk = 42 * kQgTok;
 constexpr int kQgVecs = kQgRows / 16;
 
@@ -993,6 +996,7 @@ struct alignas(64) QgBlock {
   int8_t w[8][kQgRows][4];
   int32_t init[kQgRows];  // -128 * sum of the row's block weights
   float d[kQgRows];
+  float mn[kQgRows];      // Q4_K: dmin * m_j
 };
 
 struct QgScratch {
@@ -1001,26 +1005,35 @@ struct QgScratch {
   ~QgScratch() { std::free(xt); }
 };
 
-template <bool Q4>
+template <Qg K>
 void qg_pack_panel(const MatmulArgs& a, int64_t row, int rows, int64_t b0, int64_t nb, QgBlock* panel) {
   for (int64_t b = 0; b < nb; ++b) {
     QgBlock& p = panel[b];
     for (int i = 0; i < kQgRows; ++i) {
       int8_t q[32];
-      float d = 0.0f;
+      float d = 0.0f, mn = 0.0f;
       if (i < rows) {
         const uint8_t* rp = a.w + (row + i) * a.w_stride;
-        if (Q4) {
+        if (K == Qg::Q4_0) {
           const block_q4_0& blk = reinterpret_cast<const block_q4_0*>(rp)[b0 + b];
           d = h2f(blk.d);
           for (int e = 0; e < 16; ++e) {
             q[e] = int8_t((blk.qs[e] & 0x0F) - 8);
             q[e + 16] = int8_t((blk.qs[e] >> 4) - 8);
           }
-        } else {
+        } else if (K == Qg::Q8_0) {
           const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(rp)[b0 + b];
           d = h2f(blk.d);
           for (int e = 0; e < 32; ++e) q[e] = blk.qs[e];
+        } else {  // sub-block j of a super-block: nibbles of qs[32 (j/2) ..], low for even j, high for odd
+          const int64_t sb = (b0 + b) / 8, j = (b0 + b) % 8;
+          const block_q4_K& blk = reinterpret_cast<const block_q4_K*>(rp)[sb];
+          uint64_t sc, mins;
+          q4k_scales(blk.scales, sc, mins);
+          d = h2f(blk.d) * float((sc >> (8 * j)) & 0xFF);
+          mn = h2f(blk.dmin) * float((mins >> (8 * j)) & 0xFF);
+          const uint8_t* qs = blk.qs + 32 * (j / 2);
+          for (int e = 0; e < 32; ++e) q[e] = int8_t(j % 2 ? qs[e] >> 4 : qs[e] & 0x0F);
         }
       } else {
         for (int e = 0; e < 32; ++e) q[e] = 0;
@@ -1033,13 +1046,15 @@ void qg_pack_panel(const MatmulArgs& a, int64_t row, int rows, int64_t b0, int64
         }
       p.init[i] = -128 * sum;
       p.d[i] = d;
+      p.mn[i] = mn;
     }
   }
 }
 
-template <int T>
-void qg_micro(const QgBlock* panel, int64_t nb, const uint8_t* xt, const float* xd, int64_t nb_row, float* y,
-              int64_t ldy, const __mmask16 (&m)[kQgVecs], bool overwrite) {
+// xd[j * xd_stride + b / xd_per]: token j's activation scale for block b; am (Q4_K): a.amin rows.
+template <Qg K, int T>
+void qg_micro(const QgBlock* panel, int64_t nb, const uint8_t* xt, const float* xd, int64_t xd_stride, int xd_shift,
+              const float* am, int64_t am_stride, float* y, int64_t ldy, const __mmask16 (&m)[kQgVecs], bool overwrite) {
   __m512 acc[kQgVecs][T];
   for (int v = 0; v < kQgVecs; ++v)
     for (int j = 0; j < T; ++j) acc[v][j] = _mm512_setzero_ps();
@@ -1063,8 +1078,12 @@ void qg_micro(const QgBlock* panel, int64_t nb, const uint8_t* xt, const float* 
     }
     for (int v = 0; v < kQgVecs; ++v) {
       const __m512 dw = _mm512_load_ps(p.d + 16 * v);
-      for (int j = 0; j < T; ++j)
-        acc[v][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[v][j]), _mm512_mul_ps(dw, _mm512_set1_ps(xd[j * nb_row + b])), acc[v][j]);
+      for (int j = 0; j < T; ++j) {
+        acc[v][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[v][j]), _mm512_mul_ps(dw, _mm512_set1_ps(xd[j * xd_stride + (b >> xd_shift)])),
+                                    acc[v][j]);
+        if (K == Qg::Q4_K)
+          acc[v][j] = _mm512_fnmadd_ps(_mm512_load_ps(p.mn + 16 * v), _mm512_set1_ps(am[j * am_stride + b]), acc[v][j]);
+      }
     }
   }
   for (int j = 0; j < T; ++j)
@@ -1074,23 +1093,28 @@ void qg_micro(const QgBlock* panel, int64_t nb, const uint8_t* xt, const float* 
     }
 }
 
-template <int T = kQgTok>
-void qg_micro_n(int tt, const QgBlock* panel, int64_t nb, const uint8_t* xt, const float* xd, int64_t nb_row, float* y,
-                int64_t ldy, const __mmask16 (&m)[kQgVecs], bool overwrite) {
+template <Qg K, int T = kQgTok>
+void qg_micro_n(int tt, const QgBlock* panel, int64_t nb, const uint8_t* xt, const float* xd, int64_t xd_stride,
+                int xd_shift, const float* am, int64_t am_stride, float* y, int64_t ldy, const __mmask16 (&m)[kQgVecs],
+                bool overwrite) {
   if constexpr (T > 1) {
-    if (tt < T) return qg_micro_n<T - 1>(tt, panel, nb, xt, xd, nb_row, y, ldy, m, overwrite);
+    if (tt < T) return qg_micro_n<K, T - 1>(tt, panel, nb, xt, xd, xd_stride, xd_shift, am, am_stride, y, ldy, m, overwrite);
   }
-  qg_micro<T>(panel, nb, xt, xd, nb_row, y, ldy, m, overwrite);
+  qg_micro<K, T>(panel, nb, xt, xd, xd_stride, xd_shift, am, am_stride, y, ldy, m, overwrite);
 }
 
-template <bool Q4>
+template <Qg K>
 void q32_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb_row = a.n_in / 32;
+  // Activation scales: one per block of 32 (Q8_0 / Q4_0), one per 256 (Q4_K: 8 blocks).
+  const int xd_shift = K == Qg::Q4_K ? 3 : 0;
+  const int64_t xd_stride = nb_row >> xd_shift;
   QgBlock panel[kQgBlocks];
   static thread_local QgScratch scratch;
   uint8_t* const xt = scratch.xt;
   if (!xt) throw std::bad_alloc();
-  const size_t bb = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+  const int64_t bytes_per_block = K == Qg::Q4_0 ? int64_t(sizeof(block_q4_0)) : K == Qg::Q8_0 ? int64_t(sizeof(block_q8_0))
+                                                                                             : int64_t(sizeof(block_q4_K)) / 8;
   for (int64_t t0 = 0; t0 < a.n_tok; t0 += kQgChunk) {
     const int64_t nt = a.n_tok - t0 < kQgChunk ? a.n_tok - t0 : kQgChunk;
     const int64_t ntiles = (nt + kQgTok - 1) / kQgTok;
@@ -1109,7 +1133,7 @@ void q32_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
       const bool overwrite = b0 == 0 && !a.accumulate;
       for (int64_t r = r0; r < r1; r += kQgRows) {
         const int rr = int(r1 - r < kQgRows ? r1 - r : kQgRows);
-        qg_pack_panel<Q4>(a, r, rr, b0, nb, panel);
+        qg_pack_panel<K>(a, r, rr, b0, nb, panel);
         __mmask16 m[kQgVecs];
         for (int v = 0; v < kQgVecs; ++v) {
           const int left = rr - 16 * v;
@@ -1117,16 +1141,16 @@ void q32_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
         }
         // As in float_gemm: the next block's slab of weights, a share of its rows per tile.
         const int64_t next_rows = r + kQgRows < r1 ? (r1 - r - kQgRows < kQgRows ? r1 - r - kQgRows : kQgRows) : 0;
-        const int64_t slab_bytes = nb * int64_t(bb);
-        const uint8_t* next = a.w + (r + kQgRows) * a.w_stride + b0 * int64_t(bb);
+        const int64_t slab_bytes = nb * bytes_per_block;
+        const uint8_t* next = a.w + (r + kQgRows) * a.w_stride + b0 * bytes_per_block;
         for (int64_t tile = 0, pr = 0; tile < ntiles; ++tile) {
           for (const int64_t pr_end = (tile + 1) * next_rows / ntiles; pr < pr_end; ++pr)
             for (int64_t o = 0; o < slab_bytes; o += 64)
               _mm_prefetch(reinterpret_cast<const char*>(next + pr * a.w_stride + o), _MM_HINT_T0);
           const int64_t t = t0 + tile * kQgTok;
           const int tt = int(nt - tile * kQgTok < kQgTok ? nt - tile * kQgTok : kQgTok);
-          qg_micro_n(tt, panel, nb, xt + tile * nb * 32 * kQgTok, a.ad + t * nb_row + b0, nb_row, a.y + t * a.ldy + r,
-                     a.ldy, m, overwrite);
+          qg_micro_n<K>(tt, panel, nb, xt + tile * nb * 32 * kQgTok, a.ad + t * xd_stride + (b0 >> xd_shift), xd_stride, xd_shift,
+                        K == Qg::Q4_K ? a.amin + t * nb_row + b0 : nullptr, nb_row, a.y + t * a.ldy + r, a.ldy, m, overwrite);
         }
       }
     }
@@ -1143,14 +1167,20 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
     gemm<P, RP, TP>(a, r0, r1);
 }
 
-// Q8_0 / Q4_0: with VNNI, the outer-product GEMM from kQgMinTok tokens.
+// Q8_0 / Q4_0 / Q4_K: with VNNI, the outer-product GEMM from kQgMinTok tokens.
 constexpr int64_t kQgMinTok = 8;
 template <bool Q4>
 void mm_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #if defined(LRO_VNNI)
-  if (a.n_tok >= kQgMinTok) return q32_gemm<Q4>(a, r0, r1);
+  if (a.n_tok >= kQgMinTok) return q32_gemm<Q4 ? Qg::Q4_0 : Qg::Q8_0>(a, r0, r1);
 #endif
   run_q<Q32K<Q4>, PanelQ32<Q4>, 8, 4, 4>(a, r0, r1);
+}
+void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
+#if defined(LRO_VNNI)
+  if (a.n_tok >= kQgMinTok) return q32_gemm<Qg::Q4_K>(a, r0, r1);
+#endif
+  run_q<Q4KK, PanelQ4K, 4, 4, 3>(a, r0, r1);
 }
 
 void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
@@ -1158,7 +1188,6 @@ void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<1>(a, r0, r1
 void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<2>(a, r0, r1); }
 void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_q32<false>(a, r0, r1); }
 void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_q32<true>(a, r0, r1); }
-void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q4KK, PanelQ4K, 4, 4, 3>(a, r0, r1); }
 void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 4, 4, 3>(a, r0, r1); }
 
 }  // namespace

@@ -766,6 +766,7 @@ static void test_matmul(bool quick) {
       cases.push_back({t, 33, 288, 5});     // odd block count
       cases.push_back({t, 45, 608, 530});   // the integer GEMM: two token chunks, two slabs (the last partial)
     }
+    if (t == GgmlType::Q4_K) cases.push_back({t, 45, 768, 530});  // the integer GEMM: two chunks, two slabs
     if (traits(t).block_size == 1) {
       cases.push_back({t, 33, 100, 5});   // n_in not a multiple of the vector width
       cases.push_back({t, 9, 7, 3});
