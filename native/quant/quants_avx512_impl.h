@@ -1005,50 +1005,67 @@ struct QgScratch {
   ~QgScratch() { std::free(xt); }
 };
 
+// Row `row`'s block `blk` as 32 int8 weights in element order, with its scale (and Q4_K's min).
+template <Qg K>
+inline __m256i qg_row_block(const MatmulArgs& a, int64_t row, int64_t blk, float& d, float& mn) {
+  const uint8_t* rp = a.w + row * a.w_stride;
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  if (K == Qg::Q4_0) {
+    const block_q4_0& q = reinterpret_cast<const block_q4_0*>(rp)[blk];
+    d = h2f(q.d);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs));
+    const __m256i n = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), m4), _mm_and_si128(qs, m4));
+    return _mm256_sub_epi8(n, _mm256_set1_epi8(8));
+  }
+  if (K == Qg::Q8_0) {
+    const block_q8_0& q = reinterpret_cast<const block_q8_0*>(rp)[blk];
+    d = h2f(q.d);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.qs));
+  }
+  // Q4_K sub-block j: the nibbles of qs[32 (j/2) ..], low for even j, high for odd.
+  const int64_t j = blk % 8;
+  const block_q4_K& q = reinterpret_cast<const block_q4_K*>(rp)[blk / 8];
+  uint64_t sc, mins;
+  q4k_scales(q.scales, sc, mins);
+  d = h2f(q.d) * float((sc >> (8 * j)) & 0xFF);
+  mn = h2f(q.dmin) * float((mins >> (8 * j)) & 0xFF);
+  const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.qs + 32 * (j / 2)));
+  return _mm256_and_si256(j % 2 ? _mm256_srli_epi16(qs, 4) : qs, _mm256_set1_epi8(0x0F));
+}
+
+// Packs blocks b0..b0+nb of rows row..row+rows (zero beyond) into the panel: two blocks of 16 rows at
+// a time as a 16 x 16 transpose of 32-bit groups, then each row's -128 * sum from its packed groups.
 template <Qg K>
 void qg_pack_panel(const MatmulArgs& a, int64_t row, int rows, int64_t b0, int64_t nb, QgBlock* panel) {
-  for (int64_t b = 0; b < nb; ++b) {
-    QgBlock& p = panel[b];
-    for (int i = 0; i < kQgRows; ++i) {
-      int8_t q[32];
-      float d = 0.0f, mn = 0.0f;
-      if (i < rows) {
-        const uint8_t* rp = a.w + (row + i) * a.w_stride;
-        if (K == Qg::Q4_0) {
-          const block_q4_0& blk = reinterpret_cast<const block_q4_0*>(rp)[b0 + b];
-          d = h2f(blk.d);
-          for (int e = 0; e < 16; ++e) {
-            q[e] = int8_t((blk.qs[e] & 0x0F) - 8);
-            q[e + 16] = int8_t((blk.qs[e] >> 4) - 8);
-          }
-        } else if (K == Qg::Q8_0) {
-          const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(rp)[b0 + b];
-          d = h2f(blk.d);
-          for (int e = 0; e < 32; ++e) q[e] = blk.qs[e];
-        } else {  // sub-block j of a super-block: nibbles of qs[32 (j/2) ..], low for even j, high for odd
-          const int64_t sb = (b0 + b) / 8, j = (b0 + b) % 8;
-          const block_q4_K& blk = reinterpret_cast<const block_q4_K*>(rp)[sb];
-          uint64_t sc, mins;
-          q4k_scales(blk.scales, sc, mins);
-          d = h2f(blk.d) * float((sc >> (8 * j)) & 0xFF);
-          mn = h2f(blk.dmin) * float((mins >> (8 * j)) & 0xFF);
-          const uint8_t* qs = blk.qs + 32 * (j / 2);
-          for (int e = 0; e < 32; ++e) q[e] = int8_t(j % 2 ? qs[e] >> 4 : qs[e] & 0x0F);
+  for (int v = 0; v < kQgVecs; ++v) {
+    for (int64_t b = 0; b < nb; b += 2) {
+      const bool two = b + 1 < nb;
+      __m512 g[16];
+      for (int i = 0; i < 16; ++i) {
+        const int ri = 16 * v + i;
+        float d0 = 0, m0 = 0, d1 = 0, m1 = 0;
+        __m256i w0 = _mm256_setzero_si256(), w1 = _mm256_setzero_si256();
+        if (ri < rows) {
+          w0 = qg_row_block<K>(a, row + ri, b0 + b, d0, m0);
+          if (two) w1 = qg_row_block<K>(a, row + ri, b0 + b + 1, d1, m1);
         }
-      } else {
-        for (int e = 0; e < 32; ++e) q[e] = 0;
+        panel[b].d[ri] = d0, panel[b].mn[ri] = m0;
+        if (two) panel[b + 1].d[ri] = d1, panel[b + 1].mn[ri] = m1;
+        g[i] = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1));
       }
-      int32_t sum = 0;
-      for (int g = 0; g < 8; ++g)
-        for (int e = 0; e < 4; ++e) {
-          p.w[g][i][e] = q[4 * g + e];
-          sum += q[4 * g + e];
-        }
-      p.init[i] = -128 * sum;
-      p.d[i] = d;
-      p.mn[i] = mn;
+      transpose16(g);  // g[k]: 32-bit group k (k < 8: block b, else b + 1) of the 16 rows
+      for (int k = 0; k < 8; ++k) _mm512_store_ps(reinterpret_cast<float*>(&panel[b].w[k][16 * v][0]), g[k]);
+      if (two)
+        for (int k = 0; k < 8; ++k) _mm512_store_ps(reinterpret_cast<float*>(&panel[b + 1].w[k][16 * v][0]), g[8 + k]);
     }
   }
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t b = 0; b < nb; ++b)
+    for (int v = 0; v < kQgVecs; ++v) {
+      __m512i sum = _mm512_setzero_si512();
+      for (int k = 0; k < 8; ++k) sum = _mm512_dpbusd_epi32(sum, ones, _mm512_load_si512(&panel[b].w[k][16 * v][0]));
+      _mm512_store_si512(panel[b].init + 16 * v, _mm512_mullo_epi32(sum, _mm512_set1_epi32(-128)));
+    }
 }
 
 // xd[j * xd_stride + b / xd_per]: token j's activation scale for block b; am (Q4_K): a.amin rows.
