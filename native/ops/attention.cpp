@@ -73,12 +73,7 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
       float* srow = sc.data() + m * nc_max;
       float mx = -INFINITY;
       for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, srow[c] *= scale);
-      double sum = 0;
-      for (int64_t c = 0; c < nc; ++c) {
-        const float e = std::exp(srow[c] - mx);
-        srow[c] = e;
-        sum += e;
-      }
+      const double sum = exp_sub_sum(srow, nc, mx);
       std::fill(srow + nc, srow + nc_max, 0.0f);  // past the row's causal bound
       inv[m] = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
     }

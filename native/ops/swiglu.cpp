@@ -12,11 +12,7 @@
 namespace lro {
 
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, int64_t d) {
-  int64_t total = n * d;
-  for (int64_t i = 0; i < total; ++i) {
-    float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
+  swiglu_f32(out, gate, up, n * d);
 }
 
 // swiglu: out = silu(g) * u, silu(g) = g * sigmoid(g), silu'(g) = s * (1 + g * (1 - s)).
