@@ -6,8 +6,9 @@
 // before it and its CPU time / wall time; a sample is flagged "disturbed" when its threads got less
 // than 75% of the CPU they asked for, or when it is more than 25% from its case's median, and the
 // ratio uses the undisturbed samples when at least 3 are left. Limits, measured here on the same
-// threads: memory bandwidth (a STREAM-style triad) for decode, and peak FMA throughput (a
-// register-only loop) for prefill; each case prints the fraction of its limit it reaches.
+// threads: memory bandwidth (a STREAM-style triad) for decode, and for prefill the peak of the dot
+// product the type's kernels use (f32 FMA; int8 dot for the integer types and bf16 dot for BF16
+// where the CPU has them; register-only loops); each case prints the fraction of its limit it reaches.
 //   BENCH_TYPES=f16,bf16,q8_0,q4_0,q4_K,q6_K  BENCH_THREADS=1,2  BENCH_REPS=5  `npm run bench [-- --json]`
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -190,6 +191,20 @@ function modelCost(path: string): { decodeBytes: number; blockParams: number; he
   return { decodeBytes, blockParams, headParams };
 }
 
+/** The prefill ceiling of a weight type: the dot product its kernels use where the CPU has one. */
+type Limits = { fmaGflops: number; int8Gops: number; bf16Gflops: number };
+const integerType = (type: string) => /^q/.test(type);
+function prefillPeak(type: string, l: Limits): number {
+  if (integerType(type) && l.int8Gops > 0) return l.int8Gops;
+  if (type === 'bf16' && l.bf16Gflops > 0) return l.bf16Gflops;
+  return l.fmaGflops;
+}
+function prefillPeakName(type: string, l: Limits): string {
+  if (integerType(type) && l.int8Gops > 0) return 'int8 dot';
+  if (type === 'bf16' && l.bf16Gflops > 0) return 'bf16 dot';
+  return 'FMA';
+}
+
 const fmt = (x: number) => x.toFixed(1).padStart(8);
 const spread = (s: Side) => `±${((100 * (s.max - s.min)) / 2 / s.median).toFixed(0)}%`;
 const flagged = (s: Side) => s.samples.filter((x) => x.disturbed).length;
@@ -199,10 +214,14 @@ async function main() {
   const bin = process.env.LLAMA_BENCH;
   const kernels = native().cpuFeatures();
   log(`lro-native bench: kernels ${kernels}, threads ${threadList.join(',')} (physical cores ${native().physicalCores()}), ${reps} samples each${bin ? ', interleaved with llama-bench' : ''}`);
-  const limits: Record<number, { triadGBps: number; fmaGflops: number }> = {};
+  const limits: Record<number, { triadGBps: number; fmaGflops: number; int8Gops: number; bf16Gflops: number }> = {};
   for (const threads of threadList) {
     limits[threads] = native().machineLimits(threads, 256);
-    const line = `limits at ${threads} thread(s): triad ${limits[threads].triadGBps.toFixed(1)} GB/s, FMA peak ${limits[threads].fmaGflops.toFixed(1)} GFLOP/s (f32)`;
+    const l = limits[threads];
+    const line =
+      `limits at ${threads} thread(s): triad ${l.triadGBps.toFixed(1)} GB/s, FMA peak ${l.fmaGflops.toFixed(1)} GFLOP/s (f32)` +
+      (l.int8Gops > 0 ? `, int8 dot peak ${l.int8Gops.toFixed(1)} GOP/s` : '') +
+      (l.bf16Gflops > 0 ? `, bf16 dot peak ${l.bf16Gflops.toFixed(1)} GFLOP/s` : '');
     if (asJson) log(line);
     else console.log(line);
   }
@@ -239,7 +258,7 @@ async function main() {
         const limitFraction =
           test === 'tg32'
             ? (ours.median * cost.decodeBytes) / (lim.triadGBps * 1e9)
-            : (ours.median * (2 * cost.blockParams + (2 * cost.headParams) / promptTokens)) / (lim.fmaGflops * 1e9);
+            : (ours.median * (2 * cost.blockParams + (2 * cost.headParams) / promptTokens)) / (prefillPeak(type, lim) * 1e9);
         const c: Case = { type, test, threads, ours, limitFraction };
         if (llamaRaw[test].length) {
           c.llamaCpp = side(llamaRaw[test], threads, true);
@@ -247,7 +266,7 @@ async function main() {
         }
         cases.push(c);
         if (!asJson) {
-          const what = test === 'tg32' ? 'of triad bandwidth' : 'of FMA peak';
+          const what = test === 'tg32' ? 'of triad bandwidth' : `of ${prefillPeakName(type, lim)} peak`;
           console.log(
             `${type.padEnd(5)} ${test.padEnd(6)} t${threads}  ours ${fmt(ours.median)} t/s ${spread(ours).padStart(5)}` +
               (c.llamaCpp ? `   llama.cpp ${fmt(c.llamaCpp.median)} t/s ${spread(c.llamaCpp).padStart(5)}` : '') +

@@ -73,6 +73,13 @@ describe('native entries refuse hostile arguments with an Error', () => {
     }
     // Some FLOP/s a core must do with the widest FMA the dispatch has (scalar CPUs included): 0.5 GFLOP/s is far below any.
     expect(one.fmaGflops).toBeGreaterThan(0.5);
+    // The dot-product peaks are 0 or finite and positive; an int8 peak exists wherever SIMD kernels run.
+    for (const v of [one.int8Gops, one.bf16Gflops]) {
+      expect(Number.isFinite(v)).toBe(true);
+      expect(v).toBeGreaterThanOrEqual(0);
+    }
+    if (n.cpuFeatures() !== 'scalar') expect(one.int8Gops).toBeGreaterThan(0.5);
+    if (n.cpuFeatures().includes('bf16')) expect(one.bf16Gflops).toBeGreaterThan(0.5);
     expect(n.machineLimits(0, 8).threads).toBe(n.physicalCores());
   });
 

@@ -525,7 +525,7 @@ export interface NativeAddon {
   cpuFeatures(): string;
   physicalCores(): number;
   /** The bench's ceilings on this machine: best-of-5 STREAM-style triad (GB/s) and register-only f32 FMA loop (GFLOP/s). */
-  machineLimits(threads: number, triadMiB: number): { triadGBps: number; fmaGflops: number; threads: number };
+  machineLimits(threads: number, triadMiB: number): { triadGBps: number; fmaGflops: number; int8Gops: number; bf16Gflops: number; threads: number };
   /** Hugging Face Llama folder (safetensors or torch zip; CODI checkpoints merged) -> GGUF, as llama.cpp's converter lays it out. */
   convertHf(dir: string, out: string, options: NativeConvertHfOptions): Promise<NativeConvertHfSummary>;
   /** GGUF Llama -> Hugging Face folder (config, f32 safetensors with HF q/k order, tokenizer.json; prj.* and README.json for a latent model). */

@@ -302,7 +302,8 @@ Napi::Value HookPoints(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CpuFeatures(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), lro::cpu_features()); }
-// machineLimits(threads, triadMiB) -> { triadGBps, fmaGflops, threads }: the bench's ceilings.
+// machineLimits(threads, triadMiB) -> { triadGBps, fmaGflops, int8Gops, bf16Gflops, threads }: the
+// bench's ceilings (int8 / bf16: 0 where the kernels have no such dot product).
 Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t threads = int_arg(info, 0, "machineLimits: threads", 0, 1024);
@@ -311,6 +312,8 @@ Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("triadGBps", lro::measure_triad_gbps(pool, static_cast<size_t>(mib) << 20, 5));
   o.Set("fmaGflops", lro::measure_fma_gflops(pool, 5));
+  o.Set("int8Gops", lro::measure_int8_gops(pool, 5));
+  o.Set("bf16Gflops", lro::measure_bf16_gflops(pool, 5));
   o.Set("threads", pool.size());
   return o;
 }

@@ -60,9 +60,79 @@ __attribute__((target("avx512f"))) float fma_avx512(long iters) {
   __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(_mm512_add_ps(a6, a7), _mm512_add_ps(a8, a9))));
   return _mm512_reduce_add_ps(s);
 }
+
+// The integer and bf16 dot instructions the kernels use, in the same register-only shape: 10
+// accumulators, each instruction 64 int8 (or 32 bf16) multiply-adds on AVX-512, 32 int8 on AVX2.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) float dpbusd_avx512(long iters) {
+  __m512i a[10];
+  for (int k = 0; k < 10; k++) a[k] = _mm512_set1_epi32(k);
+  const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
+  for (long i = 0; i < iters; i++)
+    for (int k = 0; k < 10; k++) a[k] = _mm512_dpbusd_epi32(a[k], u, s);
+  __m512i t = a[0];
+  for (int k = 1; k < 10; k++) t = _mm512_add_epi32(t, a[k]);
+  return float(_mm512_reduce_add_epi32(t));
+}
+
+__attribute__((target("avx2"))) float maddubs_avx2(long iters) {
+  __m256i a[10];
+  for (int k = 0; k < 10; k++) a[k] = _mm256_set1_epi32(k);
+  const __m256i u = _mm256_set1_epi8(3), s = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
+  for (long i = 0; i < iters; i++)
+    for (int k = 0; k < 10; k++) a[k] = _mm256_add_epi32(a[k], _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
+  __m256i t = a[0];
+  for (int k = 1; k < 10; k++) t = _mm256_add_epi32(t, a[k]);
+  int out[8];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), t);
+  return float(out[0]);
+}
+
+__attribute__((target("avx512f,avx512bf16"))) float dpbf16_avx512(long iters) {
+  __m512 a[10];
+  for (int k = 0; k < 10; k++) a[k] = _mm512_set1_ps(1.0f + 0.1f * k);
+  const __m512bh w = (__m512bh)_mm512_set1_epi16(0x3f80), x = (__m512bh)_mm512_set1_epi16(0x3380);  // 1.0, ~6e-8
+  for (long i = 0; i < iters; i++)
+    for (int k = 0; k < 10; k++) a[k] = _mm512_dpbf16_ps(a[k], w, x);
+  __m512 t = a[0];
+  for (int k = 1; k < 10; k++) t = _mm512_add_ps(t, a[k]);
+  return _mm512_reduce_add_ps(t);
+}
 #endif
 
+// Best-of-reps throughput of loop(iters) on every thread: ops_per_iter operations per call's iteration.
+double peak_rate(ThreadPool& pool, int reps, float (*loop)(long), long iters, double ops_per_iter) {
+  std::vector<float> sink(pool.size());
+  double best = 0;
+  for (int r = 0; r < reps; r++) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.run_on_all([&](int t, int) { sink[t] = loop(iters); });
+    const double s = seconds_since(t0);
+    if (s > 0) best = std::max(best, ops_per_iter * static_cast<double>(iters) * pool.size() / s / 1e9);
+  }
+  volatile float keep = sink[0];
+  (void)keep;
+  return best;
+}
+
 }  // namespace
+
+double measure_int8_gops(ThreadPool& pool, int reps) {
+#if defined(LRO_LIMITS_X86)
+  const std::string path = cpu_features();
+  if (path.find("vnni") != std::string::npos) return peak_rate(pool, reps, dpbusd_avx512, kFmaIters, 10.0 * 64 * 2);
+  if (path.rfind("avx", 0) == 0) return peak_rate(pool, reps, maddubs_avx2, kFmaIters, 10.0 * 32 * 2);
+#endif
+  (void)pool, (void)reps;
+  return 0;
+}
+
+double measure_bf16_gflops(ThreadPool& pool, int reps) {
+#if defined(LRO_LIMITS_X86)
+  if (cpu_features().find("bf16") != std::string::npos) return peak_rate(pool, reps, dpbf16_avx512, kFmaIters, 10.0 * 32 * 2);
+#endif
+  (void)pool, (void)reps;
+  return 0;
+}
 
 double measure_triad_gbps(ThreadPool& pool, size_t bytes_per_array, int reps) {
   const int64_t n = static_cast<int64_t>(bytes_per_array / sizeof(float));

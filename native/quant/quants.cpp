@@ -714,19 +714,32 @@ void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const fl
   // BF16 weights: the activations are rounded to bf16 first, on every path (as llama.cpp does, and
   // as a bf16 model computes in PyTorch), so that the AVX512-BF16 kernels and the others agree.
   thread_local std::vector<float> xr_buf;
+  const bool big = double(n_out) * double(n_in) * double(n_tok) >= double(1 << 20);
   if (wtype == GgmlType::BF16) {
     const size_t n = size_t(n_tok * n_in);
     if (xr_buf.size() < n) xr_buf.resize(n);
     float* xr = xr_buf.data();
-    for (size_t i = 0; i < n; ++i) xr[i] = bf16_to_fp32(fp32_to_bf16(x[i]));
+    // fp32_to_bf16 then back, branch-free so that it vectorises; NaN stays NaN (made quiet).
+    auto round_rows = [&](int, int64_t t0, int64_t t1) {
+      const uint32_t* src = reinterpret_cast<const uint32_t*>(x) + t0 * n_in;
+      uint32_t* dst = reinterpret_cast<uint32_t*>(xr) + t0 * n_in;
+      for (int64_t i = 0; i < (t1 - t0) * n_in; ++i) {
+        const uint32_t u = src[i];
+        const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1)) & 0xFFFF0000u;
+        dst[i] = (u & 0x7FFFFFFFu) > 0x7F800000u ? (u | 0x00400000u) & 0xFFFF0000u : rounded;
+      }
+    };
+    if (big && n_tok > 1 && pool.size() > 1)
+      pool.parallel_for(n_tok, 1, round_rows);
+    else
+      round_rows(0, 0, n_tok);
     a.x = xr;
   }
   a.y = y;
   a.ldy = ldy;
   a.accumulate = accumulate;
 
-  // Waking the pool costs ~10 us; below ~1M multiply-adds one thread is as fast.
-  const bool big = double(n_out) * double(n_in) * double(n_tok) >= double(1 << 20);
+  // Waking the pool costs ~10 us; below ~1M multiply-adds one thread is as fast (`big`, above).
   // Scratch for the quantised activations, reused across calls on the calling thread.
   thread_local std::vector<int8_t> qs_buf;
   thread_local std::vector<float> d_buf;
