@@ -1184,12 +1184,110 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
     gemm<P, RP, TP>(a, r0, r1);
 }
 
+#if defined(LRO_VNNI)
+// ---- Q4_0 decode (one token) with VNNI: four blocks (128 weights) a step. The token's activations
+// are first laid out per group of 4 blocks as the weights' nibbles come: the low halves (elements
+// 0-15) of the 4 blocks, then the high halves, each 64 bytes; with per 32-bit lane the block's d_x and
+// a start of -8 * (sum of the block's x) in the block's first lane, so that two dpbusd of the raw
+// nibbles (u8) against x (s8) leave sum (q - 8) x in the block's 4 lanes. Per row and group: 4 loads,
+// 3 ops to split nibbles, 2 dpbusd, the 4 d_w as one f16 -> f32 conversion, one FMA. Rows one at a
+// time: the weights are then read as one sequential stream (x stays in L1).
+struct alignas(64) Q40Group {
+  int8_t lo[64], hi[64];
+  int32_t init[16];
+  float dx[16];
+};
+
+struct Q40Scratch {
+  Q40Group* g = nullptr;
+  int64_t cap = 0;
+  ~Q40Scratch() { std::free(g); }
+  Q40Group* get(int64_t n) {
+    if (n > cap) {
+      std::free(g);
+      g = static_cast<Q40Group*>(std::aligned_alloc(64, sizeof(Q40Group) * size_t(n)));
+      cap = g ? n : 0;
+      if (!g) throw std::bad_alloc();
+    }
+    return g;
+  }
+};
+
+template <int R>
+inline void q4_0_gemv_rows(const MatmulArgs& a, int64_t r, const Q40Group* xg, int64_t ngroups, int64_t nb) {
+  const block_q4_0* w[R];
+  for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_0*>(a.w + (r + i) * a.w_stride);
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  for (int64_t g = 0; g < ngroups; ++g) {
+    const Q40Group& x = xg[g];
+    const int64_t b = 4 * g;
+    const int nblk = nb - b < 4 ? int(nb - b) : 4;
+    const __m512i xlo = _mm512_load_si512(x.lo), xhi = _mm512_load_si512(x.hi), init = _mm512_load_si512(x.init);
+    const __m512 dx = _mm512_load_ps(x.dx);
+    for (int i = 0; i < R; ++i) {
+      const char* nxt = reinterpret_cast<const char*>(w[i] + b) + 1024;  // further on in the stream
+      _mm_prefetch(nxt, _MM_HINT_T0);
+      _mm_prefetch(nxt + 64, _MM_HINT_T0);
+      __m512i q;
+      __m128i d16;
+      if (nblk == 4) {
+        q = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b].qs)));
+        q = _mm512_inserti32x4(q, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b + 1].qs)), 1);
+        q = _mm512_inserti32x4(q, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b + 2].qs)), 2);
+        q = _mm512_inserti32x4(q, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i][b + 3].qs)), 3);
+        d16 = _mm_setr_epi16(short(w[i][b].d), short(w[i][b + 1].d), short(w[i][b + 2].d), short(w[i][b + 3].d), 0, 0, 0, 0);
+      } else {  // the row's last, partial group: absent blocks are zero weights with zero scale
+        alignas(64) uint8_t qb[64] = {};
+        uint16_t ds[8] = {};
+        for (int k = 0; k < nblk; ++k) {
+          __builtin_memcpy(qb + 16 * k, w[i][b + k].qs, 16);
+          ds[k] = w[i][b + k].d;
+        }
+        q = _mm512_load_si512(qb);
+        d16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ds));
+      }
+      __m512i dot = _mm512_dpbusd_epi32(init, _mm512_and_si512(q, m4), xlo);
+      dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), xhi);
+      const __m512 dw = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_cvtph_ps(d16)));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, dx), acc[i]);
+    }
+  }
+  for (int i = 0; i < R; ++i) store(a, 0, r + i, _mm512_reduce_add_ps(acc[i]));
+}
+
+void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.n_in / 32, ngroups = (nb + 3) / 4;
+  static thread_local Q40Scratch scratch;
+  Q40Group* xg = scratch.get(ngroups);
+  for (int64_t g = 0; g < ngroups; ++g) {
+    Q40Group& x = xg[g];
+    for (int k = 0; k < 4; ++k) {
+      const int64_t b = 4 * g + k;
+      const bool has = b < nb;
+      for (int e = 0; e < 16; ++e) {
+        x.lo[16 * k + e] = has ? a.aq[32 * b + e] : 0;
+        x.hi[16 * k + e] = has ? a.aq[32 * b + 16 + e] : 0;
+      }
+      for (int l = 0; l < 4; ++l) {
+        x.init[4 * k + l] = (l == 0 && has) ? -8 * int32_t(a.as[b]) : 0;
+        x.dx[4 * k + l] = has ? a.ad[b] : 0.0f;
+      }
+    }
+  }
+  for (int64_t r = r0; r < r1; ++r) q4_0_gemv_rows<1>(a, r, xg, ngroups, nb);
+}
+#endif
+
 // Q8_0 / Q4_0 / Q4_K: with VNNI, the outer-product GEMM from kQgMinTok tokens.
 constexpr int64_t kQgMinTok = 8;
 template <bool Q4>
 void mm_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #if defined(LRO_VNNI)
   if (a.n_tok >= kQgMinTok) return q32_gemm<Q4 ? Qg::Q4_0 : Qg::Q8_0>(a, r0, r1);
+  if (Q4 && a.n_tok == 1) return q4_0_gemv(a, r0, r1);
 #endif
   run_q<Q32K<Q4>, PanelQ32<Q4>, 8, 4, 4>(a, r0, r1);
 }

@@ -764,6 +764,8 @@ static void test_matmul(bool quick) {
     if (!quick) cases.push_back({t, 37, 8192, 40});  // token chunking (chunk < n_tok)
     if (t == GgmlType::Q8_0 || t == GgmlType::Q4_0) {
       cases.push_back({t, 33, 288, 5});     // odd block count
+      cases.push_back({t, 33, 288, 1});     // decode: 9 blocks, a last group of 4 with one block
+      cases.push_back({t, 17, 352, 1});     // decode: 11 blocks, a last group with three
       cases.push_back({t, 45, 608, 530});   // the integer GEMM: two token chunks, two slabs (the last partial)
     }
     if (t == GgmlType::Q4_K) cases.push_back({t, 45, 768, 530});  // the integer GEMM: two chunks, two slabs
