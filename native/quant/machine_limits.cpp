@@ -175,19 +175,7 @@ double measure_fma_gflops(ThreadPool& pool, int reps) {
     loop = fma_avx2;
   }
 #endif
-  const long iters = lanes == 1 ? kFmaIters / 8 : kFmaIters;
-  std::vector<float> sink(pool.size());
-  double best = 0;
-  for (int r = 0; r < reps; r++) {
-    const auto t0 = std::chrono::steady_clock::now();
-    pool.run_on_all([&](int t, int) { sink[t] = loop(iters); });
-    const double s = seconds_since(t0);
-    const double flops = 2.0 * 10.0 * lanes * static_cast<double>(iters) * pool.size();
-    if (s > 0) best = std::max(best, flops / s / 1e9);
-  }
-  volatile float keep = sink[0];
-  (void)keep;
-  return best;
+  return peak_rate(pool, reps, loop, lanes == 1 ? kFmaIters / 8 : kFmaIters, 2.0 * 10.0 * lanes);
 }
 
 }  // namespace lro

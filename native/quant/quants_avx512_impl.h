@@ -798,6 +798,29 @@ struct PanelQ32 {
   }
 };
 
+// ---- shared by the outer-product GEMMs below
+
+// Masks of the 16-row vectors of a block whose first `rows` rows exist.
+template <int V>
+inline void row_masks(int rows, __mmask16 (&m)[V]) {
+  for (int v = 0; v < V; ++v) {
+    const int left = rows - 16 * v;
+    m[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+  }
+}
+
+// The next block's weights come from memory: a share of its rows is asked for per token tile, so
+// that its packing finds them in cache rather than waiting on each row's first load.
+struct NextBlockPrefetch {
+  const uint8_t* first;  // the next block's first row, at this slab
+  size_t stride;
+  int64_t rows, bytes, ntiles, done = 0;
+  void tile(int64_t t) {
+    for (const int64_t end = (t + 1) * rows / ntiles; done < end; ++done)
+      for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(first + done * stride + o), _MM_HINT_T0);
+  }
+};
+
 // ---- float weights, prefill: an outer-product GEMM (no lane reductions).
 // Tokens go in chunks of kFgChunk and n_in in slabs of kFgKc. Per slab, the chunk's activations are
 // packed transposed, [tile of kFgTok tokens][k][kFgTok], and every block of kFgRows weight rows is
@@ -938,19 +961,11 @@ void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
         const int rr = int(r1 - r < kFgRows ? r1 - r : kFgRows);
         fg_pack_panel<P ? 0 : WT>(a, r, rr, k0, kc, kcp, panel);  // a pair moves as one 32-bit unit
         __mmask16 m[kFgVecs];
-        for (int v = 0; v < kFgVecs; ++v) {
-          const int left = rr - 16 * v;
-          m[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-        }
-        // The next block's weights come from memory: ask for a share of its rows per tile, so that
-        // its packing finds them in cache rather than waiting on each row's first load.
+        row_masks(rr, m);
         const int64_t next_rows = r + kFgRows < r1 ? (r1 - r - kFgRows < kFgRows ? r1 - r - kFgRows : kFgRows) : 0;
-        const int64_t row_bytes = kc * ubytes;
-        const uint8_t* next = a.w + (r + kFgRows) * a.w_stride + k0 * ubytes;
-        for (int64_t tile = 0, pr = 0; tile < ntiles; ++tile) {
-          for (const int64_t pr_end = (tile + 1) * next_rows / ntiles; pr < pr_end; ++pr)
-            for (int64_t o = 0; o < row_bytes; o += 64)
-              _mm_prefetch(reinterpret_cast<const char*>(next + pr * a.w_stride + o), _MM_HINT_T0);
+        NextBlockPrefetch next{a.w + (r + kFgRows) * a.w_stride + k0 * ubytes, a.w_stride, next_rows, kc * ubytes, ntiles};
+        for (int64_t tile = 0; tile < ntiles; ++tile) {
+          next.tile(tile);
           const int tt = int(nt - tile * kFgTok < kFgTok ? nt - tile * kFgTok : kFgTok);
           fg_micro_n<P>(tt, panel, xt + tile * kcp * kFgTok, kcp, a.y + (t0 + tile * kFgTok) * a.ldy + r, a.ldy, m, overwrite);
         }
@@ -1152,18 +1167,12 @@ void q32_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
         const int rr = int(r1 - r < kQgRows ? r1 - r : kQgRows);
         qg_pack_panel<K>(a, r, rr, b0, nb, panel);
         __mmask16 m[kQgVecs];
-        for (int v = 0; v < kQgVecs; ++v) {
-          const int left = rr - 16 * v;
-          m[v] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-        }
-        // As in float_gemm: the next block's slab of weights, a share of its rows per tile.
+        row_masks(rr, m);
         const int64_t next_rows = r + kQgRows < r1 ? (r1 - r - kQgRows < kQgRows ? r1 - r - kQgRows : kQgRows) : 0;
-        const int64_t slab_bytes = nb * bytes_per_block;
-        const uint8_t* next = a.w + (r + kQgRows) * a.w_stride + b0 * bytes_per_block;
-        for (int64_t tile = 0, pr = 0; tile < ntiles; ++tile) {
-          for (const int64_t pr_end = (tile + 1) * next_rows / ntiles; pr < pr_end; ++pr)
-            for (int64_t o = 0; o < slab_bytes; o += 64)
-              _mm_prefetch(reinterpret_cast<const char*>(next + pr * a.w_stride + o), _MM_HINT_T0);
+        NextBlockPrefetch next{a.w + (r + kQgRows) * a.w_stride + b0 * bytes_per_block, a.w_stride, next_rows,
+                               nb * bytes_per_block, ntiles};
+        for (int64_t tile = 0; tile < ntiles; ++tile) {
+          next.tile(tile);
           const int64_t t = t0 + tile * kQgTok;
           const int tt = int(nt - tile * kQgTok < kQgTok ? nt - tile * kQgTok : kQgTok);
           qg_micro_n<K>(tt, panel, nb, xt + tile * nb * 32 * kQgTok, a.ad + t * xd_stride + (b0 >> xd_shift), xd_stride, xd_shift,
