@@ -16,9 +16,9 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool) {
   const int64_t group = n_head / n_head_kv;
   const int64_t kv_width = n_head_kv * hd;
-  // Work items: (block of up to kBlock consecutive query rows over the same cells, kv head). An f16
-  // cache's rows are converted once per item (exactly, as fp16_to_fp32) and serve the block's rows
-  // and the kv head's `group` query heads; the arithmetic per (row, head) is unchanged.
+  // Work items: (block of up to kBlock consecutive query rows over the same cells, kv head). The
+  // cells' keys and values are copied (an f16 cache's converted exactly) once per item and serve the
+  // block's rows and the kv head's `group` query heads, through the matmul kernels.
   constexpr int64_t kBlock = 32;
   std::vector<int64_t> block_start;
   for (int64_t t = 0; t < n; ++t)
