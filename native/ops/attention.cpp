@@ -20,6 +20,7 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
   // cells' keys and values are copied (an f16 cache's converted exactly) once per item and serve the
   // block's rows and the kv head's `group` query heads, through the matmul kernels.
   constexpr int64_t kBlock = 32;
+  constexpr int64_t kGemmRows = 16;  // fewer query rows x heads per item: the direct path
   std::vector<int64_t> block_start;
   for (int64_t t = 0; t < n; ++t)
     if (block_start.empty() || t - block_start.back() == kBlock || kv.k_cells[t] != kv.k_cells[t - 1] ||
@@ -42,21 +43,63 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
       ncs[t - t0] = nc;
       nc_max = std::max(nc_max, nc);
     }
-    // The item as two small GEMMs on this thread: S = Qb K^T, then O = P V, with Qb the block's
-    // rows x the kv head's query heads (m = row * group + head) and K, V^T packed contiguous.
     thread_local std::vector<float> qb, kb, vt, sc, ob;
-    thread_local ThreadPool solo(1);
     const int64_t m_rows = (t1 - t0) * group;
+    if (m_rows < kGemmRows) {
+      // Few queries (decode): dot products and axpys on the cells in place, an f16 cache's rows
+      // converted once per item; copying K and V for two GEMMs would cost more than it saves.
+      const float* kbase = static_cast<const float*>(kv.k_cells[t0]) + kh * hd;
+      const float* vbase = static_cast<const float*>(kv.v_cells[t0]) + kh * hd;
+      int64_t stride = kv_width;
+      if (kv_f16) {
+        kb.resize(static_cast<size_t>(nc_max * hd));
+        vt.resize(static_cast<size_t>(nc_max * hd));
+        for (int64_t c = 0; c < nc_max; ++c) {
+          dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.k_cells[t0]) + c * kv_width + kh * hd, kb.data() + c * hd, hd);
+          dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.v_cells[t0]) + c * kv_width + kh * hd, vt.data() + c * hd, hd);
+        }
+        kbase = kb.data(), vbase = vt.data(), stride = hd;
+      }
+      sc.resize(static_cast<size_t>(nc_max));
+      ob.resize(static_cast<size_t>(hd));
+      // Plain pointers: in a shared library every thread_local access in a loop around a call
+      // costs a __tls_get_addr.
+      float* const scores = sc.data();
+      float* const acc = ob.data();
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t nc = ncs[t - t0];
+        for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
+          const float* qv = q + t * n_head * hd + h * hd;
+          float mx = -INFINITY;
+          for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, scores[c] = dot_f32(qv, kbase + c * stride, hd) * scale);
+          const double sum = exp_sub_sum(scores, nc, mx);
+          const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
+          std::fill(acc, acc + hd, 0.0f);
+          for (int64_t c = 0; c < nc; ++c) axpy_f32(acc, scores[c], vbase + c * stride, hd);
+          float* o = out + t * n_head * hd + h * hd;
+          for (int64_t i = 0; i < hd; ++i) o[i] = acc[i] * inv;
+        }
+      }
+      return;
+    }
+    // Otherwise the item as two small GEMMs on this thread: S = Qb K^T, then O = P V, with Qb the
+    // block's rows x the kv head's query heads (m = row * group + head) and K, V^T packed contiguous.
+    thread_local ThreadPool solo(1);
     qb.resize(static_cast<size_t>(m_rows * hd));
     kb.resize(static_cast<size_t>(nc_max * hd));
     vt.resize(static_cast<size_t>(hd * nc_max));
     sc.resize(static_cast<size_t>(m_rows * nc_max));
     ob.resize(static_cast<size_t>(m_rows * hd));
+    float* const qp = qb.data();  // plain pointers, as above
+    float* const kp = kb.data();
+    float* const vtp = vt.data();
+    float* const sp = sc.data();
+    float* const op = ob.data();
     for (int64_t t = t0; t < t1; ++t)
-      std::memcpy(qb.data() + (t - t0) * group * hd, q + t * n_head * hd + kh * group * hd, sizeof(float) * group * hd);
+      std::memcpy(qp + (t - t0) * group * hd, q + t * n_head * hd + kh * group * hd, sizeof(float) * group * hd);
     for (int64_t c = 0; c < nc_max; ++c) {
-      float* kr = kb.data() + c * hd;
-      float* vr = ob.data();  // scratch row for the transpose below
+      float* kr = kp + c * hd;
+      float* vr = op;  // scratch row for the transpose below
       if (kv_f16) {
         dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.k_cells[t0]) + c * kv_width + kh * hd, kr, hd);
         dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.v_cells[t0]) + c * kv_width + kh * hd, vr, hd);
@@ -64,13 +107,13 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
         std::memcpy(kr, static_cast<const float*>(kv.k_cells[t0]) + c * kv_width + kh * hd, sizeof(float) * hd);
         std::memcpy(vr, static_cast<const float*>(kv.v_cells[t0]) + c * kv_width + kh * hd, sizeof(float) * hd);
       }
-      for (int64_t i = 0; i < hd; ++i) vt[static_cast<size_t>(i * nc_max + c)] = vr[i];
+      for (int64_t i = 0; i < hd; ++i) vtp[i * nc_max + c] = vr[i];
     }
-    if (nc_max > 0) matmul(GgmlType::F32, kb.data(), nc_max, hd, qb.data(), m_rows, sc.data(), nc_max, solo);
+    if (nc_max > 0) matmul(GgmlType::F32, kp, nc_max, hd, qp, m_rows, sp, nc_max, solo);
     std::vector<float> inv(static_cast<size_t>(m_rows));
     for (int64_t m = 0; m < m_rows; ++m) {
       const int64_t nc = ncs[m / group];
-      float* srow = sc.data() + m * nc_max;
+      float* srow = sp + m * nc_max;
       float mx = -INFINITY;
       for (int64_t c = 0; c < nc; ++c) mx = std::max(mx, srow[c] *= scale);
       const double sum = exp_sub_sum(srow, nc, mx);
@@ -78,12 +121,12 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
       inv[m] = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
     }
     if (nc_max > 0)
-      matmul(GgmlType::F32, vt.data(), hd, nc_max, sc.data(), m_rows, ob.data(), hd, solo);
+      matmul(GgmlType::F32, vtp, hd, nc_max, sp, m_rows, op, hd, solo);
     else
-      std::fill(ob.begin(), ob.end(), 0.0f);
+      std::fill(op, op + m_rows * hd, 0.0f);
     for (int64_t m = 0; m < m_rows; ++m) {
       float* o = out + (t0 + m / group) * n_head * hd + (kh * group + m % group) * hd;
-      for (int64_t i = 0; i < hd; ++i) o[i] = ob[static_cast<size_t>(m * hd + i)] * inv[m];
+      for (int64_t i = 0; i < hd; ++i) o[i] = op[m * hd + i] * inv[m];
     }
   });
 }

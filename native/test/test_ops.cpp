@@ -236,6 +236,22 @@ void test_attention(lro::ThreadPool& pool) {
   lro::AttentionRows rows16{kc16.data(), vc16.data(), cpos.data(), ncell.data(), pos.data()};
   lro::attention_forward(out.data(), c.q.data(), rows16, true, n, H, Hkv, hd, scale, pool);
   check(rel_err(out, attention_ref(dbl(c.q), kr, vr, n, H, Hkv, hd, scale)), 1e-6, "attention_forward (f16 cells)");
+  {
+    // 40 rows x 4 query heads per kv head: blocks of 32 and 8 rows, both through the GEMM path
+    // (the case above, 2 heads per kv head over 7 rows, takes the direct one).
+    const op_cases::AttentionCase b{40, 8, 2, 16};
+    std::vector<const void*> bk(b.n, b.k.data()), bv(b.n, b.v.data());
+    std::vector<int32_t> bpos(b.n);
+    for (int64_t t = 0; t < b.n; ++t) bpos[t] = static_cast<int32_t>(t);
+    std::vector<const int32_t*> bcpos(b.n, bpos.data());
+    std::vector<int64_t> bcells(b.n, b.n);
+    lro::AttentionRows brows{bk.data(), bv.data(), bcpos.data(), bcells.data(), bpos.data()};
+    const float bscale = 1.0f / std::sqrt(static_cast<float>(b.hd));
+    std::vector<float> bout(b.q.size());
+    lro::attention_forward(bout.data(), b.q.data(), brows, false, b.n, b.heads, b.heads_kv, b.hd, bscale, pool);
+    check(rel_err(bout, attention_ref(dbl(b.q), dbl(b.k), dbl(b.v), b.n, b.heads, b.heads_kv, b.hd, bscale)), 1e-6,
+          "attention_forward (f32 cells, 40 rows: GEMM path)");
+  }
 
   const auto g = op_cases::randn(out.size(), 1, 61);
   std::vector<float> dq(c.q.size(), 0), dk(c.k.size(), 0), dv(c.v.size(), 0);
