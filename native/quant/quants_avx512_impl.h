@@ -1304,7 +1304,7 @@ void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #if defined(LRO_VNNI)
   if (a.n_tok >= kQgMinTok) return q32_gemm<Qg::Q4_K>(a, r0, r1);
 #endif
-  run_q<Q4KK, PanelQ4K, 4, 4, 3>(a, r0, r1);
+  run_q<Q4KK, PanelQ4K, 8, 4, 3>(a, r0, r1);
 }
 
 void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
