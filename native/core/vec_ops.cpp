@@ -55,12 +55,7 @@ bool use_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return yes;
 }
-#endif
 
-}  // namespace
-
-namespace {
-#ifdef LRO_VEC_X86
 // exp on 8 lanes: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two so that n ln2 is exact enough),
 // exp(r) by its Taylor series to r^7 (truncation < 6e-9 relative), times 2^n. Within 2 ulp of
 // std::exp; inputs below -87.3 give ~1e-38 rather than a subnormal or 0.
@@ -81,7 +76,8 @@ __attribute__((target("avx2,fma"))) inline __m256 exp8(__m256 x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-__attribute__((target("avx2,fma"))) double exp_sub_sum_avx2(float* x, int64_t n, float shift) {
+// The vector parts: each handles the whole groups of 8 and returns how many elements it did.
+__attribute__((target("avx2,fma"))) int64_t exp_sub_sum_avx2(float* x, int64_t n, float shift, double& sum) {
   const __m256 sh = _mm256_set1_ps(shift);
   __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
   int64_t i = 0;
@@ -93,37 +89,38 @@ __attribute__((target("avx2,fma"))) double exp_sub_sum_avx2(float* x, int64_t n,
   }
   double lanes[4];
   _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
-  double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
-  return sum;
+  sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  return i;
 }
 
-__attribute__((target("avx2,fma"))) void swiglu_avx2(float* out, const float* gate, const float* up, int64_t n) {
+__attribute__((target("avx2,fma"))) int64_t swiglu_avx2(float* out, const float* gate, const float* up, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 g = _mm256_loadu_ps(gate + i);
     const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
     _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(up + i)));
   }
-  for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  return i;
 }
 #endif
 
 }  // namespace
 
 void swiglu_f32(float* out, const float* gate, const float* up, int64_t n) {
+  int64_t i = 0;
 #ifdef LRO_VEC_X86
-  if (use_avx2()) return swiglu_avx2(out, gate, up, n);
+  if (use_avx2()) i = swiglu_avx2(out, gate, up, n);
 #endif
-  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
 double exp_sub_sum(float* x, int64_t n, float shift) {
-#ifdef LRO_VEC_X86
-  if (use_avx2()) return exp_sub_sum_avx2(x, n, shift);
-#endif
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
+  int64_t i = 0;
+#ifdef LRO_VEC_X86
+  if (use_avx2()) i = exp_sub_sum_avx2(x, n, shift, sum);
+#endif
+  for (; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
   return sum;
 }
 

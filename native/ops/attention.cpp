@@ -12,6 +12,14 @@
 
 namespace lro {
 
+// dst[hd] = head `kh`'s part of cell c of a cache row array (f16 converted exactly, or f32 copied).
+static void cell_head_row(const void* cells, bool f16, int64_t c, int64_t kv_width, int64_t kh, int64_t hd, float* dst) {
+  if (f16)
+    dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(cells) + c * kv_width + kh * hd, dst, hd);
+  else
+    std::memcpy(dst, static_cast<const float*>(cells) + c * kv_width + kh * hd, sizeof(float) * hd);
+}
+
 void attention_forward(float* out, const float* q, const AttentionRows& kv, bool kv_f16, int64_t n, int64_t n_head,
                        int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool) {
   const int64_t group = n_head / n_head_kv;
@@ -55,8 +63,8 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
         kb.resize(static_cast<size_t>(nc_max * hd));
         vt.resize(static_cast<size_t>(nc_max * hd));
         for (int64_t c = 0; c < nc_max; ++c) {
-          dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.k_cells[t0]) + c * kv_width + kh * hd, kb.data() + c * hd, hd);
-          dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.v_cells[t0]) + c * kv_width + kh * hd, vt.data() + c * hd, hd);
+          cell_head_row(kv.k_cells[t0], true, c, kv_width, kh, hd, kb.data() + c * hd);
+          cell_head_row(kv.v_cells[t0], true, c, kv_width, kh, hd, vt.data() + c * hd);
         }
         kbase = kb.data(), vbase = vt.data(), stride = hd;
       }
@@ -98,15 +106,9 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
     for (int64_t t = t0; t < t1; ++t)
       std::memcpy(qp + (t - t0) * group * hd, q + t * n_head * hd + kh * group * hd, sizeof(float) * group * hd);
     for (int64_t c = 0; c < nc_max; ++c) {
-      float* kr = kp + c * hd;
       float* vr = op;  // scratch row for the transpose below
-      if (kv_f16) {
-        dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.k_cells[t0]) + c * kv_width + kh * hd, kr, hd);
-        dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(kv.v_cells[t0]) + c * kv_width + kh * hd, vr, hd);
-      } else {
-        std::memcpy(kr, static_cast<const float*>(kv.k_cells[t0]) + c * kv_width + kh * hd, sizeof(float) * hd);
-        std::memcpy(vr, static_cast<const float*>(kv.v_cells[t0]) + c * kv_width + kh * hd, sizeof(float) * hd);
-      }
+      cell_head_row(kv.k_cells[t0], kv_f16, c, kv_width, kh, hd, kp + c * hd);
+      cell_head_row(kv.v_cells[t0], kv_f16, c, kv_width, kh, hd, vr);
       for (int64_t i = 0; i < hd; ++i) vtp[i * nc_max + c] = vr[i];
     }
     if (nc_max > 0) matmul(GgmlType::F32, kp, nc_max, hd, qp, m_rows, sp, nc_max, solo);

@@ -800,6 +800,25 @@ struct PanelQ32 {
 
 // ---- shared by the outer-product GEMMs below
 
+// Per-thread scratch that grows on demand and lives as long as its thread (aligned_alloc, and
+// internal linkage like everything here: see quants_kernels.h).
+struct Scratch {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  template <class T>
+  T* get(size_t count) {
+    const size_t bytes = (sizeof(T) * count + 63) / 64 * 64;
+    if (bytes > cap) {
+      std::free(p);
+      p = std::aligned_alloc(64, bytes);
+      cap = p ? bytes : 0;
+      if (!p) throw std::bad_alloc();
+    }
+    return static_cast<T*>(p);
+  }
+};
+
 // Masks of the 16-row vectors of a block whose first `rows` rows exist.
 template <int V>
 inline void row_masks(int rows, __mmask16 (&m)[V]) {
@@ -831,13 +850,6 @@ struct NextBlockPrefetch {
 // 12 tokens x 32 rows with 512-wide slabs ~182 GFLOP/s; 256-wide 164-177; 8 x 48 and 14 x 32 no better.
 constexpr int kFgRows = 32, kFgTok = 12, kFgKc = 512, kFgChunk = 21 * kFgTok;
 
-// The packed activations of one chunk and slab (kFgChunk x kFgKc floats, 516 KB: L2-sized), per
-// thread, kept for the thread's life. Internal linkage (see quants_kernels.h).
-struct FgScratch {
-  float* xt = nullptr;
-  FgScratch() : xt(static_cast<float*>(std::aligned_alloc(64, sizeof(float) * kFgChunk * kFgKc))) {}
-  ~FgScratch() { std::free(xt); }
-};
 
 // In place: r[i] (row i, 16 consecutive k) becomes r[k] (column k, 16 rows).
 inline void transpose16(__m512 (&r)[16]) {
@@ -932,9 +944,9 @@ void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   constexpr int64_t ubytes = P || WT == 0 ? 4 : 2;  // bytes of weight per unit k
   const int64_t n_k = P ? a.n_in / 2 : a.n_in;
   alignas(64) float panel[kFgKc * kFgRows];
-  static thread_local FgScratch scratch;
-  float* const xt = scratch.xt;
-  if (!xt) throw std::bad_alloc();
+  // The packed activations of one chunk and slab (kFgChunk x kFgKc floats, 516 KB: L2-sized).
+  static thread_local Scratch scratch;
+  float* const xt = scratch.get<float>(size_t(kFgChunk) * kFgKc);
   for (int64_t t0 = 0; t0 < a.n_tok; t0 += kFgChunk) {
     const int64_t nt = a.n_tok - t0 < kFgChunk ? a.n_tok - t0 : kFgChunk;
     const int64_t ntiles = (nt + kFgTok - 1) / kFgTok;
@@ -1014,11 +1026,6 @@ struct alignas(64) QgBlock {
   float mn[kQgRows];      // Q4_K: dmin * m_j
 };
 
-struct QgScratch {
-  uint8_t* xt = nullptr;
-  QgScratch() : xt(static_cast<uint8_t*>(std::aligned_alloc(64, size_t(kQgChunk) * 32 * kQgBlocks))) {}
-  ~QgScratch() { std::free(xt); }
-};
 
 // Row `row`'s block `blk` as 32 int8 weights in element order, with its scale (and Q4_K's min).
 template <Qg K>
@@ -1142,9 +1149,8 @@ void q32_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int xd_shift = K == Qg::Q4_K ? 3 : 0;
   const int64_t xd_stride = nb_row >> xd_shift;
   QgBlock panel[kQgBlocks];
-  static thread_local QgScratch scratch;
-  uint8_t* const xt = scratch.xt;
-  if (!xt) throw std::bad_alloc();
+  static thread_local Scratch scratch;
+  uint8_t* const xt = scratch.get<uint8_t>(size_t(kQgChunk) * 32 * kQgBlocks);
   const int64_t bytes_per_block = K == Qg::Q4_0 ? int64_t(sizeof(block_q4_0)) : K == Qg::Q8_0 ? int64_t(sizeof(block_q8_0))
                                                                                              : int64_t(sizeof(block_q4_K)) / 8;
   for (int64_t t0 = 0; t0 < a.n_tok; t0 += kQgChunk) {
@@ -1207,20 +1213,6 @@ struct alignas(64) Q40Group {
   float dx[16];
 };
 
-struct Q40Scratch {
-  Q40Group* g = nullptr;
-  int64_t cap = 0;
-  ~Q40Scratch() { std::free(g); }
-  Q40Group* get(int64_t n) {
-    if (n > cap) {
-      std::free(g);
-      g = static_cast<Q40Group*>(std::aligned_alloc(64, sizeof(Q40Group) * size_t(n)));
-      cap = g ? n : 0;
-      if (!g) throw std::bad_alloc();
-    }
-    return g;
-  }
-};
 
 template <int R>
 inline void q4_0_gemv_rows(const MatmulArgs& a, int64_t r, const Q40Group* xg, int64_t ngroups, int64_t nb) {
@@ -1269,8 +1261,8 @@ inline void q4_0_gemv_rows(const MatmulArgs& a, int64_t r, const Q40Group* xg, i
 
 void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.n_in / 32, ngroups = (nb + 3) / 4;
-  static thread_local Q40Scratch scratch;
-  Q40Group* xg = scratch.get(ngroups);
+  static thread_local Scratch scratch;
+  Q40Group* xg = scratch.get<Q40Group>(size_t(ngroups));
   for (int64_t g = 0; g < ngroups; ++g) {
     Q40Group& x = xg[g];
     for (int k = 0; k < 4; ++k) {
