@@ -7,7 +7,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
+#include <new>
 
 #include "core/ggml_types.h"
 
@@ -184,6 +186,21 @@ struct FloatK {
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     int64_t k = 0;
+    constexpr int64_t esize = WT == 0 ? 4 : 2;
+    for (; k + 16 <= a.n_in; k += 16) {
+      // Decode reads each weight once: also ask for this stretch of the next tile's rows, non-temporal
+      // (f16 GEMV 16384 x 2048 on one Zen 5 core: 19 -> 21-27 GB/s with 8-row tiles, as AVX-512).
+      if (T == 1)
+        for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i] + R * a.w_stride + k * esize), _MM_HINT_NTA);
+      for (int h = 0; h < 16; h += 8) {
+        __m256 xv[T];
+        for (int j = 0; j < T; ++j) xv[j] = _mm256_loadu_ps(x[j] + k + h);
+        for (int i = 0; i < R; ++i) {
+          const __m256 wv = loadw8<WT>(w[i], k + h);
+          for (int j = 0; j < T; ++j) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+      }
+    }
     for (; k + 8 <= a.n_in; k += 8) {
       __m256 xv[T];
       for (int j = 0; j < T; ++j) xv[j] = _mm256_loadu_ps(x[j] + k);
@@ -645,6 +662,433 @@ struct PanelQ32 {
   }
 };
 
+// =============================================================================================
+// Prefill from 8 tokens: outer-product GEMMs (no lane reductions), as in quants_avx512_impl.h at
+// 8 lanes: a block of weight rows is packed once per token chunk and slab into a panel whose vector
+// k holds element k of consecutive rows, and each token tile adds panel vectors times broadcast
+// activations into rows x tokens accumulators.
+
+// Per-thread scratch that grows on demand and lives as long as its thread (aligned_alloc, and
+// internal linkage like everything here: see quants_kernels.h).
+struct Scratch {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  template <class T>
+  T* get(size_t count) {
+    const size_t bytes = (sizeof(T) * count + 63) / 64 * 64;
+    if (bytes > cap) {
+      std::free(p);
+      p = std::aligned_alloc(64, bytes);
+      cap = p ? bytes : 0;
+      if (!p) throw std::bad_alloc();
+    }
+    return static_cast<T*>(p);
+  }
+};
+
+// The rows of a block that exist: masks (all-ones lanes) of its 8-row vectors; full when all do
+// (plain loads and stores then: masked stores are slow on some AMD cores).
+template <int V>
+struct RowMasks {
+  __m256i m[V];
+  bool full;
+  explicit RowMasks(int rows) : full(rows >= 8 * V) {
+    for (int v = 0; v < V; ++v) m[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows - 8 * v), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+};
+
+// y[0..8V) of each of T tokens (rows of y ldy apart) gets (overwrite) or adds c[v][j]. Inlined and
+// unrolled: otherwise GCC keeps the caller's accumulators in memory through its whole k loop.
+template <int V, int T>
+__attribute__((always_inline)) inline void put_tile(float* y, int64_t ldy, const __m256 (&c)[V][T], const RowMasks<V>& rm, bool overwrite) {
+#pragma GCC unroll 16
+  for (int j = 0; j < T; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      float* p = y + j * ldy + 8 * v;
+      if (rm.full) {
+        _mm256_storeu_ps(p, overwrite ? c[v][j] : _mm256_add_ps(_mm256_loadu_ps(p), c[v][j]));
+      } else {
+        const __m256 s = overwrite ? c[v][j] : _mm256_add_ps(_mm256_maskload_ps(p, rm.m[v]), c[v][j]);
+        _mm256_maskstore_ps(p, rm.m[v], s);
+      }
+    }
+}
+
+// The next block's weights come from memory: a share of its rows is asked for per token tile, so
+// that its packing finds them in cache rather than waiting on each row's first load.
+struct NextBlockPrefetch {
+  const uint8_t* first;  // the next block's first row, at this slab
+  size_t stride;
+  int64_t rows, bytes, ntiles, done = 0;
+  void tile(int64_t t) {
+    for (const int64_t end = (t + 1) * rows / ntiles; done < end; ++done)
+      for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(first + done * stride + o), _MM_HINT_T0);
+  }
+};
+
+// In place: r[i] (row i, 8 consecutive k) becomes r[k] (column k, 8 rows).
+inline void transpose8(__m256 (&r)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4h + c]: rows 4h..4h+3 of columns c (low lane) and c + 4 (high lane).
+  for (int h = 0; h < 2; ++h) {
+    u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    r[c + 4] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+
+// ---- float weights, prefill. Tokens in chunks of kFgChunk, n_in in slabs of kFgKc. Per slab, the
+// chunk's activations are packed transposed, [tile of kFgTok tokens][k][kFgTok]; every block of
+// kFgRows weight rows is converted to f32 and transposed into a panel [k][kFgRows] (16 KB, L1); the
+// micro-kernel adds panel column k (16 rows, two vectors) times the broadcast x[t][k] into 2 x 6
+// accumulators (15 of the 16 registers with the two weight vectors and the broadcast).
+constexpr int kFgRows = 16, kFgTok = 6, kFgKc = 256, kFgChunk = 42 * kFgTok;
+constexpr int kFgVecs = kFgRows / 8;
+
+// Up to 8 weights from element i as f32, zero beyond n.
+template <int WT>
+inline __m256 loadw8_part(const uint8_t* w, int64_t i, int64_t n) {
+  alignas(32) float f[8] = {};
+  for (int64_t e = 0; e < n && e < 8; ++e) f[e] = loadw1<WT>(w, i + e);
+  return _mm256_load_ps(f);
+}
+
+// panel[k * kFgRows + i] = W[row + i][k0 + k] as f32 for i < rows, k < kc; zero elsewhere up to kcp.
+template <int WT>
+void fg_pack_panel(const MatmulArgs& a, int64_t row, int rows, int64_t k0, int64_t kc, int64_t kcp, float* panel) {
+  for (int g = 0; g < kFgVecs; ++g)
+    for (int64_t kb = 0; kb < kcp; kb += 8) {
+      __m256 v[8];
+      for (int i = 0; i < 8; ++i) {
+        const int ri = 8 * g + i;
+        const uint8_t* w = a.w + (row + ri) * a.w_stride;
+        v[i] = ri >= rows ? _mm256_setzero_ps() : kc - kb >= 8 ? loadw8<WT>(w, k0 + kb) : loadw8_part<WT>(w, k0 + kb, kc - kb);
+      }
+      transpose8(v);
+      for (int k = 0; k < 8; ++k) _mm256_store_ps(panel + (kb + k) * kFgRows + 8 * g, v[k]);
+    }
+}
+
+// y[t][r..r+kFgRows) (+)= panel^T . xt for T tokens.
+template <int T>
+void fg_micro(const float* panel, const float* xt, int64_t kcp, float* y, int64_t ldy, const RowMasks<kFgVecs>& rm, bool overwrite) {
+  __m256 c[kFgVecs][T];
+  for (int v = 0; v < kFgVecs; ++v)
+    for (int j = 0; j < T; ++j) c[v][j] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kcp; ++k) {
+    __m256 w[kFgVecs];
+    for (int v = 0; v < kFgVecs; ++v) w[v] = _mm256_load_ps(panel + k * kFgRows + 8 * v);
+    const float* xk = xt + k * kFgTok;
+    for (int j = 0; j < T; ++j) {
+      const __m256 xb = _mm256_broadcast_ss(xk + j);
+      for (int v = 0; v < kFgVecs; ++v) c[v][j] = _mm256_fmadd_ps(w[v], xb, c[v][j]);
+    }
+  }
+  put_tile(y, ldy, c, rm, overwrite);
+}
+
+template <int T = kFgTok>
+void fg_micro_n(int tt, const float* panel, const float* xt, int64_t kcp, float* y, int64_t ldy, const RowMasks<kFgVecs>& rm,
+                bool overwrite) {
+  if constexpr (T > 1) {
+    if (tt < T) return fg_micro_n<T - 1>(tt, panel, xt, kcp, y, ldy, rm, overwrite);
+  }
+  fg_micro<T>(panel, xt, kcp, y, ldy, rm, overwrite);
+}
+
+template <int WT>
+void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  constexpr int64_t wbytes = WT == 0 ? 4 : 2;
+  alignas(64) float panel[kFgKc * kFgRows];
+  // The packed activations of one chunk and slab (kFgChunk x kFgKc floats, 258 KB: L2-sized).
+  static thread_local Scratch scratch;
+  float* const xt = scratch.get<float>(size_t(kFgChunk) * kFgKc);
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += kFgChunk) {
+    const int64_t nt = a.n_tok - t0 < kFgChunk ? a.n_tok - t0 : kFgChunk;
+    const int64_t ntiles = (nt + kFgTok - 1) / kFgTok;
+    for (int64_t k0 = 0; k0 < a.n_in; k0 += kFgKc) {
+      const int64_t kc = a.n_in - k0 < kFgKc ? a.n_in - k0 : kFgKc;
+      const int64_t kcp = (kc + 7) / 8 * 8;
+      for (int64_t tile = 0; tile < ntiles; ++tile) {
+        float* dst = xt + tile * kcp * kFgTok;
+        for (int j = 0; j < kFgTok; ++j) {
+          const int64_t t = tile * kFgTok + j;
+          const float* src = a.x + (t0 + t) * a.n_in + k0;
+          for (int64_t k = 0; k < kcp; ++k) dst[k * kFgTok + j] = (t < nt && k < kc) ? src[k] : 0.0f;
+        }
+      }
+      const bool overwrite = k0 == 0 && !a.accumulate;
+      for (int64_t r = r0; r < r1; r += kFgRows) {
+        const int rr = int(r1 - r < kFgRows ? r1 - r : kFgRows);
+        fg_pack_panel<WT>(a, r, rr, k0, kc, kcp, panel);
+        const RowMasks<kFgVecs> rm(rr);
+        const int64_t next_rows = r + kFgRows < r1 ? (r1 - r - kFgRows < kFgRows ? r1 - r - kFgRows : kFgRows) : 0;
+        NextBlockPrefetch next{a.w + (r + kFgRows) * a.w_stride + k0 * wbytes, a.w_stride, next_rows, kc * wbytes, ntiles};
+        for (int64_t tile = 0; tile < ntiles; ++tile) {
+          next.tile(tile);
+          const int tt = int(nt - tile * kFgTok < kFgTok ? nt - tile * kFgTok : kFgTok);
+          fg_micro_n(tt, panel, xt + tile * kcp * kFgTok, kcp, a.y + (t0 + tile * kFgTok) * a.ldy + r, a.ldy, rm, overwrite);
+        }
+      }
+    }
+  }
+}
+
+// ---- Q8_0 / Q4_0 / Q4_K weights, prefill: an outer-product integer GEMM over blocks of 32 (Q4_K:
+// its sub-blocks). Per slab of kQgBlocks blocks, a block of 16 weight rows is packed in 4-byte groups
+// interleaved across rows ([block][group of 4][row][4]): Q4_0 and Q4_K as their nibbles (u8 <= 15),
+// Q8_0 as int8 beside its absolute values; with per row and block its scale (Q4_K: d * sc_j) and,
+// for Q4_K, dmin * m_j. The chunk's s8 activations are packed in the same groups, [tile][k/4][token]
+// [4]. Per group of 4 and token, one maddubs covers 8 rows: nibbles x s8 pairs (<= 3810) add up in
+// int16 over the block's 8 groups (<= 30480) and widen once per block; Q8_0 takes the sign trick
+// (|w| as u8, x with w's sign) and widens every group. Each block then folds into f32: acc +=
+// float(dot) * scale[rows] * d_x[token], Q4_0 with its -8 offset as -8 * (the block's x sum), Q4_K
+// minus dmin m_j[rows] * amin[token][block]. The integer dot products equal the other paths'.
+enum class Qg { Q8_0, Q4_0, Q4_K };
+constexpr int kQgRows = 16, kQgTok = 3, kQgBlocks = 16, kQgChunk = 84 * kQgTok;
+constexpr int kQgVecs = kQgRows / 8;
+
+struct alignas(32) QgBlock {
+  int8_t w[8][kQgRows][4];
+  uint8_t aw[8][kQgRows][4];  // Q8_0: |w|
+  float d[kQgRows];
+  float mn[kQgRows];  // Q4_K: dmin * m_j
+};
+
+// Row `row`'s block `blk` as 32 weights in element order (Q4_0 / Q4_K: the nibbles), with its scale
+// (and Q4_K's min).
+template <Qg K>
+inline __m256i qg_row_block(const MatmulArgs& a, int64_t row, int64_t blk, float& d, float& mn) {
+  const uint8_t* rp = a.w + row * a.w_stride;
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  if (K == Qg::Q4_0) {
+    const block_q4_0& q = reinterpret_cast<const block_q4_0*>(rp)[blk];
+    d = h2f(q.d);
+    const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), m4);
+  }
+  if (K == Qg::Q8_0) {
+    const block_q8_0& q = reinterpret_cast<const block_q8_0*>(rp)[blk];
+    d = h2f(q.d);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.qs));
+  }
+  // Q4_K sub-block j: the nibbles of qs[32 (j/2) ..], low for even j, high for odd.
+  const int64_t j = blk % 8;
+  const block_q4_K& q = reinterpret_cast<const block_q4_K*>(rp)[blk / 8];
+  uint64_t sc, mins;
+  q4k_scales(q.scales, sc, mins);
+  d = h2f(q.d) * float((sc >> (8 * j)) & 0xFF);
+  mn = h2f(q.dmin) * float((mins >> (8 * j)) & 0xFF);
+  const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.qs + 32 * (j / 2)));
+  return _mm256_and_si256(j % 2 ? _mm256_srli_epi16(qs, 4) : qs, m4);
+}
+
+// Packs blocks b0..b0+nb of rows row..row+rows (zero beyond) into the panel, 8 rows of a block at a
+// time as an 8 x 8 transpose of 32-bit groups.
+template <Qg K>
+void qg_pack_panel(const MatmulArgs& a, int64_t row, int rows, int64_t b0, int64_t nb, QgBlock* panel) {
+  for (int v = 0; v < kQgVecs; ++v)
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256 g[8];
+      for (int i = 0; i < 8; ++i) {
+        const int ri = 8 * v + i;
+        float d = 0, mn = 0;
+        const __m256i w = ri < rows ? qg_row_block<K>(a, row + ri, b0 + b, d, mn) : _mm256_setzero_si256();
+        panel[b].d[ri] = d, panel[b].mn[ri] = mn;
+        g[i] = _mm256_castsi256_ps(w);
+      }
+      transpose8(g);  // g[k]: 32-bit group k of the 8 rows
+      for (int k = 0; k < 8; ++k) {
+        const __m256i gk = _mm256_castps_si256(g[k]);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(&panel[b].w[k][8 * v][0]), gk);
+        if (K == Qg::Q8_0) _mm256_store_si256(reinterpret_cast<__m256i*>(&panel[b].aw[k][8 * v][0]), _mm256_sign_epi8(gk, gk));
+      }
+    }
+}
+
+// xd[j * xd_stride + b >> xd_shift]: token j's activation scale for block b; xs (Q4_0): the block's
+// activation sums (a.as rows); am (Q4_K): a.amin rows.
+template <Qg K, int T>
+void qg_micro(const QgBlock* panel, int64_t nb, const int8_t* xt, const float* xd, int64_t xd_stride, int xd_shift,
+              const int16_t* xs, const float* am, int64_t x_stride, float* y, int64_t ldy, const RowMasks<kQgVecs>& rm,
+              bool overwrite) {
+  __m256 acc[kQgVecs][T];
+  for (int v = 0; v < kQgVecs; ++v)
+    for (int j = 0; j < T; ++j) acc[v][j] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const QgBlock& p = panel[b];
+    __m256i dot[kQgVecs][T];  // Q8_0: int32 lanes; Q4_0 / Q4_K: int16 pairs
+    for (int v = 0; v < kQgVecs; ++v)
+      for (int j = 0; j < T; ++j) dot[v][j] = _mm256_setzero_si256();
+    const int8_t* xb = xt + b * 8 * kQgTok * 4;
+#pragma GCC unroll 1
+    for (int g = 0; g < 8; ++g) {
+      __m256i w[kQgVecs], aw[kQgVecs];
+      for (int v = 0; v < kQgVecs; ++v) {
+        w[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(&p.w[g][8 * v][0]));
+        if (K == Qg::Q8_0) aw[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(&p.aw[g][8 * v][0]));
+      }
+      for (int j = 0; j < T; ++j) {
+        int32_t x4;
+        __builtin_memcpy(&x4, xb + (g * kQgTok + j) * 4, 4);
+        const __m256i xv = _mm256_set1_epi32(x4);
+        for (int v = 0; v < kQgVecs; ++v) {
+          if (K == Qg::Q8_0)
+            dot[v][j] = _mm256_add_epi32(dot[v][j], _mm256_madd_epi16(_mm256_maddubs_epi16(aw[v], _mm256_sign_epi8(xv, w[v])), ones));
+          else
+            dot[v][j] = _mm256_add_epi16(dot[v][j], _mm256_maddubs_epi16(w[v], xv));
+        }
+      }
+    }
+    for (int v = 0; v < kQgVecs; ++v) {
+      const __m256 dw = _mm256_load_ps(p.d + 8 * v);
+      for (int j = 0; j < T; ++j) {
+        __m256i d32 = K == Qg::Q8_0 ? dot[v][j] : _mm256_madd_epi16(dot[v][j], ones);
+        if (K == Qg::Q4_0) d32 = _mm256_add_epi32(d32, _mm256_set1_epi32(-8 * int32_t(xs[j * x_stride + b])));
+        acc[v][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d32), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * xd_stride + (b >> xd_shift)])),
+                                    acc[v][j]);
+        if (K == Qg::Q4_K) acc[v][j] = _mm256_fnmadd_ps(_mm256_load_ps(p.mn + 8 * v), _mm256_set1_ps(am[j * x_stride + b]), acc[v][j]);
+      }
+    }
+  }
+  put_tile(y, ldy, acc, rm, overwrite);
+}
+
+template <Qg K, int T = kQgTok>
+void qg_micro_n(int tt, const QgBlock* panel, int64_t nb, const int8_t* xt, const float* xd, int64_t xd_stride, int xd_shift,
+                const int16_t* xs, const float* am, int64_t x_stride, float* y, int64_t ldy, const RowMasks<kQgVecs>& rm,
+                bool overwrite) {
+  if constexpr (T > 1) {
+    if (tt < T) return qg_micro_n<K, T - 1>(tt, panel, nb, xt, xd, xd_stride, xd_shift, xs, am, x_stride, y, ldy, rm, overwrite);
+  }
+  qg_micro<K, T>(panel, nb, xt, xd, xd_stride, xd_shift, xs, am, x_stride, y, ldy, rm, overwrite);
+}
+
+template <Qg K>
+void q32_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb_row = a.n_in / 32;
+  // Activation scales: one per block of 32 (Q8_0 / Q4_0), one per 256 (Q4_K: 8 blocks).
+  const int xd_shift = K == Qg::Q4_K ? 3 : 0;
+  const int64_t xd_stride = nb_row >> xd_shift;
+  QgBlock panel[kQgBlocks];
+  static thread_local Scratch scratch;
+  int8_t* const xt = scratch.get<int8_t>(size_t(kQgChunk) * 32 * kQgBlocks);
+  const int64_t bytes_per_block = K == Qg::Q4_0 ? int64_t(sizeof(block_q4_0)) : K == Qg::Q8_0 ? int64_t(sizeof(block_q8_0))
+                                                                                             : int64_t(sizeof(block_q4_K)) / 8;
+  for (int64_t t0 = 0; t0 < a.n_tok; t0 += kQgChunk) {
+    const int64_t nt = a.n_tok - t0 < kQgChunk ? a.n_tok - t0 : kQgChunk;
+    const int64_t ntiles = (nt + kQgTok - 1) / kQgTok;
+    for (int64_t b0 = 0; b0 < nb_row; b0 += kQgBlocks) {
+      const int64_t nb = nb_row - b0 < kQgBlocks ? nb_row - b0 : kQgBlocks;
+      // Activations [tile][k/4][token][4]; absent tokens are zero.
+      for (int64_t tile = 0; tile < ntiles; ++tile) {
+        int8_t* dst = xt + tile * nb * 32 * kQgTok;
+        for (int j = 0; j < kQgTok; ++j) {
+          const int64_t t = tile * kQgTok + j;
+          const int8_t* src = a.aq + (t0 + t) * a.n_in + 32 * b0;
+          for (int64_t g = 0; g < nb * 8; ++g)
+            for (int e = 0; e < 4; ++e) dst[(g * kQgTok + j) * 4 + e] = t < nt ? src[4 * g + e] : int8_t(0);
+        }
+      }
+      const bool overwrite = b0 == 0 && !a.accumulate;
+      for (int64_t r = r0; r < r1; r += kQgRows) {
+        const int rr = int(r1 - r < kQgRows ? r1 - r : kQgRows);
+        qg_pack_panel<K>(a, r, rr, b0, nb, panel);
+        const RowMasks<kQgVecs> rm(rr);
+        const int64_t next_rows = r + kQgRows < r1 ? (r1 - r - kQgRows < kQgRows ? r1 - r - kQgRows : kQgRows) : 0;
+        NextBlockPrefetch next{a.w + (r + kQgRows) * a.w_stride + b0 * bytes_per_block, a.w_stride, next_rows,
+                               nb * bytes_per_block, ntiles};
+        for (int64_t tile = 0; tile < ntiles; ++tile) {
+          next.tile(tile);
+          const int64_t t = t0 + tile * kQgTok;
+          const int tt = int(nt - tile * kQgTok < kQgTok ? nt - tile * kQgTok : kQgTok);
+          qg_micro_n<K>(tt, panel, nb, xt + tile * nb * 32 * kQgTok, a.ad + t * xd_stride + (b0 >> xd_shift), xd_stride, xd_shift,
+                        K == Qg::Q4_0 ? a.as + t * nb_row + b0 : nullptr, K == Qg::Q4_K ? a.amin + t * nb_row + b0 : nullptr,
+                        nb_row, a.y + t * a.ldy + r, a.ldy, rm, overwrite);
+        }
+      }
+    }
+  }
+}
+
+// ---- Q4_0 decode (one token): two blocks (64 weights) a step, rows one at a time so that the
+// weights are read as one sequential stream (x stays in L1). The token's activations are first laid
+// out per pair of blocks as the nibbles come: the low halves (elements 0-15) of the two blocks, then
+// the high halves, each 32 bytes; per 32-bit lane the block's d_x, and a start of -8 * (the block's x
+// sum) in its first lane. maddubs of the raw nibbles (u8) against x (s8) twice, added in int16 (<=
+// 7620), widened once: sum (q - 8) x per block in its 4 lanes, without the sign trick.
+struct alignas(32) Q40Pair {
+  int8_t lo[32], hi[32];
+  int32_t init[8];
+  float dx[8];
+};
+
+void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.n_in / 32, npairs = (nb + 1) / 2;
+  static thread_local Scratch scratch;
+  Q40Pair* xp = scratch.get<Q40Pair>(size_t(npairs));
+  for (int64_t g = 0; g < npairs; ++g) {
+    Q40Pair& x = xp[g];
+    for (int k = 0; k < 2; ++k) {
+      const int64_t b = 2 * g + k;
+      const bool has = b < nb;
+      for (int e = 0; e < 16; ++e) {
+        x.lo[16 * k + e] = has ? a.aq[32 * b + e] : 0;
+        x.hi[16 * k + e] = has ? a.aq[32 * b + 16 + e] : 0;
+      }
+      for (int l = 0; l < 4; ++l) {
+        x.init[4 * k + l] = (l == 0 && has) ? -8 * int32_t(a.as[b]) : 0;
+        x.dx[4 * k + l] = has ? a.ad[b] : 0.0f;
+      }
+    }
+  }
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+  const int64_t full = nb / 2;
+  for (int64_t r = r0; r < r1; ++r) {
+    const block_q4_0* w = reinterpret_cast<const block_q4_0*>(a.w + r * a.w_stride);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t g = 0; g < npairs; ++g) {
+      const Q40Pair& x = xp[g];
+      const block_q4_0& b0 = w[2 * g];
+      _mm_prefetch(reinterpret_cast<const char*>(&b0) + 512, _MM_HINT_T0);  // further on in the stream
+      __m256i q;
+      uint32_t d2;
+      if (g < full) {
+        const block_q4_0& b1 = w[2 * g + 1];
+        q = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b1.qs)),
+                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0.qs)));
+        d2 = uint32_t(b0.d) | uint32_t(b1.d) << 16;
+      } else {  // an odd last block: the absent one is zero weights with zero scale
+        q = _mm256_set_m128i(_mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0.qs)));
+        d2 = b0.d;
+      }
+      const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(q, m4), _mm256_load_si256(reinterpret_cast<const __m256i*>(x.lo))),
+                                         _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                                              _mm256_load_si256(reinterpret_cast<const __m256i*>(x.hi))));
+      const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(p, ones), _mm256_load_si256(reinterpret_cast<const __m256i*>(x.init)));
+      const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(int(d2)))), spread);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_load_ps(x.dx)), acc);
+    }
+    store(a, 0, r, hsum8(acc));
+  }
+}
+
+// Float and Q8_0 / Q4_0 / Q4_K weights take the outer-product GEMMs from this many tokens.
+constexpr int64_t kGemmMinTok = 8;
+
 // Decode (and fewer than 4 tokens) streams the weights directly; prefill packs panels.
 template <class K, class P, int RD, int RP, int TP>
 void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -654,12 +1098,27 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
     gemm<P, RP, TP>(a, r0, r1);
 }
 
-void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<0>, 4, 4, 3>(a, r0, r1); }
-void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<1>, 4, 4, 3>(a, r0, r1); }
-void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { run<FloatK<2>, 4, 4, 3>(a, r0, r1); }
-void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<false>, PanelQ32<false>, 4, 3, 3>(a, r0, r1); }
-void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q32K<true>, PanelQ32<true>, 4, 3, 3>(a, r0, r1); }
-void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q4KK, PanelQ4K, 2, 3, 2>(a, r0, r1); }
+template <int WT>
+void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok >= kGemmMinTok) return float_gemm<WT>(a, r0, r1);
+  run<FloatK<WT>, 8, 4, 3>(a, r0, r1);
+}
+void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
+void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<1>(a, r0, r1); }
+void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<2>(a, r0, r1); }
+void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok >= kGemmMinTok) return q32_gemm<Qg::Q8_0>(a, r0, r1);
+  run_q<Q32K<false>, PanelQ32<false>, 4, 3, 3>(a, r0, r1);
+}
+void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok >= kGemmMinTok) return q32_gemm<Qg::Q4_0>(a, r0, r1);
+  if (a.n_tok == 1) return q4_0_gemv(a, r0, r1);
+  run_q<Q32K<true>, PanelQ32<true>, 4, 3, 3>(a, r0, r1);
+}
+void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok >= kGemmMinTok) return q32_gemm<Qg::Q4_K>(a, r0, r1);
+  run_q<Q4KK, PanelQ4K, 2, 3, 2>(a, r0, r1);
+}
 void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 2, 3, 2>(a, r0, r1); }
 
 }  // namespace

@@ -771,6 +771,7 @@ static void test_matmul(bool quick) {
     if (t == GgmlType::Q4_K) cases.push_back({t, 45, 768, 530});  // the integer GEMM: two chunks, two slabs
     if (traits(t).block_size == 1) {
       cases.push_back({t, 33, 100, 5});   // n_in not a multiple of the vector width
+      cases.push_back({t, 33, 100, 20});  // the same in the float GEMM (a slab's last vector partial)
       cases.push_back({t, 9, 7, 3});
       cases.push_back({t, 45, 600, 530});  // the float GEMM: two token chunks, three slabs (the last partial)
     }
