@@ -202,12 +202,16 @@ void block_forward(const BlockContext& c, int layer, const BlockWeights& w, cons
   const LlamaHparams& hp = c.hp;
   const int64_t n = r.n, r0 = r.row0, d = hp.n_embd, hd = hp.head_dim, q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
   const int32_t* pos = r.pos + r0;
+  const bool kept = r.keep != nullptr;
+  if (kept && (r.hook || r.train || r.n_keep <= 0 || r.n_keep >= n))
+    throw std::logic_error("block_forward: kept rows need 0 < n_keep < n, no hooks and no training");
+  const int64_t m = kept ? r.n_keep : n;  // rows that go on past attention's keys and values
   auto hook = [&](HookPoint p, float* x) {
     if (r.hook && *r.hook) (*r.hook)(p, layer, x, n, d);
   };
-  auto lin = [&](int t, const float* x, float* y) {
+  auto lin = [&](int t, const float* x, int64_t rows, float* y) {
     float* u = a.u_rank[t] > 0 ? a.u[t].data() + r0 * a.u_rank[t] : nullptr;
-    linear_forward(w.lin[t], x, n, r0, y, u, r.train, c.pool);
+    linear_forward(w.lin[t], x, rows, r0, y, u, r.train, c.pool);
   };
   float* xn1 = a.xn1.data() + r0 * d;
   float* q = a.q.data() + r0 * q_w;
@@ -222,26 +226,52 @@ void block_forward(const BlockContext& c, int layer, const BlockWeights& w, cons
 
   hook(HookPoint::RESID_PRE, x_in);
   rmsnorm_forward(xn1, x_in, w.attn_norm, n, d, hp.rms_eps, c.pool);  // [n, d]
-  lin(LIN_Q, xn1, q);                                                  // [n, q_w]
-  lin(LIN_K, xn1, k);                                                  // [n, kv_w]
-  lin(LIN_V, xn1, v);                                                  // [n, kv_w]
-  rope_forward(q, pos, n, hp.n_head, hd, hp.n_rot, hp.rope_base, c.rope_freqs);
+  // Kept rows: their normed inputs (in xn2, free until the MLP) and positions, packed.
+  const float* xq = xn1;
+  const int32_t* qpos = pos;
+  std::vector<int32_t> kept_pos;
+  if (kept) {
+    for (int64_t i = 0; i < m; ++i) std::memcpy(xn2 + i * d, xn1 + r.keep[i] * d, static_cast<size_t>(d) * sizeof(float));
+    kept_pos.resize(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) kept_pos[static_cast<size_t>(i)] = pos[r.keep[i]];
+    xq = xn2;
+    qpos = kept_pos.data();
+  }
+  lin(LIN_Q, xq, m, q);                                                // [m, q_w]
+  lin(LIN_K, xn1, n, k);                                               // [n, kv_w]
+  lin(LIN_V, xn1, n, v);                                               // [n, kv_w]
+  rope_forward(q, qpos, m, hp.n_head, hd, hp.n_rot, hp.rope_base, c.rope_freqs);
   rope_forward(k, pos, n, hp.n_head_kv, hd, hp.n_rot, hp.rope_base, c.rope_freqs);
   bool kv_f16 = false;
-  const AttentionRows rows = kv.attend(layer, k, v, n, &kv_f16);
-  attention_forward(att, q, rows, kv_f16, n, hp.n_head, hp.n_head_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd)),
-                    c.pool);                                           // [n, q_w]
-  lin(LIN_O, att, x_mid);                                              // [n, d]
+  AttentionRows rows = kv.attend(layer, k, v, n, &kv_f16);
+  std::vector<const void*> kept_k, kept_v;
+  std::vector<const int32_t*> kept_cells;
+  std::vector<int64_t> kept_n;
+  if (kept) {  // the kept rows' entries of the view
+    for (int64_t i = 0; i < m; ++i) {
+      kept_k.push_back(rows.k_cells[r.keep[i]]);
+      kept_v.push_back(rows.v_cells[r.keep[i]]);
+      kept_cells.push_back(rows.cell_pos[r.keep[i]]);
+      kept_n.push_back(rows.n_cells[r.keep[i]]);
+    }
+    rows = AttentionRows{kept_k.data(), kept_v.data(), kept_cells.data(), kept_n.data(), qpos};
+  }
+  attention_forward(att, q, rows, kv_f16, m, hp.n_head, hp.n_head_kv, hd, 1.0f / std::sqrt(static_cast<float>(hd)),
+                    c.pool);                                           // [m, q_w]
+  lin(LIN_O, att, m, x_mid);                                           // [m, d]
   hook(HookPoint::ATTN_OUT, x_mid);
-  residual_forward(x_mid, x_in, n, d);                                 // x_mid = o + x_in
+  if (kept)
+    for (int64_t i = 0; i < m; ++i) residual_forward(x_mid + i * d, x_in + r.keep[i] * d, 1, d);
+  else
+    residual_forward(x_mid, x_in, n, d);                               // x_mid = o + x_in
   hook(HookPoint::RESID_MID, x_mid);
-  rmsnorm_forward(xn2, x_mid, w.ffn_norm, n, d, hp.rms_eps, c.pool);
-  lin(LIN_GATE, xn2, gate);                                            // [n, ff]
-  lin(LIN_UP, xn2, up);                                                // [n, ff]
-  swiglu_forward(h, gate, up, n, hp.n_ff);                             // [n, ff]
-  lin(LIN_DOWN, h, x_out);                                             // [n, d]
+  rmsnorm_forward(xn2, x_mid, w.ffn_norm, m, d, hp.rms_eps, c.pool);
+  lin(LIN_GATE, xn2, m, gate);                                         // [m, ff]
+  lin(LIN_UP, xn2, m, up);                                             // [m, ff]
+  swiglu_forward(h, gate, up, m, hp.n_ff);                             // [m, ff]
+  lin(LIN_DOWN, h, m, x_out);                                          // [m, d]
   hook(HookPoint::MLP_OUT, x_out);
-  residual_forward(x_out, x_mid, n, d);                                // x_out = mlp + x_mid
+  residual_forward(x_out, x_mid, m, d);                                // x_out = mlp + x_mid
   hook(HookPoint::RESID_POST, x_out);
 }
 

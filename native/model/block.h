@@ -114,6 +114,12 @@ struct BlockRun {
   const int64_t* seq_start = nullptr;  // packed passes: first row of each row's sequence (null: all 0)
   bool train = false;                  // dropout on
   const HookFn* hook = nullptr;        // RESID_PRE .. RESID_POST, forward only
+  // Forward without hooks or training only: when set, only these rows (indices into the call's rows,
+  // n_keep of them, n_keep < n) are wanted past attention's keys and values. Their queries, attention,
+  // output projection and MLP run alone, and x_out holds them packed [n_keep, n_embd]. A session's
+  // last block runs so when only some rows' logits are asked for (as llama.cpp does).
+  const int64_t* keep = nullptr;
+  int64_t n_keep = 0;
 };
 
 struct BlockContext {

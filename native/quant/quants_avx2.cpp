@@ -1117,7 +1117,7 @@ void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }
 void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kGemmMinTok) return q32_gemm<Qg::Q4_K>(a, r0, r1);
-  run_q<Q4KK, PanelQ4K, 2, 3, 2>(a, r0, r1);
+  run_q<Q4KK, PanelQ4K, 1, 3, 2>(a, r0, r1);
 }
 void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 2, 3, 2>(a, r0, r1); }
 

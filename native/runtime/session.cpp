@@ -117,21 +117,27 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
     run.hook = b.hook ? &b.hook : nullptr;
     CacheKv kv(*this, b);
     BlockTape& tape = tape_;
+    const int64_t n_out = static_cast<int64_t>(b.output_rows.size());
+    // Without hooks, the last block computes past its keys and values only the rows asked for.
+    const bool last_kept = !b.hook && n_out > 0 && n_out < n;
     for (int64_t l = 0; l < hp.n_layer; ++l) {
       if (cancel && cancel->load()) throw CancelledError();
       const BlockWeights w = layer_weights(static_cast<int>(l));
       tape.resize(n, hp, w);
+      if (last_kept && l == hp.n_layer - 1) {
+        run.keep = b.output_rows.data();
+        run.n_keep = n_out;
+      }
       block_forward(ctx, static_cast<int>(l), w, run, x.data(), x.data(), tape, kv);
     }
     if (n > kKeepTapeRows) tape_ = BlockTape();
     if (cancel && cancel->load()) throw CancelledError();
 
     EvalResult res;
-    const int64_t n_out = static_cast<int64_t>(b.output_rows.size());
     if (n_out > 0 && (b.want_logits || b.want_final_norm || b.hook)) {
       std::vector<float> sel(static_cast<size_t>(n_out * d)), fn(sel.size());
-      for (int64_t i = 0; i < n_out; ++i)
-        std::memcpy(sel.data() + i * d, x.data() + b.output_rows[i] * d, d * sizeof(float));
+      for (int64_t i = 0; i < n_out; ++i)  // kept: x holds the output rows packed
+        std::memcpy(sel.data() + i * d, x.data() + (last_kept ? i : b.output_rows[i]) * d, d * sizeof(float));
       rmsnorm_forward(fn.data(), sel.data(), model_->output_norm().data(), n_out, d, hp.rms_eps, pool_);
       hook(HookPoint::FINAL_NORM, -1, fn.data(), n_out);
       if (b.want_logits) {
