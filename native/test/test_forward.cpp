@@ -71,6 +71,23 @@ int main(int argc, char** argv) {
       check(dr <= 1e-3f, buf);
     }
   }
+  {  // Some output rows, unordered and repeated, without hooks: the last block computes only them
+    // past its keys and values; their logits are still the golden's rows.
+    golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32.p40.safetensors");
+    GoldenBatch gb(g);
+    const std::vector<int64_t> rows = {gb.b.n - 1, 3, 17, 3};
+    gb.b.output_rows = rows;
+    lro::Session s(model, two_threads());
+    auto r = s.eval(gb.b);
+    auto gl = g.at("logits").f32();
+    const size_t nv = static_cast<size_t>(hp.n_vocab);
+    float dl = 0;
+    for (size_t i = 0; i < rows.size(); ++i)
+      dl = std::fmax(dl, golden::max_abs_diff(r.logits.data() + i * nv, gl.data() + static_cast<size_t>(rows[i]) * nv, nv));
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "f32 p40 output rows {last, 3, 17, 3} logits max|diff| %.3g (atol 1e-3)", dl);
+    check(r.logits.size() == rows.size() * nv && dl <= 1e-3f, buf);
+  }
   {  // LoRA adapter applied unmerged at scale 1 (llama.cpp: W x + 2 * B (A x) for alpha 16, r 8)
     golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32.lora-r8.p40.safetensors");
     auto ad = lro::LoraAdapter::load(shared + "/golden/gguf/tiny-l3.lora-r8.f32.gguf", *model);
