@@ -170,15 +170,20 @@ function calmMedian(s: Side): number {
 
 /**
  * What one token costs. Decode streams every weight but the token embedding (unless it is also the
- * output head). Prefill with outputRows 'last' runs the blocks' matmuls on every token and the
- * output head on one row per prompt, so a prompt of n tokens costs 2 * blockParams + 2 * headParams / n FLOPs per token.
+ * output head). Prefill with outputRows 'last' runs the blocks' matmuls on every token except the
+ * last block's past its keys and values (q, output, gate, up, down: `lastRowParams`), which run on
+ * the output row alone as does the output head, so a prompt of n tokens costs
+ * 2 * (blockParams - lastRowParams) + 2 * (lastRowParams + headParams) / n FLOPs per token.
  */
-function modelCost(path: string): { decodeBytes: number; blockParams: number; headParams: number } {
+function modelCost(path: string): { decodeBytes: number; blockParams: number; headParams: number; lastRowParams: number } {
   const info = native().inspectGguf(path, 0);
   const tied = !info.tensors.some((t) => t.name === 'output.weight');
+  const lastBlock = Math.max(...info.tensors.map((t) => Number(/^blk\.(\d+)\./.exec(t.name)?.[1] ?? -1)));
+  const rowOnly = new RegExp(`^blk\\.${lastBlock}\\.(attn_q|attn_output|ffn_gate|ffn_up|ffn_down)\\.weight$`);
   let decodeBytes = 0;
   let blockParams = 0;
   let headParams = 0;
+  let lastRowParams = 0;
   for (const t of info.tensors) {
     if (t.shape.length < 2) continue;
     const n = t.shape.reduce((a, b) => a * b, 1);
@@ -187,8 +192,9 @@ function modelCost(path: string): { decodeBytes: number; blockParams: number; he
     decodeBytes += t.bytes;
     if (isHead) headParams += n;
     else blockParams += n;
+    if (rowOnly.test(t.name)) lastRowParams += n;
   }
-  return { decodeBytes, blockParams, headParams };
+  return { decodeBytes, blockParams, headParams, lastRowParams };
 }
 
 /** The prefill ceiling of a weight type: the dot product its kernels use where the CPU has one. */
@@ -258,7 +264,7 @@ async function main() {
         const limitFraction =
           test === 'tg32'
             ? (ours.median * cost.decodeBytes) / (lim.triadGBps * 1e9)
-            : (ours.median * (2 * cost.blockParams + (2 * cost.headParams) / promptTokens)) / (prefillPeak(type, lim) * 1e9);
+            : (ours.median * (2 * (cost.blockParams - cost.lastRowParams) + (2 * (cost.lastRowParams + cost.headParams)) / promptTokens)) / (prefillPeak(type, lim) * 1e9);
         const c: Case = { type, test, threads, ours, limitFraction };
         if (llamaRaw[test].length) {
           c.llamaCpp = side(llamaRaw[test], threads, true);

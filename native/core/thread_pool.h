@@ -1,5 +1,6 @@
 // A fixed pool of worker threads running one parallel_for at a time.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -30,12 +31,18 @@ class ThreadPool {
   void worker(int index);
   int n_threads_;
   std::vector<std::thread> workers_;
+  // Workers and the caller spin a while (kSpinMicros) before sleeping on the condition variables: a
+  // decode token runs ~50 short parallel_fors, and a futex wake-up costs ~25 us each on a VM.
+  // generation_ / pending_ / sleepers_ are seq_cst so that a sleeper and a notifier cannot miss each
+  // other (each writes its own flag, then reads the other's).
   std::mutex mu_;
   std::condition_variable cv_start_, cv_done_;
-  const std::function<void(int, int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<const std::function<void(int, int)>*> job_{nullptr};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};        // workers asleep on cv_start_
+  std::atomic<bool> caller_asleep_{false};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace lro
