@@ -770,6 +770,24 @@ void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const fl
     fn(a, 0, n_out);
     return;
   }
+  // Few rows (a LoRA factor of rank 64, say) and many tokens: split the tokens, so that the threads
+  // do not each pack every token's activations for a share of a few row blocks.
+  if (n_out < 64 * pool.size() && n_tok >= 24 * pool.size()) {
+    pool.parallel_for(n_tok, 12, [&](int, int64_t t0, int64_t t1) {
+      qk::MatmulArgs b = a;
+      b.n_tok = t1 - t0;
+      b.x = a.x + t0 * n_in;
+      b.y = a.y + t0 * ldy;
+      if (act) {
+        b.aq = a.aq + t0 * n_in;
+        b.ad = a.ad + t0 * (n_in / ablock);
+        b.as = a.as + t0 * (n_in / sgroup);
+        if (a.amin) b.amin = a.amin + t0 * (n_in / 32);
+      }
+      fn(b, 0, n_out);
+    });
+    return;
+  }
   pool.parallel_for(n_out, 8, [&](int, int64_t r0, int64_t r1) { fn(a, r0, r1); });
 }
 

@@ -807,27 +807,38 @@ void fg_micro_n(int tt, const float* panel, const float* xt, int64_t kcp, float*
   fg_micro<T>(panel, xt, kcp, y, ldy, rm, overwrite);
 }
 
+// dst[k * kFgTok + j] = x[t + j][k0 + k] for j < tt, k < kc; zero elsewhere up to kcp: 8 x 8 blocks
+// transposed, each column stored as 8 lanes whose last two spill into the next column's first two,
+// which the next store (k ascending) overwrites; so two floats past the end must be writable.
+inline void fg_pack_tokens(const MatmulArgs& a, int64_t t, int tt, int64_t k0, int64_t kc, int64_t kcp, float* dst) {
+  static_assert(kFgTok <= 8, "a column is one vector");
+  for (int64_t kb = 0; kb < kcp; kb += 8) {
+    __m256 v[8];
+    for (int j = 0; j < 8; ++j) {
+      const float* src = a.x + (t + j) * a.n_in + k0 + kb;
+      v[j] = j >= tt ? _mm256_setzero_ps() : kc - kb >= 8 ? _mm256_loadu_ps(src) : loadw8_part<0>(reinterpret_cast<const uint8_t*>(src), 0, kc - kb);
+    }
+    transpose8(v);
+    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (kb + k) * kFgTok, v[k]);
+  }
+}
+
 template <int WT>
 void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   constexpr int64_t wbytes = WT == 0 ? 4 : 2;
   alignas(64) float panel[kFgKc * kFgRows];
   // The packed activations of one chunk and slab (kFgChunk x kFgKc floats, 258 KB: L2-sized).
   static thread_local Scratch scratch;
-  float* const xt = scratch.get<float>(size_t(kFgChunk) * kFgKc);
+  float* const xt = scratch.get<float>(size_t(kFgChunk) * kFgKc + 8);  // + the last column's spill
   for (int64_t t0 = 0; t0 < a.n_tok; t0 += kFgChunk) {
     const int64_t nt = a.n_tok - t0 < kFgChunk ? a.n_tok - t0 : kFgChunk;
     const int64_t ntiles = (nt + kFgTok - 1) / kFgTok;
     for (int64_t k0 = 0; k0 < a.n_in; k0 += kFgKc) {
       const int64_t kc = a.n_in - k0 < kFgKc ? a.n_in - k0 : kFgKc;
       const int64_t kcp = (kc + 7) / 8 * 8;
-      for (int64_t tile = 0; tile < ntiles; ++tile) {
-        float* dst = xt + tile * kcp * kFgTok;
-        for (int j = 0; j < kFgTok; ++j) {
-          const int64_t t = tile * kFgTok + j;
-          const float* src = a.x + (t0 + t) * a.n_in + k0;
-          for (int64_t k = 0; k < kcp; ++k) dst[k * kFgTok + j] = (t < nt && k < kc) ? src[k] : 0.0f;
-        }
-      }
+      for (int64_t tile = 0; tile < ntiles; ++tile)
+        fg_pack_tokens(a, t0 + tile * kFgTok, int(nt - tile * kFgTok < kFgTok ? nt - tile * kFgTok : kFgTok), k0, kc, kcp,
+                       xt + tile * kcp * kFgTok);
       const bool overwrite = k0 == 0 && !a.accumulate;
       for (int64_t r = r0; r < r1; r += kFgRows) {
         const int rr = int(r1 - r < kFgRows ? r1 - r : kFgRows);

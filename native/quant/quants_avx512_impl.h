@@ -898,6 +898,19 @@ void fg_pack_panel(const MatmulArgs& a, int64_t row, int rows, int64_t k0, int64
 
 // y[t][r..r+kFgRows) (+)= panel^T . xt for T tokens; m[v] masks the rows of vector v that exist.
 constexpr int kFgVecs = kFgRows / 16;
+// dst[k * kFgTok + j] = x[t + j][k0 + k] for j < tt, k < kc; zero elsewhere up to kcp: 16 x 16
+// blocks loaded (masked), transposed, and stored kFgTok lanes a column.
+inline void fg_pack_tokens(const MatmulArgs& a, int64_t t, int tt, int64_t k0, int64_t kc, int64_t kcp, float* dst) {
+  constexpr __mmask16 lanes = __mmask16((1u << kFgTok) - 1);
+  for (int64_t kb = 0; kb < kcp; kb += 16) {
+    const __mmask16 km = kc - kb >= 16 ? __mmask16(0xFFFF) : kc - kb <= 0 ? __mmask16(0) : __mmask16((1u << (kc - kb)) - 1);
+    __m512 v[16];
+    for (int j = 0; j < 16; ++j) v[j] = j < tt ? _mm512_maskz_loadu_ps(km, a.x + (t + j) * a.n_in + k0 + kb) : _mm512_setzero_ps();
+    transpose16(v);
+    for (int k = 0; k < 16; ++k) _mm512_mask_storeu_ps(dst + (kb + k) * kFgTok, lanes, v[k]);
+  }
+}
+
 // P (bf16 pairs, AVX512-BF16 only): each unit k is a pair of bf16 values (in panel and xt alike), and
 // one dpbf16ps adds both products of the pair.
 template <int T, bool P>
@@ -955,17 +968,15 @@ void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
       const int64_t kcp = (kc + 15) / 16 * 16;
       for (int64_t tile = 0; tile < ntiles; ++tile) {
         float* dst = xt + tile * kcp * kFgTok;
-        for (int j = 0; j < kFgTok; ++j) {
-          const int64_t t = tile * kFgTok + j;
-          if (P) {  // the pair's two bf16 values: the top halves of the (bf16-exact) floats
-            const uint32_t* src = reinterpret_cast<const uint32_t*>(a.x + (t0 + t) * a.n_in + 2 * k0);
-            uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);
-            for (int64_t k = 0; k < kcp; ++k)
-              d32[k * kFgTok + j] = (t < nt && k < kc) ? (src[2 * k] >> 16) | (src[2 * k + 1] & 0xFFFF0000u) : 0u;
-          } else {
-            const float* src = a.x + (t0 + t) * a.n_in + k0;
-            for (int64_t k = 0; k < kcp; ++k) dst[k * kFgTok + j] = (t < nt && k < kc) ? src[k] : 0.0f;
-          }
+        const int tt = int(nt - tile * kFgTok < kFgTok ? nt - tile * kFgTok : kFgTok);
+        if (!P) {
+          fg_pack_tokens(a, t0 + tile * kFgTok, tt, k0, kc, kcp, dst);
+          continue;
+        }
+        for (int j = 0; j < kFgTok; ++j) {  // the pair's two bf16 values: the top halves of the (bf16-exact) floats
+          const uint32_t* src = reinterpret_cast<const uint32_t*>(a.x + (t0 + tile * kFgTok + j) * a.n_in + 2 * k0);
+          uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);
+          for (int64_t k = 0; k < kcp; ++k) d32[k * kFgTok + j] = (j < tt && k < kc) ? (src[2 * k] >> 16) | (src[2 * k + 1] & 0xFFFF0000u) : 0u;
         }
       }
       const bool overwrite = k0 == 0 && !a.accumulate;
