@@ -1,5 +1,6 @@
 #include "model/block.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -298,7 +299,17 @@ void block_backward(const BlockContext& c, int layer, const BlockWeights& w, con
   const LlamaHparams& hp = c.hp;
   const int64_t n = r.n, r0 = r.row0, d = hp.n_embd, hd = hp.head_dim, q_w = hp.n_head * hd, kv_w = hp.n_head_kv * hd;
   const int32_t* pos = r.pos + r0;
-  auto zeros = [](int64_t e) { return std::vector<float>(static_cast<size_t>(e), 0.0f); };
+  BlockScratch local;
+  BlockScratch& sc = r.scratch ? *r.scratch : local;
+  // e zeros in v (grown on demand; freed again after use when the scratch is this call's own).
+  auto zeros = [](std::vector<float>& v, int64_t e) {
+    if (v.size() < static_cast<size_t>(e)) v.resize(static_cast<size_t>(e));
+    std::fill_n(v.data(), e, 0.0f);
+    return v.data();
+  };
+  auto release = [&](std::vector<float>& v) {
+    if (!r.scratch) v = std::vector<float>();
+  };
   auto lin = [&](int t, const float* x, const float* dy, float* dxin) {
     const float* u = a.u_rank[t] > 0 ? a.u[t].data() + r0 * a.u_rank[t] : nullptr;
     linear_backward(w.lin[t], x, n, r0, u, dy, dxin, r.train, c.pool);
@@ -312,42 +323,39 @@ void block_backward(const BlockContext& c, int layer, const BlockWeights& w, con
   const float* h = a.h.data() + r0 * hp.n_ff;
 
   // MLP: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))); dx is also dL/dx_mid's residual part.
-  std::vector<float> dh = zeros(n * hp.n_ff);
-  lin(LIN_DOWN, h, dx, dh.data());  // [n, ff]
-  std::vector<float> dgate = zeros(n * hp.n_ff), dup = zeros(n * hp.n_ff);
-  swiglu_backward(dgate.data(), dup.data(), dh.data(), gate, up, n, hp.n_ff);
-  dh = std::vector<float>();
-  std::vector<float> dxn = zeros(n * d);
-  lin(LIN_GATE, xn2, dgate.data(), dxn.data());
-  lin(LIN_UP, xn2, dup.data(), dxn.data());
-  dgate = std::vector<float>();
-  dup = std::vector<float>();
-  rmsnorm_backward(dx, w.g_ffn_norm, dxn.data(), x_mid, w.ffn_norm, n, d, hp.rms_eps, c.pool);  // dx = dL/dx_mid
+  float* dh = zeros(sc.dh, n * hp.n_ff);
+  lin(LIN_DOWN, h, dx, dh);  // [n, ff]
+  float* dgate = zeros(sc.dgate, n * hp.n_ff);
+  float* dup = zeros(sc.dup, n * hp.n_ff);
+  swiglu_backward(dgate, dup, dh, gate, up, n, hp.n_ff);
+  release(sc.dh);
+  float* dxn = zeros(sc.dxn, n * d);
+  lin(LIN_GATE, xn2, dgate, dxn);
+  lin(LIN_UP, xn2, dup, dxn);
+  release(sc.dgate);
+  release(sc.dup);
+  rmsnorm_backward(dx, w.g_ffn_norm, dxn, x_mid, w.ffn_norm, n, d, hp.rms_eps, c.pool);  // dx = dL/dx_mid
 
   // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))).
-  std::vector<float> datt = zeros(n * q_w);
-  lin(LIN_O, att, dx, datt.data());  // [n, q_w]
-  std::vector<float> dq = zeros(n * q_w);
-  kv.attend_backward(c, r, a, datt.data(), dq.data());
-  datt = std::vector<float>();
+  float* datt = zeros(sc.datt, n * q_w);
+  lin(LIN_O, att, dx, datt);  // [n, q_w]
+  float* dq = zeros(sc.dq, n * q_w);
+  kv.attend_backward(c, r, a, datt, dq);
+  release(sc.datt);
   float* dk = a.dk.data() + r0 * kv_w;  // complete: later chunks added theirs before
   float* dv = a.dv.data() + r0 * kv_w;
-  rope_backward(dq.data(), pos, n, hp.n_head, hd, hp.n_rot, hp.rope_base, c.rope_freqs);
+  rope_backward(dq, pos, n, hp.n_head, hd, hp.n_rot, hp.rope_base, c.rope_freqs);
   rope_backward(dk, pos, n, hp.n_head_kv, hd, hp.n_rot, hp.rope_base, c.rope_freqs);
   // dL/dxn1 is needed for the block's input, and for the norm weight when it is trained.
   float* dxn1 = nullptr;
-  if (need_dx_in || w.g_attn_norm) {
-    std::fill(dxn.begin(), dxn.end(), 0.0f);
-    dxn1 = dxn.data();
-  }
-  lin(LIN_Q, xn1, dq.data(), dxn1);
+  if (need_dx_in || w.g_attn_norm) dxn1 = zeros(sc.dxn, n * d);
+  lin(LIN_Q, xn1, dq, dxn1);
   lin(LIN_K, xn1, dk, dxn1);
   lin(LIN_V, xn1, dv, dxn1);
   if (need_dx_in) {
     rmsnorm_backward(dx, w.g_attn_norm, dxn1, x_in, w.attn_norm, n, d, hp.rms_eps, c.pool);
   } else if (w.g_attn_norm) {
-    std::vector<float> unused = zeros(n * d);
-    rmsnorm_backward(unused.data(), w.g_attn_norm, dxn1, x_in, w.attn_norm, n, d, hp.rms_eps, c.pool);
+    rmsnorm_backward(zeros(sc.unused, n * d), w.g_attn_norm, dxn1, x_in, w.attn_norm, n, d, hp.rms_eps, c.pool);
   }
 }
 

@@ -91,6 +91,12 @@ struct BlockTape {
   void resize(int64_t rows, const LlamaHparams& hp, const BlockWeights& w);
 };
 
+// Buffers block_backward's gradients use, kept by a caller that runs many passes (a trainer), so
+// that each pass does not allocate, page-fault and free them again.
+struct BlockScratch {
+  std::vector<float> dh, dgate, dup, dxn, datt, dq, unused;
+};
+
 struct BlockContext;
 struct BlockRun;
 
@@ -114,6 +120,7 @@ struct BlockRun {
   const int64_t* seq_start = nullptr;  // packed passes: first row of each row's sequence (null: all 0)
   bool train = false;                  // dropout on
   const HookFn* hook = nullptr;        // RESID_PRE .. RESID_POST, forward only
+  BlockScratch* scratch = nullptr;     // backward's buffers (null: block_backward allocates its own)
   // Forward without hooks or training only: when set, only these rows (indices into the call's rows,
   // n_keep of them, n_keep < n) are wanted past attention's keys and values. Their queries, attention,
   // output projection and MLP run alone, and x_out holds them packed [n_keep, n_embd]. A session's

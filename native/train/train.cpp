@@ -207,6 +207,7 @@ void Trainer::layer_backward(Pass& p, int layer, const float* x_in, BlockTape& a
   run.pos = p.pos.data();
   run.seq_start = p.seq_start.data();
   run.train = p.train;
+  run.scratch = &scratch_;
   std::fill(a.dk.begin(), a.dk.end(), 0.0f);
   std::fill(a.dv.begin(), a.dv.end(), 0.0f);
   TapeKv kv(a, run, model_->hparams().n_head_kv * model_->hparams().head_dim);
@@ -259,11 +260,12 @@ double Trainer::run_pass(const std::vector<TrainExample>& mb, size_t e0, size_t 
 
   // Residual stream: every block input when training (plus the final output), else two buffers.
   const size_t n_x = backward ? static_cast<size_t>(n_layer + 1) : 2;
-  std::vector<std::vector<float>> xs(n_x, std::vector<float>(static_cast<size_t>(n * d)));
-  auto X = [&](int64_t l) -> float* { return xs[backward ? static_cast<size_t>(l) : static_cast<size_t>(l % 2)].data(); };
+  if (xs_.size() < n_x) xs_.resize(n_x);
+  for (size_t i = 0; i < n_x; ++i) xs_[i].resize(static_cast<size_t>(n * d));  // each is written before it is read
+  auto X = [&](int64_t l) -> float* { return xs_[backward ? static_cast<size_t>(l) : static_cast<size_t>(l % 2)].data(); };
   const bool keep_all = backward && !opts_.recompute;
-  std::vector<BlockTape> acts(keep_all ? static_cast<size_t>(n_layer) : 1);
-  auto A = [&](int64_t l) -> BlockTape& { return acts[keep_all ? static_cast<size_t>(l) : 0]; };
+  if (tapes_.size() < (keep_all ? static_cast<size_t>(n_layer) : 1)) tapes_.resize(keep_all ? static_cast<size_t>(n_layer) : 1);
+  auto A = [&](int64_t l) -> BlockTape& { return tapes_[keep_all ? static_cast<size_t>(l) : 0]; };
 
   embedding_forward(X(0), p.tokens.data(), n, model_->tok_embd().type, model_->tok_embd().data, d);  // [n, d]
   if (opts_.inject_layer == -1) inject(X(0));

@@ -152,6 +152,11 @@ class Trainer {
   int64_t step_ = 0, data_pos_ = 0;
   uint64_t rng_counter_ = 0;      // one tick per training pass: the dropout masks' stream position
   std::vector<std::vector<float>> terms_;
+  // Kept between passes so that a step does not allocate, page-fault and zero them again: the
+  // residual stream at every block input, the blocks' tapes, backward's buffers.
+  std::vector<std::vector<float>> xs_;
+  std::vector<BlockTape> tapes_;
+  BlockScratch scratch_;
 };
 
 }  // namespace lro
