@@ -997,6 +997,46 @@ void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+#if defined(LRO_BF16)
+// ---- BF16 decode (one token) with AVX512-BF16: the token's activations (bf16-exact, see quants.h)
+// as bf16 once, then per row 32 weights a step with one vdpbf16ps (both products of each pair): no
+// conversion of the weights at all. Rows in tiles of R, the next tile's rows prefetched
+// non-temporally as in FloatK.
+template <int R>
+inline void bf16_gemv_rows(const MatmulArgs& a, int64_t r, const uint16_t* xb) {
+  const int64_t n = a.n_in;
+  const uint16_t* w[R];
+  for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const uint16_t*>(a.w + (r + i) * a.w_stride);
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + k);
+    for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(a.w + (r + i + R) * a.w_stride + 2 * k), _MM_HINT_NTA);
+    for (int i = 0; i < R; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_loadu_si512(w[i] + k), xv);
+  }
+  if (k < n) {  // zero pairs beyond the row add nothing
+    const __mmask32 m = __mmask32((uint64_t(1) << (n - k)) - 1);
+    const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + k);
+    for (int i = 0; i < R; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_maskz_loadu_epi16(m, w[i] + k), xv);
+  }
+  for (int i = 0; i < R; ++i) store(a, 0, r + i, _mm512_reduce_add_ps(acc[i]));
+}
+
+void bf16_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  static thread_local Scratch scratch;
+  uint16_t* xb = scratch.get<uint16_t>(size_t(a.n_in));
+  for (int64_t k = 0; k < a.n_in; ++k) {
+    uint32_t u;
+    __builtin_memcpy(&u, a.x + k, 4);
+    xb[k] = uint16_t(u >> 16);  // exact: the driver rounded x to bf16
+  }
+  int64_t r = r0;
+  for (; r + 8 <= r1; r += 8) bf16_gemv_rows<8>(a, r, xb);
+  for (; r < r1; ++r) bf16_gemv_rows<1>(a, r, xb);
+}
+#endif
+
 // Float weights: the GEMM from kFgMinTok tokens, tiles that stream the weights below.
 constexpr int64_t kFgMinTok = 8;
 template <int WT>
@@ -1005,6 +1045,8 @@ void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (WT == 2 && a.n_in % 2 == 0) {
     if (a.n_tok >= kFgMinTok)
       float_gemm<2, true>(a, r0, r1);
+    else if (a.n_tok == 1)
+      bf16_gemv(a, r0, r1);
     else
       run<FloatK<2>, 8, 4, 4>(a, r0, r1);
     return;
