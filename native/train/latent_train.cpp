@@ -438,7 +438,7 @@ void LatentTrainer::run_chunk(Seq& s, const Ranges& ranges) {
   std::vector<float> x(static_cast<size_t>(n * d)), y(x.size());
   gather_rows(x.data(), s.X[0].data(), rows, d);
   for (size_t l = 0; l < s.tapes.size(); ++l) {
-    BlockTape t;
+    BlockTape& t = chunk_tape_;
     t.resize(n, hp, s.weights[l]);
     GatherKv kv(s.tapes[l], s.pos, s.seq_start, ranges, rows, kv_w);
     block_forward(ctx, static_cast<int>(l), s.weights[l], run, x.data(), y.data(), t, kv);
@@ -474,6 +474,7 @@ void LatentTrainer::backward_chunk(Seq& s, const Ranges& ranges, std::vector<flo
     run.row0 = ranges[0].first;
     run.pos = s.pos.data();
     run.seq_start = s.seq_start.data();
+    run.scratch = &scratch_;
     for (int64_t l = L - 1; l >= 0; --l) {
       TapeKv kv(s.tapes[static_cast<size_t>(l)], run, kv_w);
       block_backward(ctx, static_cast<int>(l), s.weights[static_cast<size_t>(l)], run,
@@ -486,10 +487,11 @@ void LatentTrainer::backward_chunk(Seq& s, const Ranges& ranges, std::vector<flo
     BlockRun run;
     run.n = n;
     run.pos = pos.data();
+    run.scratch = &scratch_;
     std::vector<float> x(static_cast<size_t>(n * d));
     for (int64_t l = L - 1; l >= 0; --l) {
       BlockTape& full = s.tapes[static_cast<size_t>(l)];
-      BlockTape t;
+      BlockTape& t = chunk_tape_;
       t.resize(n, hp, s.weights[static_cast<size_t>(l)]);
       auto fs = tape_fields(full, hp);
       auto mine = tape_fields(t, hp);
@@ -534,9 +536,16 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
   const double teacher_factor = lm ? 1.0 : cfg_.ref_factor;
   const double w = B ? weight / static_cast<double>(B) : 0;  // each example's share of the batch mean
   std::vector<LatentLoss> out(static_cast<size_t>(B));
-  // Sequences of the given lengths laid end to end.
-  auto make_seq = [&](const std::vector<int64_t>& lens) {
-    Seq s;
+  // Sequences of the given lengths laid end to end, in a kept Seq: its buffers only grow, and every
+  // row a pass reads is written by it first (embeddings, head outputs, blocks), except the keys'
+  // and values' gradients, which accumulate and are zeroed here.
+  auto make_seq = [&](std::shared_ptr<Seq>& kept, const std::vector<int64_t>& lens) -> Seq& {
+    if (!kept) kept = std::make_shared<Seq>();
+    Seq& s = *kept;
+    s.T = 0;
+    s.pos.clear();
+    s.seq_start.clear();
+    s.weights.clear();
     for (int64_t n : lens) {
       for (int64_t t = 0; t < n; ++t) {
         s.pos.push_back(static_cast<int32_t>(t));
@@ -544,7 +553,8 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
       }
       s.T += n;
     }
-    s.X.assign(static_cast<size_t>(L + 1), std::vector<float>(static_cast<size_t>(s.T * d)));
+    s.X.resize(static_cast<size_t>(L + 1));
+    for (auto& x : s.X) x.resize(static_cast<size_t>(s.T * d));
     s.tapes.resize(static_cast<size_t>(L));
     for (int64_t l = 0; l < L; ++l) {
       s.weights.push_back(layer_weights(static_cast<int>(l)));
@@ -586,7 +596,7 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
   if (codi || lm) {
     std::vector<int64_t> lens;
     for (const auto& ex : mb) lens.push_back(static_cast<int64_t>(ex.teacher.size()));
-    Seq t = make_seq(lens);
+    Seq& t = make_seq(teacher_seq_, lens);
     Ranges all = {{0, t.T}};
     Ranges each;
     std::vector<const int32_t*> ids;
@@ -596,7 +606,7 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
     }
     embed_ranges(t, each, ids);
     run_chunk(t, all);
-    std::vector<float> dtop;
+    std::vector<float>& dtop = dtop_teacher_;
     const bool grad = backward && teacher_factor > 0;
     if (grad) dtop.assign(static_cast<size_t>(t.T * d), 0.0f);
     for (int64_t b = 0; b < B; ++b) {
@@ -626,7 +636,7 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
   // ---- students, fed together: every prompt, then latent step k of every example, then every suffix
   std::vector<int64_t> lens, off;
   for (const auto& ex : mb) lens.push_back(static_cast<int64_t>(ex.prompt.size() + ex.suffix.size()) + N);
-  Seq s = make_seq(lens);
+  Seq& s = make_seq(student_seq_, lens);
   Ranges prompts, suffixes;
   std::vector<const int32_t*> prompt_ids, suffix_ids;
   for (int64_t b = 0, o = 0; b < B; o += lens[static_cast<size_t>(b)], ++b) {
@@ -676,7 +686,7 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
       }
     }
 
-  std::vector<float> dtop;
+  std::vector<float>& dtop = dtop_student_;
   if (backward) dtop.assign(static_cast<size_t>(s.T * d), 0.0f);
   DistillGrads dgrads;
   for (int64_t b = 0; b < B; ++b) {

@@ -173,6 +173,12 @@ class LatentTrainer {
   std::vector<LayerParams> layer_params_;
   TrainTensor *h_w1_ = nullptr, *h_b1_ = nullptr, *h_w2_ = nullptr, *h_b2_ = nullptr, *h_lnw_ = nullptr, *h_lnb_ = nullptr;
   std::vector<float> frozen_head_[6];  // the head's tensors as f32 when it is not trained
+  // Kept between passes so that their pages are faulted in once, not every step: the teachers' and
+  // the students' streams and tapes, a chunk's gathered tape, block_backward's buffers, dL/d(top).
+  std::shared_ptr<Seq> teacher_seq_, student_seq_;
+  BlockTape chunk_tape_;
+  BlockScratch scratch_;
+  std::vector<float> dtop_teacher_, dtop_student_;
   int64_t head_hidden_ = 0;
   int64_t step_ = 0, data_pos_ = 0;
   bool keep_preclip_ = false;
