@@ -136,86 +136,106 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
 // attention. Forward per (row t, head h): s_c = scale q.k_c, P = softmax(s), o = sum_c P_c v_c.
 // Backward: dv_c += P_c do, dP_c = do.v_c, dS_c = P_c (dP_c - sum_c' P_c' dP_c'), dq += scale sum_c dS_c k_c,
 // dk_c += scale dS_c q.
-// Pass 1 (per query row and head): the softmax statistics, D = sum P dP, and dq.
-// Pass 2 (per key row and kv head): dk and dv, summing over the queries that see the key; the
-// scores are recomputed with the same dot_f32() as pass 1, so P agrees exactly between passes.
-// Splitting by key in pass 2 means no two threads ever add into the same dk/dv row.
+// Work items: (sequence, kv head), so that no two threads add into the same dk / dv rows. An item
+// takes its query rows in blocks of kBlock; per block, with Qb / Gb the block's queries / output
+// gradients for the kv head's `group` query heads (m = row * group + head) and K, V the sequence's
+// keys up to the block's last row, five GEMMs on the worker's thread:
+//   S = Qb K^T, P = softmax(scale S) (causal),  dP = Gb V^T,  dS = P (dP - D),
+//   dQb = dS K,  dK += dS^T Qb,  dV += P^T Gb   (scale applied to dQb, dK).
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const int64_t* seq_start, const int32_t* pos, int64_t n, int64_t n_head,
                         int64_t n_head_kv, int64_t hd, float scale, ThreadPool& pool, int64_t q0) {
   const int64_t group = n_head / n_head_kv;
   const int64_t q_w = n_head * hd, kv_w = n_head_kv * hd;
-  const int64_t nq = n - q0;
-  // Row stats per (query row t - q0, h): max score, 1/sum, D.
-  std::vector<float> mx(static_cast<size_t>(nq * n_head)), inv(mx.size()), dsum(mx.size());
-  // seq_end[t]: one past the last row of t's sequence (keys are seen by the rows after them up to there).
-  std::vector<int64_t> seq_end(static_cast<size_t>(n));
-  for (int64_t t = n - 1; t >= 0; --t)
-    seq_end[t] = (t + 1 < n && seq_start[t + 1] == seq_start[t]) ? seq_end[t + 1] : t + 1;
-
-  op_util::strided_for(pool, nq * n_head, [&](int64_t u) {
-    // Reverse order: the longest rows (largest t) start first.
-    const int64_t r = nq * n_head - 1 - u;
-    const int64_t t = q0 + r / n_head, h = r % n_head, kh = h / group;
-    const float* qv = q + (t - q0) * q_w + h * hd;
-    const float* g = dout + (t - q0) * q_w + h * hd;
-    const int64_t c0 = seq_start[t], nc = t - c0 + 1;
-    thread_local std::vector<float> p, dp;
-    p.assign(static_cast<size_t>(nc), 0.0f);
-    dp.assign(static_cast<size_t>(nc), 0.0f);
-    float m = -INFINITY;
-    for (int64_t c = 0; c < nc; ++c) {
-      if (pos[c0 + c] > pos[t]) continue;
-      p[c] = scale * dot_f32(qv, k + (c0 + c) * kv_w + kh * hd, hd);
-      m = std::max(m, p[c]);
-    }
-    double sum = 0;
-    for (int64_t c = 0; c < nc; ++c) {
-      float e = pos[c0 + c] > pos[t] ? 0.0f : std::exp(p[c] - m);
-      p[c] = e;
-      sum += e;
-    }
-    const float iv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
-    double dd = 0;
-    for (int64_t c = 0; c < nc; ++c) {
-      p[c] *= iv;
-      if (p[c] == 0.0f) continue;
-      dp[c] = dot_f32(g, v + (c0 + c) * kv_w + kh * hd, hd);
-      dd += static_cast<double>(p[c]) * dp[c];
-    }
-    const float D = static_cast<float>(dd);
-    float* dqv = dq + (t - q0) * q_w + h * hd;
-    for (int64_t c = 0; c < nc; ++c) {
-      if (p[c] == 0.0f) continue;
-      axpy_f32(dqv, scale * p[c] * (dp[c] - D), k + (c0 + c) * kv_w + kh * hd, hd);
-    }
-    mx[r] = m;
-    inv[r] = iv;
-    dsum[r] = D;
-  });
-
-  op_util::strided_for(pool, n * n_head_kv, [&](int64_t u) {
-    const int64_t kh = u % n_head_kv, c = u / n_head_kv;
-    const float* kr = k + c * kv_w + kh * hd;
-    const float* vr = v + c * kv_w + kh * hd;
-    thread_local std::vector<float> gk, gv;
-    gk.assign(static_cast<size_t>(hd), 0.0f);
-    gv.assign(static_cast<size_t>(hd), 0.0f);
-    for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
-      for (int64_t t = std::max(c, q0); t < seq_end[c]; ++t) {
-        if (pos[c] > pos[t]) continue;
-        const int64_t r = (t - q0) * n_head + h;
-        const float* qv = q + (t - q0) * q_w + h * hd;
-        const float* g = dout + (t - q0) * q_w + h * hd;
-        float pc = std::exp(scale * dot_f32(qv, kr, hd) - mx[r]) * inv[r];
-        if (pc == 0.0f) continue;
-        float ds = pc * (dot_f32(g, vr, hd) - dsum[r]);
-        axpy_f32(gk.data(), scale * ds, qv, hd);
-        axpy_f32(gv.data(), pc, g, hd);
+  constexpr int64_t kBlock = 64;
+  // Sequences with query rows: [first row, end).
+  std::vector<std::pair<int64_t, int64_t>> seqs;
+  for (int64_t t = std::max<int64_t>(q0, 0); t < n; ++t)
+    if (seqs.empty() || seq_start[t] != seqs.back().first) seqs.push_back({seq_start[t], t + 1});
+    else seqs.back().second = t + 1;
+  const int64_t n_items = static_cast<int64_t>(seqs.size()) * n_head_kv;
+  op_util::strided_for(pool, n_items, [&](int64_t u) {
+    const int64_t si = u / n_head_kv, kh = u % n_head_kv;
+    const int64_t s0 = seqs[si].first, e = seqs[si].second, qa = std::max(q0, s0);
+    thread_local ThreadPool solo(1);
+    thread_local std::vector<float> buf;
+    const int64_t nk_max = e - s0, m_max = std::min(kBlock, e - qa) * group;
+    // Qb, Gb [m, hd]; QbT, GbT [hd, m]; K, V [nk, hd]; KT [hd, nk]; S, dP [m, nk]; ST [nk, m]; dQb [m, hd]; dKb, dVb [nk, hd]
+    const int64_t sizes[] = {m_max * hd, m_max * hd, hd * m_max, hd * m_max, nk_max * hd, nk_max * hd, hd * nk_max,
+                             m_max * nk_max, m_max * nk_max, nk_max * m_max, m_max * hd, nk_max * hd, nk_max * hd};
+    int64_t total = 0;
+    for (int64_t z : sizes) total += z;
+    if (static_cast<int64_t>(buf.size()) < total) buf.resize(static_cast<size_t>(total));
+    float* p = buf.data();  // plain pointers: a thread_local read in a loop costs a __tls_get_addr
+    float* ptr[13];
+    for (int i = 0; i < 13; ++i) ptr[i] = p, p += sizes[i];
+    float *Qb = ptr[0], *Gb = ptr[1], *QbT = ptr[2], *GbT = ptr[3], *K = ptr[4], *V = ptr[5], *KT = ptr[6];
+    float *S = ptr[7], *dP = ptr[8], *ST = ptr[9], *dQb = ptr[10], *dKb = ptr[11], *dVb = ptr[12];
+    std::vector<float> D;
+    int64_t nk_done = 0;  // keys copied so far (K, V, KT grow with the blocks)
+    std::fill(dKb, dKb + nk_max * hd, 0.0f);
+    std::fill(dVb, dVb + nk_max * hd, 0.0f);
+    for (int64_t ta = qa; ta < e; ta += kBlock) {
+      const int64_t tb = std::min(e, ta + kBlock), m = (tb - ta) * group, nk = tb - s0;
+      for (int64_t c = nk_done; c < nk; ++c) {
+        std::memcpy(K + c * hd, k + (s0 + c) * kv_w + kh * hd, sizeof(float) * hd);
+        std::memcpy(V + c * hd, v + (s0 + c) * kv_w + kh * hd, sizeof(float) * hd);
       }
+      nk_done = nk;
+      // KT with this block's key count as its row stride
+      for (int64_t i = 0; i < hd; ++i)
+        for (int64_t c = 0; c < nk; ++c) KT[i * nk + c] = K[c * hd + i];
+      for (int64_t t = ta; t < tb; ++t) {
+        std::memcpy(Qb + (t - ta) * group * hd, q + (t - q0) * q_w + kh * group * hd, sizeof(float) * group * hd);
+        std::memcpy(Gb + (t - ta) * group * hd, dout + (t - q0) * q_w + kh * group * hd, sizeof(float) * group * hd);
+      }
+      matmul(GgmlType::F32, K, nk, hd, Qb, m, S, nk, solo);
+      matmul(GgmlType::F32, V, nk, hd, Gb, m, dP, nk, solo);
+      D.assign(static_cast<size_t>(m), 0.0f);
+      for (int64_t r = 0; r < m; ++r) {
+        const int64_t t = ta + r / group;
+        float* srow = S + r * nk;
+        float* drow = dP + r * nk;
+        float mx = -INFINITY;
+        for (int64_t c = 0; c <= t - s0; ++c) {
+          if (pos[s0 + c] > pos[t]) {
+            srow[c] = -INFINITY;
+            continue;
+          }
+          mx = std::max(mx, srow[c] *= scale);
+        }
+        std::fill(srow + (t - s0 + 1), srow + nk, -INFINITY);
+        double sum = 0;
+        for (int64_t c = 0; c < nk; ++c) sum += (srow[c] = srow[c] == -INFINITY ? 0.0f : std::exp(srow[c] - mx));
+        const float iv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
+        double dd = 0;
+        for (int64_t c = 0; c < nk; ++c) dd += static_cast<double>(srow[c] *= iv) * drow[c];
+        const float Dr = static_cast<float>(dd);
+        for (int64_t c = 0; c < nk; ++c) drow[c] = srow[c] == 0.0f ? 0.0f : srow[c] * (drow[c] - Dr);  // dS
+      }
+      // dQb = dS K (K^T as the weights)
+      matmul(GgmlType::F32, KT, hd, nk, dP, m, dQb, hd, solo);
+      for (int64_t r = 0; r < m; ++r) {
+        float* dst = dq + (ta + r / group - q0) * q_w + (kh * group + r % group) * hd;
+        axpy_f32(dst, scale, dQb + r * hd, hd);
+      }
+      // dK += dS^T Qb, dV += P^T Gb: Qb^T, Gb^T as the weights, dS^T, P^T as the tokens
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t i = 0; i < hd; ++i) {
+          QbT[i * m + r] = Qb[r * hd + i];
+          GbT[i * m + r] = Gb[r * hd + i];
+        }
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < nk; ++c) ST[c * m + r] = dP[r * nk + c];
+      matmul(GgmlType::F32, QbT, hd, m, ST, nk, dKb, hd, solo, true);
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < nk; ++c) ST[c * m + r] = S[r * nk + c];
+      matmul(GgmlType::F32, GbT, hd, m, ST, nk, dVb, hd, solo, true);
     }
-    axpy_f32(dk + c * kv_w + kh * hd, 1.0f, gk.data(), hd);
-    axpy_f32(dv + c * kv_w + kh * hd, 1.0f, gv.data(), hd);
+    for (int64_t c = 0; c < nk_max; ++c) {
+      axpy_f32(dk + (s0 + c) * kv_w + kh * hd, scale, dKb + c * hd, hd);
+      axpy_f32(dv + (s0 + c) * kv_w + kh * hd, 1.0f, dVb + c * hd, hd);
+    }
   });
 }
 
