@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "ops/ops.h"
-#include "ops/op_util.h"
 #include "quant/quants.h"
 #include "core/thread_pool.h"
 #include "core/vec_ops.h"
@@ -66,18 +65,10 @@ void matmul_backward(float* dx, const float* dy, GgmlType wtype, const void* w, 
   }
 }
 
-// Weight side: dw[o, i] += sum_t dy[t, o] x[t, i]. As a forward product with xT[n_in, n] for weights
-// and dyT[n_out, n] for tokens, out[o, i] lands at dw + o * n_in + i, i.e. dw itself, and the SIMD
-// kernels do the work; the two transposes are blocked so neither side is read with a long stride.
+// Weight side: dw[o, i] += sum_t dy[t, o] x[t, i], by the SIMD weight-gradient kernels.
 void matmul_backward_weight(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in,
                             ThreadPool& pool) {
-  if (n <= 0 || n_out <= 0 || n_in <= 0) return;
-  thread_local std::vector<float> xt, dyt;
-  xt.resize(static_cast<size_t>(n_in * n));
-  dyt.resize(static_cast<size_t>(n_out * n));
-  op_util::transpose(xt.data(), x, n, n_in, pool);
-  op_util::transpose(dyt.data(), dy, n, n_out, pool);
-  matmul(GgmlType::F32, xt.data(), n_in, n, dyt.data(), n_out, dw, n_in, pool, true);
+  weight_grad_f32(dw, dy, x, n, n_out, n_in, pool);
 }
 
 }  // namespace lro

@@ -43,6 +43,11 @@ bool can_quantize(GgmlType type);
 void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tok,
             float* y, int64_t ldy, ThreadPool& pool, bool accumulate = false);
 
+// A linear layer's weight gradient: dw[o, i] += sum_t dy[t, o] x[t, i]  (dy [n, n_out], x [n, n_in],
+// dw [n_out, n_in], all f32), straight from the row-major operands (no transposes), parallel over
+// rows of dw. Every element sums its tokens in the same order for any thread count.
+void weight_grad_f32(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in, ThreadPool& pool);
+
 // The instruction set the kernels use on this CPU: "avx512 vnni bf16", "avx512 vnni", "avx512", "avx2"
 // or "scalar".
 std::string cpu_features();

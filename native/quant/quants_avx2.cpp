@@ -1132,10 +1132,61 @@ void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }
 void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 2, 3, 2>(a, r0, r1); }
 
+// Weight gradient (quants_kernels.h OuterFn): tiles of R rows x 16 columns in 2R registers; per
+// token, two loads of x and R broadcasts of dy feed 2R FMAs; tokens in chunks of kOuterTokens.
+template <int R>
+__attribute__((always_inline)) inline void outer_tile(float* dw, const float* dy, const float* x, int64_t t0, int64_t t1,
+                                                      int64_t n_out, int64_t n_in, int64_t o, int64_t i0, __m256i m0,
+                                                      __m256i m1) {
+  __m256 acc[R][2];
+#pragma GCC unroll 8
+  for (int k = 0; k < R; ++k) acc[k][0] = acc[k][1] = _mm256_setzero_ps();
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* xr = x + t * n_in + i0;
+    const __m256 x0 = _mm256_maskload_ps(xr, m0), x1 = _mm256_maskload_ps(xr + 8, m1);
+    const float* g = dy + t * n_out + o;
+#pragma GCC unroll 8
+    for (int k = 0; k < R; ++k) {
+      const __m256 b = _mm256_broadcast_ss(g + k);
+      acc[k][0] = _mm256_fmadd_ps(b, x0, acc[k][0]);
+      acc[k][1] = _mm256_fmadd_ps(b, x1, acc[k][1]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < R; ++k) {
+    float* row = dw + (o + k) * n_in + i0;
+    _mm256_maskstore_ps(row, m0, _mm256_add_ps(_mm256_maskload_ps(row, m0), acc[k][0]));
+    _mm256_maskstore_ps(row + 8, m1, _mm256_add_ps(_mm256_maskload_ps(row + 8, m1), acc[k][1]));
+  }
+}
+
+void outer_f32(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in, int64_t o0, int64_t o1) {
+  constexpr int R = 6;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t t0 = 0; t0 < n; t0 += kOuterTokens) {
+    const int64_t t1 = std::min(n, t0 + kOuterTokens);
+    for (int64_t i0 = 0; i0 < n_in; i0 += 16) {
+      const int w = static_cast<int>(std::min<int64_t>(16, n_in - i0));
+      const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(w), lane);
+      const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(w - 8), lane);
+      int64_t o = o0;
+      for (; o + R <= o1; o += R) outer_tile<R>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1);
+      switch (o1 - o) {
+        case 5: outer_tile<5>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        case 4: outer_tile<4>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        case 3: outer_tile<3>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        case 2: outer_tile<2>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        case 1: outer_tile<1>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        default: break;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const KernelTable kAvx2Kernels = {
-    "avx2", mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_q4_0, mm_q4_K, mm_q6_K, act32, act256,
+    "avx2", mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_q4_0, mm_q4_K, mm_q6_K, act32, act256, outer_f32,
 };
 
 }  // namespace qk

@@ -1359,6 +1359,59 @@ void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_q32<false>(a, r0,
 void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_q32<true>(a, r0, r1); }
 void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 4, 4, 3>(a, r0, r1); }
 
+// ---------------------------------------------------------------------------------------------
+// Weight gradient (quants_kernels.h OuterFn): tiles of R rows x 32 columns in 2R registers; per
+// token, two loads of x and R broadcasts of dy feed 2R FMAs. Tokens in chunks of kOuterTokens, so
+// the chunk's 32 columns of x (16 KB) stay in L1 while the row tiles pass over them.
+
+template <int R>
+__attribute__((always_inline)) inline void outer_tile(float* dw, const float* dy, const float* x, int64_t t0, int64_t t1,
+                                                      int64_t n_out, int64_t n_in, int64_t o, int64_t i0,
+                                                      __mmask16 m0, __mmask16 m1) {
+  __m512 acc[R][2];
+#pragma GCC unroll 8
+  for (int k = 0; k < R; ++k) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* xr = x + t * n_in + i0;
+    const __m512 x0 = _mm512_maskz_loadu_ps(m0, xr), x1 = _mm512_maskz_loadu_ps(m1, xr + 16);
+    const float* g = dy + t * n_out + o;
+#pragma GCC unroll 8
+    for (int k = 0; k < R; ++k) {
+      const __m512 b = _mm512_set1_ps(g[k]);
+      acc[k][0] = _mm512_fmadd_ps(b, x0, acc[k][0]);
+      acc[k][1] = _mm512_fmadd_ps(b, x1, acc[k][1]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < R; ++k) {
+    float* row = dw + (o + k) * n_in + i0;
+    _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, row), acc[k][0]));
+    _mm512_mask_storeu_ps(row + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, row + 16), acc[k][1]));
+  }
+}
+
+void outer_f32(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in, int64_t o0, int64_t o1) {
+  constexpr int R = 6;
+  for (int64_t t0 = 0; t0 < n; t0 += kOuterTokens) {
+    const int64_t t1 = std::min(n, t0 + kOuterTokens);
+    for (int64_t i0 = 0; i0 < n_in; i0 += 32) {
+      const int64_t w = std::min<int64_t>(32, n_in - i0);
+      const __mmask16 m0 = w >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
+      const __mmask16 m1 = w >= 32 ? __mmask16(0xFFFF) : w > 16 ? __mmask16((1u << (w - 16)) - 1) : __mmask16(0);
+      int64_t o = o0;
+      for (; o + R <= o1; o += R) outer_tile<R>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1);
+      switch (o1 - o) {
+        case 5: outer_tile<5>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        case 4: outer_tile<4>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        case 3: outer_tile<3>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        case 2: outer_tile<2>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        case 1: outer_tile<1>(dw, dy, x, t0, t1, n_out, n_in, o, i0, m0, m1); break;
+        default: break;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const KernelTable LRO_TABLE_NAME = {
@@ -1369,7 +1422,7 @@ const KernelTable LRO_TABLE_NAME = {
 #else
     "avx512",
 #endif
-    mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_q4_0, mm_q4_K, mm_q6_K, act32, act256,
+    mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_q4_0, mm_q4_K, mm_q6_K, act32, act256, outer_f32,
 };
 
 }  // namespace qk

@@ -47,11 +47,22 @@ typedef void (*MatmulFn)(const MatmulArgs& a, int64_t r0, int64_t r1);
 // Quantises one token's n floats (n a multiple of the block size) into qs/d/s as described above.
 typedef void (*QuantActFn)(const float* x, int64_t n, int8_t* qs, float* d, int16_t* s);
 
+// A linear layer's weight gradient, rows [o0, o1):
+//   dw[o * n_in + i] += sum_t dy[t * n_out + o] * x[t * n_in + i]   (dy [n, n_out], x [n, n_in])
+// Each element sums its tokens in the same order on every path and for any row split.
+typedef void (*OuterFn)(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in,
+                        int64_t o0, int64_t o1);
+
 struct KernelTable {
   const char* name;  // what cpu_features() reports
   MatmulFn f32, f16, bf16, q8_0, q4_0, q4_K, q6_K;
   QuantActFn act32, act256;
+  OuterFn outer_f32;
 };
+
+// Tokens per chunk of the weight-gradient kernels: a chunk's partial sums are added into dw in
+// token order, one chunk after another (the same chunks on every path).
+constexpr int64_t kOuterTokens = 128;
 
 // Token chunk so that one chunk of quantised activations (n_in bytes a token) stays in L2 while every
 // weight row of a thread's range streams past it. Shared by all paths (static: internal linkage

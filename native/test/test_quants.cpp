@@ -918,6 +918,49 @@ static void test_first_nonfinite() {
   std::printf("first_nonfinite: every type finds the damaged block\n");
 }
 
+// weight_grad_f32 on every path against the double reference: tile and chunk edges (n_out not a
+// multiple of 6, n_in not of 16 / 32, more than one 128-token chunk), += onto what dw held, and the
+// same bits for 1 and 2 threads.
+static void test_weight_grad() {
+  ThreadPool pool2(2), pool1(1);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  struct Case {
+    int64_t n, n_out, n_in;
+  };
+  int checked = 0;
+  for (const std::string& p : available_paths()) {
+    set_simd_path(p);
+    for (const Case c : {Case{1, 1, 1}, Case{5, 7, 13}, Case{300, 70, 45}, Case{129, 13, 100}, Case{64, 6, 32}, Case{17, 64, 2048}}) {
+      std::vector<float> dy(size_t(c.n * c.n_out)), x(size_t(c.n * c.n_in)), dw0(size_t(c.n_out * c.n_in));
+      for (auto& v : dy) v = nd(rng);
+      for (auto& v : x) v = nd(rng);
+      for (auto& v : dw0) v = nd(rng);
+      std::vector<float> dw = dw0, dw1 = dw0;
+      weight_grad_f32(dw.data(), dy.data(), x.data(), c.n, c.n_out, c.n_in, pool2);
+      weight_grad_f32(dw1.data(), dy.data(), x.data(), c.n, c.n_out, c.n_in, pool1);
+      int bad = 0;
+      for (int64_t o = 0; o < c.n_out; ++o)
+        for (int64_t i = 0; i < c.n_in; ++i) {
+          double ref = dw0[size_t(o * c.n_in + i)], mag = std::fabs(ref);
+          for (int64_t t = 0; t < c.n; ++t) {
+            const double term = double(dy[size_t(t * c.n_out + o)]) * x[size_t(t * c.n_in + i)];
+            ref += term, mag += std::fabs(term);
+          }
+          const float v = dw[size_t(o * c.n_in + i)];
+          if (!(std::fabs(v - ref) <= 4e-6 * mag + 1e-30) && ++bad <= 3)
+            std::printf("  %s weight_grad [%" PRId64 " x %" PRId64 " x %" PRId64 "] dw[%" PRId64 ",%" PRId64 "] = %.9g ref %.9g\n",
+                        p.c_str(), c.n, c.n_out, c.n_in, o, i, v, ref);
+        }
+      CHECK(bad == 0, "weight_grad_f32 %s n %" PRId64 " n_out %" PRId64 " n_in %" PRId64 ": %d bad", p.c_str(), c.n, c.n_out, c.n_in, bad);
+      CHECK(std::memcmp(dw.data(), dw1.data(), dw.size() * sizeof(float)) == 0, "weight_grad_f32 %s: 1 and 2 threads differ", p.c_str());
+      ++checked;
+    }
+  }
+  set_simd_path("auto");
+  std::printf("weight_grad_f32: %d cases on every path\n", checked);
+}
+
 int main(int argc, char** argv) {
   std::string golden_arg;
   bool do_bench = false, quick = false;
@@ -942,6 +985,7 @@ int main(int argc, char** argv) {
     }
     test_roundtrip();
     test_matmul(quick);
+    test_weight_grad();
     test_nonfinite_activations();
     test_first_nonfinite();
     if (do_bench) bench();
