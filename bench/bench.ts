@@ -232,7 +232,7 @@ async function main() {
     else console.log(line);
   }
   for (const type of types) {
-    const path = await llama1bShapedModel(type, log);
+    const path = (await llama1bShapedModel(type, log)).model;
     const cost = modelCost(path);
     for (const threads of threadList) {
       const model = await loadModel(path);
