@@ -5,16 +5,22 @@
 //   sequential the same engine, each variant run alone one after another (the prompt prefix
 //              re-run every time, one sequence);
 //   seed       no KV cache, as the seed's reference method: the whole sequence re-evaluated at
-//              every latent and decode step of every variant.
+//              every latent and decode step of every variant;
+//   torch seed the seed method as its users run it: PyTorch + HF transformers on the same model
+//              (exported by export-hf), bench/branches_torch.py, when `import torch, transformers`
+//              works (BENCH_TORCH=0 skips it); the first question only.
 // On the demo model and a larger random model (width 512, 8 layers), GSM8K questions from
 // $LRO_SHARED/data/gsm8k/test.jsonl (default ../shared). `npm run bench:branches -- --json`.
 // Knobs: BENCH_QUESTIONS (3), BENCH_ANSWER_TOKENS (16), BENCH_THREADS (2), BENCH_MODELS
 // (demo,wide), BENCH_SEED_QUESTIONS (questions the slow seed method runs; 1).
-import { existsSync, mkdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { cacheDir, ensureDemoModel } from '../lib/engine/demo-model.js';
+import { exportHf } from '../lib/engine/convert.js';
 import { readPromptJsonl } from '../lib/capture/jsonl.js';
 import { buildPrompt, LatentHead, type PromptFormat } from '../lib/reasoning/latent-head.js';
 import { loadModel, type Model } from '../lib/engine/model.js';
@@ -34,15 +40,20 @@ const N = 6;
 const KINDS: AblationKind[] = ['zero', 'skip', 'noise'];
 const log = (s: string) => process.stderr.write(s + '\n');
 
-function sharedDir(): string {
-  if (process.env.LRO_SHARED) return resolve(process.env.LRO_SHARED);
+function projectRoot(): string {
   // dist/bench/branches.js and bench/branches.ts sit at different depths below the project root.
   const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../..', '..']) {
-    const root = resolve(here, up);
-    if (existsSync(join(root, 'package.json'))) return resolve(root, '..', 'shared');
-  }
-  return resolve('..', 'shared');
+  for (const up of ['../..', '..']) if (existsSync(join(resolve(here, up), 'package.json'))) return resolve(here, up);
+  return resolve('.');
+}
+
+function torchAvailable(): boolean {
+  if (process.env.BENCH_TORCH === '0') return false;
+  return spawnSync('python3', ['-c', 'import torch, transformers, safetensors'], { stdio: 'ignore' }).status === 0;
+}
+
+function sharedDir(): string {
+  return process.env.LRO_SHARED ? resolve(process.env.LRO_SHARED) : resolve(projectRoot(), '..', 'shared');
 }
 
 async function modelFiles(name: string): Promise<{ model: string; head: string; label: string }> {
@@ -155,6 +166,56 @@ async function seedMethod(model: Model, head: LatentHead, session: Session, tabl
   return out;
 }
 
+/** The seed method in PyTorch on the model's export-hf folder (written once into the cache). */
+function torchSeedMethod(model: Model, files: { model: string; head: string }, head: LatentHead, q: string): { ms: number; answers: Map<string, number[]> } {
+  const hf = join(cacheDir(), 'bench', `${files.model.split('/').pop()!.replace(/\.gguf$/, '')}-hf`);
+  if (!existsSync(join(hf, 'README.json'))) {
+    rmSync(hf, { recursive: true, force: true });
+    exportHf(files.model, hf, { latentHead: files.head });
+  }
+  const hs = head.settings;
+  const d = model.info.nEmbd;
+  // The engine's noise draw for step t, as a unit direction: addScaledNoise(e1, 1, t) - e1.
+  const noiseDirections: Record<number, number[]> = {};
+  for (let t = 0; t < N; t++) {
+    const e1 = new Float32Array(d);
+    e1[0] = 1;
+    const r = native().addScaledNoise(e1, 1, t);
+    r[0] -= 1;
+    noiseDirections[t] = Array.from(r);
+  }
+  const eog: number[] = [];
+  for (let id = 0; id < model.info.nVocab; id++) if (model.isEog(id)) eog.push(id);
+  const dir = mkdtempSync(join(tmpdir(), 'lro-branches-'));
+  try {
+    const reqPath = join(dir, 'request.json');
+    writeFileSync(
+      reqPath,
+      JSON.stringify({
+        hf,
+        prompt: buildPrompt(model, hs, q, hs.promptFormat as PromptFormat),
+        variants: variants(),
+        noiseDirections,
+        maxAnswer,
+        exclude: hs.excludeIds,
+        eog,
+        eot: hs.eotId,
+        threads,
+        lnEps: hs.layerNormEps,
+      }),
+    );
+    const out = execFileSync('python3', [join(projectRoot(), 'bench', 'branches_torch.py'), reqPath], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, HF_HUB_DISABLE_PROGRESS_BARS: '1', TRANSFORMERS_VERBOSITY: 'error' },
+    });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { ms: number; answers: Record<string, number[]> };
+    return { ms: r.ms, answers: new Map(Object.entries(r.answers)) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function agree(a: Map<string, number[]>, b: Map<string, number[]>): number {
   let n = 0;
   for (const [k, v] of a) if (JSON.stringify(v) === JSON.stringify(b.get(k))) n++;
@@ -175,9 +236,13 @@ interface Row {
   seedVsBatched: number | null;
   sequentialAgree: string;
   seedAgree: string | null;
+  /** the seed method in PyTorch + transformers, on the first question */
+  torchSeedMs: number | null;
+  torchSeedVsBatched: number | null;
+  torchSeedAgree: string | null;
 }
 
-async function benchModel(name: string, questions: string[]): Promise<Row> {
+async function benchModel(name: string, questions: string[], withTorch: boolean): Promise<Row> {
   const files = await modelFiles(name);
   const model = await loadModel(files.model);
   const head = LatentHead.find(model, files.head)!;
@@ -202,6 +267,9 @@ async function benchModel(name: string, questions: string[]): Promise<Row> {
     seedVsBatched: null,
     sequentialAgree: '',
     seedAgree: null,
+    torchSeedMs: null,
+    torchSeedVsBatched: null,
+    torchSeedAgree: null,
   };
   let seqAgree = 0;
   let seedAgree = 0;
@@ -229,6 +297,16 @@ async function benchModel(name: string, questions: string[]): Promise<Row> {
         seedAgree += agree(b, sd);
         seedTotal += b.size;
       }
+      if (qi === 0 && withTorch) {
+        try {
+          const ts = torchSeedMethod(model, files, head, q);
+          row.torchSeedMs = ts.ms;
+          row.torchSeedVsBatched = ts.ms / bMs;
+          row.torchSeedAgree = `${agree(b, ts.answers)}/${b.size}`;
+        } catch (e) {
+          log(`  torch seed method failed: ${(e as Error).message}`);
+        }
+      }
       log(`  ${name} question ${qi + 1}/${questions.length} done`);
     }
   } finally {
@@ -250,9 +328,11 @@ async function main() {
   const questions: string[] = [];
   for await (const r of readPromptJsonl(data, { limit: nQuestions })) questions.push(r.text!);
   log(`branches bench: ${questions.length} GSM8K questions, ${N} latents, ${variants().length} variants each, <= ${maxAnswer} answer tokens, threads ${threads}`);
+  const withTorch = torchAvailable();
+  if (!withTorch) log('PyTorch + transformers not found (pip install torch transformers safetensors): no torch seed-method line');
   const rows: Row[] = [];
   for (const m of models) {
-    const r = await benchModel(m, questions);
+    const r = await benchModel(m, questions, withTorch);
     rows.push(r);
     if (asJson) continue;
     const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
@@ -263,8 +343,13 @@ async function main() {
       console.log(
         `  seed method, no KV cache        ${sec(r.seedMs).padStart(10)}   ${r.seedVsBatched!.toFixed(2)}x the batched time on its ${r.seedQuestions} question(s)   (answers equal: ${r.seedAgree})`,
       );
+    if (r.torchSeedMs !== null)
+      console.log(
+        `  seed method in PyTorch + HF     ${sec(r.torchSeedMs).padStart(10)}   ${r.torchSeedVsBatched!.toFixed(2)}x the batched time on the 1st question   (answers equal: ${r.torchSeedAgree})`,
+      );
     console.log(`ratio ${m} sequential/batched ${r.sequentialVsBatched.toFixed(2)}`);
     if (r.seedVsBatched !== null) console.log(`ratio ${m} seed/batched ${r.seedVsBatched.toFixed(2)}`);
+    if (r.torchSeedVsBatched !== null) console.log(`ratio ${m} torch-seed/batched ${r.torchSeedVsBatched.toFixed(2)}`);
   }
   if (asJson) console.log(JSON.stringify({ threads, latents: N, maxAnswerTokens: maxAnswer, kernels: native().cpuFeatures(), rows }, null, 2));
 }
