@@ -11,7 +11,7 @@
 // where the CPU has them; register-only loops); each case prints the fraction of its limit it reaches.
 //   BENCH_TYPES=f16,bf16,q8_0,q4_0,q4_K,q6_K  BENCH_THREADS=1,2  BENCH_REPS=5  `npm run bench [-- --json]`
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { llama1bShapedModel } from './bench-models.js';
@@ -52,6 +52,26 @@ interface Case {
   ratio?: number;
   /** Decode: weight bytes streamed per second / triad bandwidth. Prefill: matmul FLOP/s / peak FMA FLOP/s. */
   limitFraction: number;
+  /** Our process's peak RSS over the case's model load and runs (Linux; null elsewhere). */
+  peakRssMb: number | null;
+}
+
+/** Resets this process's peak RSS (VmHWM) so that the next reading covers what follows (Linux). */
+function resetPeakRss(): void {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    // not Linux, or not allowed: the reading then covers the whole run so far
+  }
+}
+
+function peakRssMb(): number | null {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+    return m ? Number(m[1]) / 1024 : null;
+  } catch {
+    return null;
+  }
 }
 
 function median(xs: number[]): number {
@@ -235,6 +255,7 @@ async function main() {
     const path = (await llama1bShapedModel(type, log)).model;
     const cost = modelCost(path);
     for (const threads of threadList) {
+      resetPeakRss();
       const model = await loadModel(path);
       const session = model.createSession({ nCtx: 1024, threads });
       const ourRaw: Record<Test, { tps: number; load1: number; cpuPerWall: number | null }[]> = { pp64: [], pp512: [], tg32: [] };
@@ -257,6 +278,7 @@ async function main() {
         session.dispose();
         model.dispose();
       }
+      const peakRss = peakRssMb();
       for (const test of TESTS) {
         const ours = side(ourRaw[test], threads, false);
         const lim = limits[threads];
@@ -265,7 +287,7 @@ async function main() {
           test === 'tg32'
             ? (ours.median * cost.decodeBytes) / (lim.triadGBps * 1e9)
             : (ours.median * (2 * (cost.blockParams - cost.lastRowParams) + (2 * (cost.lastRowParams + cost.headParams)) / promptTokens)) / (prefillPeak(type, lim) * 1e9);
-        const c: Case = { type, test, threads, ours, limitFraction };
+        const c: Case = { type, test, threads, ours, limitFraction, peakRssMb: peakRss };
         if (llamaRaw[test].length) {
           c.llamaCpp = side(llamaRaw[test], threads, true);
           c.ratio = calmMedian(ours) / calmMedian(c.llamaCpp);
@@ -278,7 +300,8 @@ async function main() {
               (c.llamaCpp ? `   llama.cpp ${fmt(c.llamaCpp.median)} t/s ${spread(c.llamaCpp).padStart(5)}` : '') +
               `   ${(100 * limitFraction).toFixed(0).padStart(3)}% ${what}` +
               (flagged(ours) + (c.llamaCpp ? flagged(c.llamaCpp) : 0) > 0 ? `   disturbed: ${flagged(ours)} ours${c.llamaCpp ? `, ${flagged(c.llamaCpp)} llama.cpp` : ''}` : '') +
-              `   load ${ours.samples[0].load1.toFixed(2)}`,
+              `   load ${ours.samples[0].load1.toFixed(2)}` +
+              (peakRss !== null ? `   peak RSS ${peakRss.toFixed(0)} MB` : ''),
           );
           if (c.ratio !== undefined) console.log(`ratio ${type} ${test} t${threads} ${c.ratio.toFixed(3)}`);
         }
