@@ -24,6 +24,10 @@ namespace lro {
 namespace qk {
 namespace {
 
+// How far ahead in a row's stream the single-stream decode kernels prefetch: about what one core
+// has in flight to memory at full speed (8 KB; 512 B left the Q4_0 GEMV waiting on memory).
+constexpr int64_t kDecodeAhead = 8192;
+
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 inline float hsum8(__m256 v) {
@@ -306,7 +310,7 @@ struct Q4KK {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < nb; ++b) {
       for (int i = 0; i < R; ++i) {  // as in Q32K: this block of the next tile's rows
-        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + std::max<int64_t>(R * a.w_stride, kDecodeAhead);
         for (int o = 0; o < int(sizeof(block_q4_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
       }
       uint64_t sc[R], mn[R];
@@ -377,7 +381,7 @@ struct Q6KK {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     for (int64_t b = 0; b < nb; ++b) {
       for (int i = 0; i < R; ++i) {  // as in Q32K: this block of the next tile's rows
-        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + std::max<int64_t>(R * a.w_stride, kDecodeAhead);
         for (int o = 0; o < int(sizeof(block_q6_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
       }
       __m256i iacc[R][T];
@@ -1074,7 +1078,7 @@ void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
     for (int64_t g = 0; g < npairs; ++g) {
       const Q40Pair& x = xp[g];
       const block_q4_0& b0 = w[2 * g];
-      _mm_prefetch(reinterpret_cast<const char*>(&b0) + 512, _MM_HINT_T0);  // further on in the stream
+      _mm_prefetch(reinterpret_cast<const char*>(&b0) + kDecodeAhead, _MM_HINT_T0);  // further on in the stream
       __m256i q;
       uint32_t d2;
       if (g < full) {
