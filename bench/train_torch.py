@@ -111,7 +111,16 @@ def report(a: argparse.Namespace, tokens_per_step: int, dt: float, params: list)
     )
 
 
-def timed(a: argparse.Namespace, step) -> float:
+def timed_steps(a: argparse.Namespace, loss_fn, params: list, opt) -> float:
+    """Seconds of a.steps AdamW steps (clipping at 1) after one untimed step."""
+
+    def step() -> None:
+        loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
     step()  # first step: allocator warm-up, as bench/train.ts
     t0 = time.perf_counter()
     for _ in range(a.steps):
@@ -160,14 +169,7 @@ def oracle_step(a: argparse.Namespace) -> None:
         logits = inner.lm_head(h)
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, first:].reshape(-1))
 
-    def step() -> None:
-        loss = loss_fn()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    dt = timed(a, step)
+    dt = timed_steps(a, loss_fn, params, opt)
     report(a, a.batch * a.seq, dt, params)
 
 
@@ -225,14 +227,7 @@ def latent_step(a: argparse.Namespace) -> None:
             loss = loss + distill / len(out.hidden_states) + ref.loss
         return loss
 
-    def step() -> None:
-        loss = loss_fn()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    dt = timed(a, step)
+    dt = timed_steps(a, loss_fn, params, opt)
     tokens = {"lm": a.teacher, "coconut": a.prompt + a.suffix, "codi": a.prompt + a.suffix + a.teacher}[a.objective]
     report(a, a.batch * tokens, dt, params)
 
