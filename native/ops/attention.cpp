@@ -140,7 +140,7 @@ void attention_forward(float* out, const float* q, const AttentionRows& kv, bool
 // takes its query rows in blocks of kBlock; per block, with Qb / Gb the block's queries / output
 // gradients for the kv head's `group` query heads (m = row * group + head) and K, V the sequence's
 // keys up to the block's last row, five GEMMs on the worker's thread:
-//   S = Qb K^T, P = softmax(scale S) (causal),  dP = Gb V^T,  dS = P (dP - D),
+//   S = Qb K^T, P = softmax(scale S) (causal),  dP = Gb V^T,  dS = P (dP - D) with D = sum_c P dP a row,
 //   dQb = dS K,  dK += dS^T Qb,  dV += P^T Gb   (scale applied to dQb, dK).
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const int64_t* seq_start, const int32_t* pos, int64_t n, int64_t n_head,
@@ -171,7 +171,6 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     for (int i = 0; i < 13; ++i) ptr[i] = p, p += sizes[i];
     float *Qb = ptr[0], *Gb = ptr[1], *QbT = ptr[2], *GbT = ptr[3], *K = ptr[4], *V = ptr[5], *KT = ptr[6];
     float *S = ptr[7], *dP = ptr[8], *ST = ptr[9], *dQb = ptr[10], *dKb = ptr[11], *dVb = ptr[12];
-    std::vector<float> D;
     int64_t nk_done = 0;  // keys copied so far (K, V, KT grow with the blocks)
     std::fill(dKb, dKb + nk_max * hd, 0.0f);
     std::fill(dVb, dVb + nk_max * hd, 0.0f);
@@ -191,7 +190,6 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       }
       matmul(GgmlType::F32, K, nk, hd, Qb, m, S, nk, solo);
       matmul(GgmlType::F32, V, nk, hd, Gb, m, dP, nk, solo);
-      D.assign(static_cast<size_t>(m), 0.0f);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t t = ta + r / group;
         float* srow = S + r * nk;
