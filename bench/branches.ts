@@ -13,12 +13,12 @@
 // $LRO_SHARED/data/gsm8k/test.jsonl (default ../shared). `npm run bench:branches -- --json`.
 // Knobs: BENCH_QUESTIONS (3), BENCH_ANSWER_TOKENS (16), BENCH_THREADS (2), BENCH_MODELS
 // (demo,wide), BENCH_SEED_QUESTIONS (questions the slow seed method runs; 1).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { benchRoot, pythonHas, sharedDir } from './bench-paths.js';
 import { cacheDir, ensureDemoModel } from '../lib/engine/demo-model.js';
 import { exportHf } from '../lib/engine/convert.js';
 import { readPromptJsonl } from '../lib/capture/jsonl.js';
@@ -39,22 +39,6 @@ const seedQuestions = Number(process.env.BENCH_SEED_QUESTIONS ?? 1);
 const N = 6;
 const KINDS: AblationKind[] = ['zero', 'skip', 'noise'];
 const log = (s: string) => process.stderr.write(s + '\n');
-
-function projectRoot(): string {
-  // dist/bench/branches.js and bench/branches.ts sit at different depths below the project root.
-  const here = dirname(fileURLToPath(import.meta.url));
-  for (const up of ['../..', '..']) if (existsSync(join(resolve(here, up), 'package.json'))) return resolve(here, up);
-  return resolve('.');
-}
-
-function torchAvailable(): boolean {
-  if (process.env.BENCH_TORCH === '0') return false;
-  return spawnSync('python3', ['-c', 'import torch, transformers, safetensors'], { stdio: 'ignore' }).status === 0;
-}
-
-function sharedDir(): string {
-  return process.env.LRO_SHARED ? resolve(process.env.LRO_SHARED) : resolve(projectRoot(), '..', 'shared');
-}
 
 async function modelFiles(name: string): Promise<{ model: string; head: string; label: string }> {
   if (name === 'demo') {
@@ -204,7 +188,7 @@ function torchSeedMethod(model: Model, files: { model: string; head: string }, h
         lnEps: hs.layerNormEps,
       }),
     );
-    const out = execFileSync('python3', [join(projectRoot(), 'bench', 'branches_torch.py'), reqPath], {
+    const out = execFileSync('python3', [join(benchRoot, 'bench', 'branches_torch.py'), reqPath], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, HF_HUB_DISABLE_PROGRESS_BARS: '1', TRANSFORMERS_VERBOSITY: 'error' },
@@ -323,12 +307,12 @@ async function benchModel(name: string, questions: string[], withTorch: boolean)
 }
 
 async function main() {
-  const data = join(sharedDir(), 'data', 'gsm8k', 'test.jsonl');
+  const data = join(sharedDir, 'data', 'gsm8k', 'test.jsonl');
   if (!existsSync(data)) throw new Error(`GSM8K test set not found at ${data} (set LRO_SHARED to the shared data folder)`);
   const questions: string[] = [];
   for await (const r of readPromptJsonl(data, { limit: nQuestions })) questions.push(r.text!);
   log(`branches bench: ${questions.length} GSM8K questions, ${N} latents, ${variants().length} variants each, <= ${maxAnswer} answer tokens, threads ${threads}`);
-  const withTorch = torchAvailable();
+  const withTorch = pythonHas('torch, transformers, safetensors');
   if (!withTorch) log('PyTorch + transformers not found (pip install torch transformers safetensors): no torch seed-method line');
   const rows: Row[] = [];
   for (const m of models) {

@@ -8,8 +8,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { benchRoot, sharedDir } from './bench-paths.js';
 
 const args = process.argv.slice(2);
 const asJson = args.includes('--json');
@@ -17,11 +17,7 @@ const questions = Number(process.env.BENCH_QUESTIONS ?? 1000);
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const log = (s: string) => process.stderr.write(s + '\n');
 
-const here = dirname(fileURLToPath(import.meta.url));
-// dist/bench/memory.js and bench/memory.ts sit at different depths below the project root.
-const root = [resolve(here, '..'), resolve(here, '..', '..')].find((r) => existsSync(join(r, 'package.json')))!;
-const shared = process.env.LRO_SHARED ? resolve(process.env.LRO_SHARED) : resolve(root, '..', 'shared');
-const cli = join(root, 'dist', 'bin', 'lro-native.js');
+const cli = join(benchRoot, 'dist', 'bin', 'lro-native.js');
 
 interface Sample {
   ms: number;
@@ -86,7 +82,7 @@ function rssAt(samples: Sample[], fraction: number): number {
 
 async function main(): Promise<void> {
   if (!existsSync(cli)) throw new Error(`${cli} not found: run npm run build first`);
-  const data = join(shared, 'data', 'gsm8k', 'test.jsonl');
+  const data = join(sharedDir, 'data', 'gsm8k', 'test.jsonl');
   if (!existsSync(data)) throw new Error(`GSM8K test set not found at ${data} (set LRO_SHARED to the shared data folder)`);
   const tmp = mkdtempSync(join(tmpdir(), 'lro-memory-'));
   const common = ['--data', data, '--limit', String(questions), '--threads', String(threads)];

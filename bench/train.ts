@@ -11,12 +11,13 @@
 // Knobs: BENCH_THREADS (2), BENCH_STEPS (timed steps; 3), BENCH_CASES (all), BENCH_TORCH=0 (skip),
 // BENCH_RANK (64), BENCH_BATCH (4), BENCH_SEQ (64), BENCH_LOSS_TOKENS (16). `-- --json` for JSON.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { loadModel } from '../lib/engine/model.js';
 import { llama1bShapedModel, organismShapedModel, type BenchModel } from './bench-models.js';
+import { benchRoot, pythonHas, sharedDir } from './bench-paths.js';
 import { native, type NativeLatentExample, type NativeTrainExample } from '../lib/core/native.js';
 import { rng } from '../lib/core/random.js';
 
@@ -31,10 +32,6 @@ const seq = env('BENCH_SEQ', 64);
 const lossTokens = env('BENCH_LOSS_TOKENS', 16);
 const log = (s: string) => process.stderr.write(s + '\n');
 
-const here = dirname(fileURLToPath(import.meta.url));
-// dist/bench/train.js and bench/train.ts sit at different depths below the project root.
-const root = [resolve(here, '..'), resolve(here, '..', '..')].find((r) => existsSync(join(r, 'package.json')))!;
-const sharedDir = process.env.LRO_SHARED ? resolve(process.env.LRO_SHARED) : resolve(root, '..', 'shared');
 
 type Objective = 'oracle' | 'lm' | 'coconut' | 'codi';
 interface CaseSpec {
@@ -163,11 +160,6 @@ async function runCase(name: string): Promise<void> {
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
-function torchAvailable(): boolean {
-  if (process.env.BENCH_TORCH === '0') return false;
-  return spawnSync('python3', ['-c', 'import torch, peft'], { stdio: 'ignore' }).status === 0;
-}
-
 /** What train_torch.py builds for a case: the HF folder, its 1B shape, or the organism's shape as JSON. */
 async function torchModel(c: CaseSpec): Promise<string> {
   if (c.shape === 'tiny') return join(sharedDir, 'golden', 'hf', 'tiny-llama3');
@@ -181,7 +173,7 @@ async function torchModel(c: CaseSpec): Promise<string> {
 /** lossRowsOnly: the output head on the loss rows only, as the engine runs it; else HF's default loss (every row). */
 async function torchCase(c: CaseSpec, lossRowsOnly: boolean): Promise<Result | null> {
   if (!c.torch) return null;
-  const script = join(root, 'bench', 'train_torch.py');
+  const script = join(benchRoot, 'bench', 'train_torch.py');
   const common = ['--model', await torchModel(c), '--threads', String(threads), '--steps', String(steps), '--rank', String(rank), '--batch', String(c.batch)];
   let caseArgs: string[];
   if (c.objective === 'oracle') caseArgs = ['--seq', String(seq), '--loss-tokens', String(lossTokens), ...(lossRowsOnly ? ['--loss-rows-only'] : [])];
@@ -198,7 +190,7 @@ async function main(): Promise<void> {
   const at = args.indexOf('--case');
   if (at >= 0) return runCase(args[at + 1]);
   const wanted = process.env.BENCH_CASES ? process.env.BENCH_CASES.split(',') : CASES.map((c) => c.name);
-  const withTorch = torchAvailable();
+  const withTorch = pythonHas('torch, peft');
   log(`lro-native bench:train: threads ${threads}, kernels ${native().cpuFeatures()}; oracle steps: batch ${batch} x ${seq} tokens (${lossTokens} loss tokens each), LoRA r ${rank} on all 7 matrices; latent steps: ${JSON.stringify(LATENT)}${withTorch ? '' : '; PyTorch + PEFT not found (pip install torch transformers peft), no ratio'}`);
   const rows: { ours: Result; torch: Result | null; torchLossRows: Result | null; ratio: number | null; ratioLossRows: number | null }[] = [];
   for (const c of CASES.filter((x) => wanted.includes(x.name))) {

@@ -588,8 +588,6 @@ void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-}  // namespace
-
 void outer_f32(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in, int64_t o0, int64_t o1) {
   std::vector<float> part(static_cast<size_t>(n_in));
   for (int64_t o = o0; o < o1; ++o)
@@ -604,6 +602,8 @@ void outer_f32(float* dw, const float* dy, const float* x, int64_t n, int64_t n_
       for (int64_t i = 0; i < n_in; ++i) row[i] += part[i];
     }
 }
+
+}  // namespace
 
 const KernelTable kScalarKernels = {
     "scalar", mm_f32, mm_f16, mm_bf16, mm_q8_0, mm_q4_0, mm_q4_K, mm_q6_K, act_quant<32, 32>, act_quant<256, 16>, outer_f32,
@@ -692,16 +692,6 @@ std::string cpu_features() { return kernels().name; }
 // y [n_tok, ldy] (+)= x [n_tok, n_in] . W^T, W [n_out, n_in] in wtype. Integer weight types first
 // quantise x once (per token, in parallel when large) into the table's activation format; then each
 // thread computes a contiguous range of output rows for all tokens (the kernels tile and chunk).
-void weight_grad_f32(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in, ThreadPool& pool) {
-  if (n <= 0 || n_out <= 0 || n_in <= 0) return;
-  const qk::OuterFn fn = kernels().outer_f32;
-  // Groups of 6 rows: the SIMD kernels' row tile, so that a split never leaves a partial tile mid-range.
-  constexpr int64_t G = 6;
-  const int64_t groups = (n_out + G - 1) / G;
-  if (groups == 1 || pool.size() == 1 || n * n_out * n_in < (int64_t(1) << 16)) return fn(dw, dy, x, n, n_out, n_in, 0, n_out);
-  pool.parallel_for(groups, 1, [&](int, int64_t g0, int64_t g1) { fn(dw, dy, x, n, n_out, n_in, g0 * G, std::min(n_out, g1 * G)); });
-}
-
 void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const float* x, int64_t n_tok, float* y,
             int64_t ldy, ThreadPool& pool, bool accumulate) {
   if (n_out <= 0 || n_tok <= 0) return;
@@ -815,6 +805,17 @@ void matmul(GgmlType wtype, const void* w, int64_t n_out, int64_t n_in, const fl
     return;
   }
   pool.parallel_for(n_out, 8, [&](int, int64_t r0, int64_t r1) { fn(a, r0, r1); });
+}
+
+// The weight gradient: the table's kernel over groups of kOuterRows rows of dw (a split never leaves
+// a partial register tile mid-range).
+void weight_grad_f32(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in, ThreadPool& pool) {
+  if (n <= 0 || n_out <= 0 || n_in <= 0) return;
+  const qk::OuterFn fn = kernels().outer_f32;
+  constexpr int64_t G = qk::kOuterRows;
+  const int64_t groups = (n_out + G - 1) / G;
+  if (groups == 1 || pool.size() == 1 || n * n_out * n_in < (int64_t(1) << 16)) return fn(dw, dy, x, n, n_out, n_in, 0, n_out);
+  pool.parallel_for(groups, 1, [&](int, int64_t g0, int64_t g1) { fn(dw, dy, x, n, n_out, n_in, g0 * G, std::min(n_out, g1 * G)); });
 }
 
 std::vector<float> dequantize_rows(GgmlType type, const void* src, int64_t row_len, int64_t rows) {

@@ -1391,7 +1391,8 @@ __attribute__((always_inline)) inline void outer_tile(float* dw, const float* dy
 }
 
 void outer_f32(float* dw, const float* dy, const float* x, int64_t n, int64_t n_out, int64_t n_in, int64_t o0, int64_t o1) {
-  constexpr int R = 6;
+  constexpr int R = kOuterRows;
+  static_assert(R == 6, "the remainder switch below covers 1 to 5 rows");
   for (int64_t t0 = 0; t0 < n; t0 += kOuterTokens) {
     const int64_t t1 = std::min(n, t0 + kOuterTokens);
     for (int64_t i0 = 0; i0 < n_in; i0 += 32) {

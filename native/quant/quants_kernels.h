@@ -63,6 +63,9 @@ struct KernelTable {
 // Tokens per chunk of the weight-gradient kernels: a chunk's partial sums are added into dw in
 // token order, one chunk after another (the same chunks on every path).
 constexpr int64_t kOuterTokens = 128;
+// Rows of dw a SIMD weight-gradient kernel holds in registers at once; the driver splits rows among
+// threads in multiples of it.
+constexpr int kOuterRows = 6;
 
 // Token chunk so that one chunk of quantised activations (n_in bytes a token) stays in L2 while every
 // weight row of a thread's range streams past it. Shared by all paths (static: internal linkage
