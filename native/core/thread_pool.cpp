@@ -1,6 +1,7 @@
 #include "core/thread_pool.h"
 
 #include <chrono>
+#include <exception>
 #include <fstream>
 #include <set>
 #include <string>
@@ -31,6 +32,10 @@ int ThreadPool::physical_cores() {
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads > 0 ? n_threads : physical_cores()) {
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+  if (n_threads_ > 1) {
+    lead_ = std::thread([this] { lead(); });
+    lead_id_ = lead_.get_id();
+  }
 }
 
 ThreadPool::~ThreadPool() {
@@ -40,11 +45,21 @@ ThreadPool::~ThreadPool() {
   }
   cv_start_.notify_all();
   for (auto& t : workers_) t.join();
+  if (lead_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(lead_mu_);
+    }
+    lead_cv_.notify_all();  // stop_ is set; taking the lock first means the lead is asleep or sees it
+    lead_.join();
+  }
 }
 
 namespace {
 
 constexpr int64_t kSpinMicros = 200;
+// A caller handing an eval to the lead spins this long before sleeping: long enough for a small
+// model's eval to finish without a futex round trip, short enough not to hold a core through a long one.
+constexpr int64_t kCallerSpinMicros = 50;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -54,8 +69,8 @@ inline void cpu_relax() {
 
 // Spins until done() or kSpinMicros have passed; true if done.
 template <class Done>
-bool spin_until(Done done) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+bool spin_until(Done done, int64_t micros = kSpinMicros) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
   for (int i = 1;; ++i) {
     if (done()) return true;
     cpu_relax();
@@ -83,6 +98,57 @@ void ThreadPool::worker(int index) {
       cv_done_.notify_one();
     }
   }
+}
+
+void ThreadPool::lead() {
+  uint64_t seen = 0;
+  for (;;) {
+    auto posted = [&] { return stop_ || lead_posted_ != seen; };
+    if (!spin_until(posted, 0)) {
+      std::unique_lock<std::mutex> lock(lead_mu_);
+      lead_asleep_ = true;
+      lead_cv_.wait(lock, posted);
+      lead_asleep_ = false;
+    }
+    if (stop_) return;
+    seen = lead_posted_;
+    (*lead_job_.load())();  // run_on_lead's wrapper catches everything
+    lead_finished_ = seen;
+    if (lead_caller_asleep_) {
+      std::lock_guard<std::mutex> lock(lead_mu_);
+      lead_done_cv_.notify_one();
+    }
+  }
+}
+
+void ThreadPool::run_on_lead(const std::function<void()>& fn) {
+  if (!lead_.joinable() || std::this_thread::get_id() == lead_id_) {
+    fn();
+    return;
+  }
+  std::exception_ptr error;
+  const std::function<void()> job = [&] {
+    try {
+      fn();
+    } catch (...) {
+      error = std::current_exception();
+    }
+  };
+  lead_job_ = &job;
+  const uint64_t ticket = ++lead_posted_;
+  if (lead_asleep_) {
+    std::lock_guard<std::mutex> lock(lead_mu_);
+    lead_cv_.notify_one();
+  }
+  auto finished = [&] { return lead_finished_ == ticket; };
+  if (!spin_until(finished, kCallerSpinMicros)) {
+    std::unique_lock<std::mutex> lock(lead_mu_);
+    lead_caller_asleep_ = true;
+    lead_done_cv_.wait(lock, finished);
+    lead_caller_asleep_ = false;
+  }
+  lead_job_ = nullptr;
+  if (error) std::rethrow_exception(error);
 }
 
 void ThreadPool::run_on_all(const std::function<void(int, int)>& fn) {

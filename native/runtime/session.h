@@ -73,6 +73,7 @@ class Session {
     std::vector<int32_t> pos;                 // [cells]
     std::vector<std::vector<uint8_t>> k, v;   // per layer: [cells, n_head_kv * head_dim] f32 or f16
   };
+  EvalResult eval_here(const Batch& b, const std::atomic<bool>* cancel);
   SeqCache& seq_cache(int32_t seq);
   void append_kv(SeqCache& c, int layer, const float* k, const float* v);
   class CacheKv : public BlockKv {
@@ -95,6 +96,8 @@ class Session {
   std::shared_ptr<const LlamaModel> model_;
   SessionOptions opts_;
   ThreadPool pool_;
+  int64_t row_macs_ = 0;  // multiply-adds of the blocks' and the head's matrices for one row
+  static constexpr int64_t kLeadMinMacs = int64_t(1) << 26;
   // The forward's activations, kept between evals of up to kKeepTapeRows rows: allocating them
   // afresh zero-fills and page-faults tens of MB per prompt.
   static constexpr int64_t kKeepTapeRows = 1024;

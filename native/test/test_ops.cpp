@@ -7,6 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <set>
+#include <stdexcept>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -533,9 +536,42 @@ void test_sampling() {
   check(outside, 0, "sample_token: top_p keeps the smallest set of mass >= p");
 }
 
+// The pool itself: run_on_lead hands fn to another thread whose parallel_fors cover the range once,
+// rethrows fn's exception as thrown and stays usable; one thread runs fn on the caller.
+void test_thread_pool() {
+  for (int threads : {1, 3}) {
+    lro::ThreadPool pool(threads);
+    const std::thread::id caller = std::this_thread::get_id();
+    std::thread::id ran_on;
+    std::vector<int> hits(1000, 0);
+    std::vector<int> chunk_of(1000, -1);
+    pool.run_on_lead([&] {
+      ran_on = std::this_thread::get_id();
+      pool.parallel_for(1000, 7, [&](int ti, int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) ++hits[size_t(i)], chunk_of[size_t(i)] = ti;
+      });
+    });
+    const std::string tag = "thread pool (" + std::to_string(threads) + "): ";
+    check((ran_on == caller) == (threads == 1) ? 0 : 1, 0, tag + "run_on_lead runs on the lead thread iff threads > 1");
+    check(double(std::count(hits.begin(), hits.end(), 1) == 1000 ? 0 : 1), 0, tag + "parallel_for inside covers [0, n) once");
+    check(std::set<int>(chunk_of.begin(), chunk_of.end()).size() == size_t(threads) ? 0 : 1, 0, tag + "every thread took a chunk");
+    bool rethrown = false;
+    try {
+      pool.run_on_lead([] { throw std::invalid_argument("bad batch"); });
+    } catch (const std::invalid_argument& e) {
+      rethrown = std::string(e.what()) == "bad batch";
+    }
+    check(rethrown ? 0 : 1, 0, tag + "run_on_lead rethrows fn's exception");
+    int after = 0;
+    for (int k = 0; k < 50; ++k) pool.run_on_lead([&] { ++after; });
+    check(after == 50 ? 0 : 1, 0, tag + "usable after an exception, 50 calls in a row");
+  }
+}
+
 }  // namespace
 
 int main() {
+  test_thread_pool();
   for (int threads : {1, 3}) {
     std::printf("== %d thread(s)\n", threads);
     lro::ThreadPool pool(threads);
