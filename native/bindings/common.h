@@ -40,6 +40,24 @@ inline Napi::Float32Array to_f32(Napi::Env env, const float* p, size_t n) {
   return arr;
 }
 
+// Hands v's storage to JS without copying (freed when the array is collected): a decode token's
+// logits are 0.5 MB, and a fresh JS buffer for them costs a zeroed allocation and a copy per eval.
+// Where external buffers are not allowed (a sandboxed V8), copies.
+inline Napi::Float32Array to_f32(Napi::Env env, std::vector<float>&& v) {
+  if (v.empty()) return to_f32(env, nullptr, 0);
+  auto* owned = new std::vector<float>(std::move(v));
+  napi_value ab;
+  const napi_status st = napi_create_external_arraybuffer(
+      env, owned->data(), owned->size() * sizeof(float), [](napi_env, void*, void* hint) { delete static_cast<std::vector<float>*>(hint); },
+      owned, &ab);
+  if (st != napi_ok) {
+    auto copy = to_f32(env, owned->data(), owned->size());
+    delete owned;
+    return copy;
+  }
+  return Napi::Float32Array::New(env, owned->size(), Napi::ArrayBuffer(env, ab), 0);
+}
+
 inline GgmlType parse_type(const std::string& name) {
   for (uint32_t id = 0; id < 64; ++id) {
     const auto* tr = lro::ggml_type_traits(id);

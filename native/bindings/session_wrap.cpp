@@ -168,8 +168,8 @@ class EvalWorker : public Napi::AsyncWorker {
     Finish();
     Napi::Env env = Env();
     auto o = Napi::Object::New(env);
-    if (batch.want_logits) o.Set("logits", to_f32(env, result.logits.data(), result.logits.size()));
-    if (batch.want_final_norm) o.Set("finalNorm", to_f32(env, result.final_norm.data(), result.final_norm.size()));
+    if (batch.want_logits) o.Set("logits", to_f32(env, std::move(result.logits)));
+    if (batch.want_final_norm) o.Set("finalNorm", to_f32(env, std::move(result.final_norm)));
     auto caps = Napi::Object::New(env);
     for (size_t c = 0; c < captures.size(); ++c) caps.Set(captures[c].name, to_f32(env, captured[c].data(), captured[c].size()));
     o.Set("captures", caps);
