@@ -57,8 +57,8 @@ ThreadPool::~ThreadPool() {
 namespace {
 
 constexpr int64_t kSpinMicros = 200;
-// A caller handing an eval to the lead spins this long before sleeping: long enough for a small
-// model's eval to finish without a futex round trip, short enough not to hold a core through a long one.
+// A run_on_lead caller spins this long before sleeping: long enough for a short job to finish
+// without a futex round trip, short enough not to hold a core through a long one.
 constexpr int64_t kCallerSpinMicros = 50;
 
 inline void cpu_relax() {
