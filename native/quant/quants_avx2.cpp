@@ -1136,7 +1136,10 @@ void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kGemmMinTok) return q32_gemm<Qg::Q4_K>(a, r0, r1);
   run_q<Q4KK, PanelQ4K, 1, 3, 2>(a, r0, r1);
 }
-void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 2, 3, 2>(a, r0, r1); }
+// Decode one row at a time, as Q4_K: the row is then one stream prefetched kDecodeAhead on; tiles of
+// 2 rows ran decode-shaped Q6_K matmuls at 43-45 tok/s-equivalent on one Zen 5 core, single rows 56-60
+// (2 threads: 75-100 -> 100-129; alternating, same run).
+void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 1, 3, 2>(a, r0, r1); }
 
 // Weight gradient (quants_kernels.h OuterFn): tiles of R rows x 16 columns in 2R registers; per
 // token, two loads of x and R broadcasts of dy feed 2R FMAs; tokens in chunks of kOuterTokens.
