@@ -1118,7 +1118,13 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
 template <int WT>
 void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kGemmMinTok) return float_gemm<WT>(a, r0, r1);
-  run<FloatK<WT>, 8, 4, 3>(a, r0, r1);
+  // F16 decode in tiles of 4 rows: the decode matmuls of the 1B-shaped f16 file (1.0 GB a token)
+  // 21-25 -> 25-26 tok/s at 1 thread, 43-46 -> 45-48 at 2 (four alternating rounds, Zen 5); bf16
+  // showed no steady difference.
+  if (WT == 1)
+    run<FloatK<WT>, 4, 4, 3>(a, r0, r1);
+  else
+    run<FloatK<WT>, 8, 4, 3>(a, r0, r1);
 }
 void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
 void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<1>(a, r0, r1); }
