@@ -171,7 +171,7 @@ class EvalWorker : public Napi::AsyncWorker {
     if (batch.want_logits) o.Set("logits", to_f32(env, std::move(result.logits)));
     if (batch.want_final_norm) o.Set("finalNorm", to_f32(env, std::move(result.final_norm)));
     auto caps = Napi::Object::New(env);
-    for (size_t c = 0; c < captures.size(); ++c) caps.Set(captures[c].name, to_f32(env, captured[c].data(), captured[c].size()));
+    for (size_t c = 0; c < captures.size(); ++c) caps.Set(captures[c].name, to_f32(env, std::move(captured[c])));
     o.Set("captures", caps);
     deferred_.Resolve(o);
   }

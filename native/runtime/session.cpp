@@ -47,7 +47,7 @@ void Session::append_kv(SeqCache& c, int layer, const float* k, const float* v) 
 }
 
 EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
-  // Handing the eval to the pool's lead thread costs two thread wake-ups (~0.1 ms here): worth it
+  // Handing the eval to the pool's lead thread costs up to two thread wake-ups (~50 us here): worth it
   // from about a millisecond of work, not for a small model's token.
   if (b.n * row_macs_ < kLeadMinMacs) return eval_here(b, cancel);
   EvalResult result;
