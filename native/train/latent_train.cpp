@@ -786,6 +786,13 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
 
 std::vector<LatentLoss> LatentTrainer::accumulate(const std::vector<LatentExample>& mb, double weight,
                                                   std::vector<LatentTrace>* traces) {
+  std::vector<LatentLoss> losses;  // from step_here this runs inline: it is on the lead already
+  pool_.run_on_lead([&] { losses = accumulate_here(mb, weight, traces); });
+  return losses;
+}
+
+std::vector<LatentLoss> LatentTrainer::accumulate_here(const std::vector<LatentExample>& mb, double weight,
+                                                       std::vector<LatentTrace>* traces) {
   const auto& hp = model_->hparams();
   const bool codi = cfg_.objective == LatentObjective::CODI, lm = cfg_.objective == LatentObjective::LM;
   for (size_t e = 0; e < mb.size(); ++e) {
@@ -848,6 +855,13 @@ void LatentTrainer::zero_grad() { zero_gradients(spans_of(params_)); }
 double LatentTrainer::grad_norm() { return lro::grad_norm(spans_of(params_)); }
 
 LatentStepResult LatentTrainer::step(const std::vector<std::vector<LatentExample>>& micro_batches) {
+  // As Trainer::step: the step's parallel_fors run from the pool's lead thread.
+  LatentStepResult r;
+  pool_.run_on_lead([&] { r = step_here(micro_batches); });
+  return r;
+}
+
+LatentStepResult LatentTrainer::step_here(const std::vector<std::vector<LatentExample>>& micro_batches) {
   if (micro_batches.empty()) throw std::invalid_argument("step: no micro-batches");
   LatentStepResult r;
   zero_grad();

@@ -148,6 +148,9 @@ class LatentTrainer {
   void backward_chunk(Seq& s, const Ranges& ranges, std::vector<float>& dtop, const DistillGrads& distill);
   double ce_rows(Seq& s, const std::vector<int64_t>& rows, const std::vector<int32_t>& targets, double scale,
                  std::vector<float>* dtop);
+  LatentStepResult step_here(const std::vector<std::vector<LatentExample>>& micro_batches);
+  std::vector<LatentLoss> accumulate_here(const std::vector<LatentExample>& mb, double weight,
+                                          std::vector<LatentTrace>* traces);
   // Forward (and backward) of a micro-batch: teachers in one packed pass, students fed together.
   std::vector<LatentLoss> batch(const std::vector<LatentExample>& mb, double weight, bool backward,
                                 std::vector<LatentTrace>* traces);

@@ -323,7 +323,9 @@ double Trainer::accumulate(const std::vector<TrainExample>& mb, double weight, i
 }
 
 double Trainer::eval_loss(const std::vector<TrainExample>& examples, bool dropout) {
-  return accumulate_impl(examples, 0.0, dropout, nullptr, nullptr);
+  double loss = 0;
+  pool_.run_on_lead([&] { loss = accumulate_impl(examples, 0.0, dropout, nullptr, nullptr); });
+  return loss;
 }
 
 double Trainer::accumulate_impl(const std::vector<TrainExample>& mb, double weight, bool train, int64_t* tokens,
@@ -384,6 +386,14 @@ double Trainer::lr_at(int64_t s) const { return lro::lr_at(optim_, s); }
 void Trainer::adamw_update(double lr) { lro::adamw_update(spans(), optim_, lr, ++step_, pool_); }
 
 StepResult Trainer::step(const std::vector<std::vector<TrainExample>>& micro_batches) {
+  // A step runs hundreds of parallel_fors: from the pool's own lead thread, not the caller's (see
+  // ThreadPool::run_on_lead; the handoff's ~50 us is well under a step).
+  StepResult r;
+  pool_.run_on_lead([&] { r = step_here(micro_batches); });
+  return r;
+}
+
+StepResult Trainer::step_here(const std::vector<std::vector<TrainExample>>& micro_batches) {
   if (micro_batches.empty()) throw std::invalid_argument("step: no micro-batches");
   StepResult r;
   zero_grad();

@@ -137,6 +137,7 @@ class Trainer {
   // One packed pass over examples [e0, e1) of mb: forward, loss, and (if grad_scale != 0) backward.
   double run_pass(const std::vector<TrainExample>& mb, size_t e0, size_t e1, double grad_scale, bool backward, bool train);
   double accumulate_impl(const std::vector<TrainExample>& mb, double weight, bool train, int64_t* tokens, int64_t* loss_tokens);
+  StepResult step_here(const std::vector<std::vector<TrainExample>>& micro_batches);
   BlockWeights layer_weights(const Pass& p, int layer);
   BlockContext block_context();
   void layer_forward(Pass& p, int layer, const float* x_in, float* x_out, BlockTape& a);
