@@ -73,15 +73,6 @@ uint16_t fp32_to_fp16(float f) {
   return uint16_t(sign | h);
 }
 
-float bf16_to_fp32(uint16_t h) { return bits_f32(uint32_t(h) << 16); }
-
-uint16_t fp32_to_bf16(float f) {
-  const uint32_t u = f32_bits(f);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1)) >> 16;
-  // NaN: keep it, force quiet. A select, not a branch, so that loops over it vectorise.
-  return uint16_t((u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 64 : rounded);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Dequantisation (bit-exact with ggml's to_float: same operations in the same order)
 
