@@ -295,6 +295,13 @@ inline void q4k_scales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
   mn = uint64_t(lo_mn) | (uint64_t(hi_mn) << 32);
 }
 
+// kQ4kScaleSel[j]: a byte shuffle that puts byte j, zero-extended, in every int16 lane.
+alignas(32) constexpr int8_t kQ4kScaleSel[8][32] = {
+#define LRO_SEL(j) {j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1, j, -1}
+    LRO_SEL(0), LRO_SEL(1), LRO_SEL(2), LRO_SEL(3), LRO_SEL(4), LRO_SEL(5), LRO_SEL(6), LRO_SEL(7)
+#undef LRO_SEL
+};
+
 struct Q4KK {
   template <int R, int T>
   static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
@@ -316,17 +323,20 @@ struct Q4KK {
         for (int o = 0; o < int(sizeof(block_q4_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
       }
       uint64_t sc[R], mn[R];
+      __m256i scb[R];  // the 8 scale bytes, in every 8-byte group
       __m256i iacc[R][T];
       for (int i = 0; i < R; ++i) {
         q4k_scales(w[i][b].scales, sc[i], mn[i]);
+        scb[i] = _mm256_set1_epi64x(int64_t(sc[i]));
         for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
       }
       for (int c = 0; c < 4; ++c) {
         for (int i = 0; i < R; ++i) {
           const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i][b].qs + 32 * c));
           const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-          const __m256i slo = _mm256_set1_epi16(int16_t((sc[i] >> (16 * c)) & 0xFF));
-          const __m256i shi = _mm256_set1_epi16(int16_t((sc[i] >> (16 * c + 8)) & 0xFF));
+          // Scale 2c and 2c+1 as int16 lanes: one byte shuffle each against a constant.
+          const __m256i slo = _mm256_shuffle_epi8(scb[i], _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4kScaleSel[2 * c])));
+          const __m256i shi = _mm256_shuffle_epi8(scb[i], _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4kScaleSel[2 * c + 1])));
           for (int j = 0; j < T; ++j) {
             const int8_t* x = xq[j] + QK_K * b + 64 * c;
             const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
