@@ -322,12 +322,13 @@ struct Q4KK {
         const char* nxt = reinterpret_cast<const char*>(w[i] + b) + std::max<int64_t>(R * a.w_stride, kDecodeAhead);
         for (int o = 0; o < int(sizeof(block_q4_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
       }
-      uint64_t sc[R], mn[R];
+      uint64_t mn[R];
       __m256i scb[R];  // the 8 scale bytes, in every 8-byte group
       __m256i iacc[R][T];
       for (int i = 0; i < R; ++i) {
-        q4k_scales(w[i][b].scales, sc[i], mn[i]);
-        scb[i] = _mm256_set1_epi64x(int64_t(sc[i]));
+        uint64_t sc;
+        q4k_scales(w[i][b].scales, sc, mn[i]);
+        scb[i] = _mm256_set1_epi64x(int64_t(sc));
         for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
       }
       for (int c = 0; c < 4; ++c) {

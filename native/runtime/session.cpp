@@ -50,9 +50,7 @@ EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
   // Handing the eval to the pool's lead thread costs up to two thread wake-ups (~50 us here): worth it
   // from about a millisecond of work, not for a small model's token.
   if (b.n * row_macs_ < kLeadMinMacs) return eval_here(b, cancel);
-  EvalResult result;
-  pool_.run_on_lead([&] { result = eval_here(b, cancel); });
-  return result;
+  return pool_.call_on_lead([&] { return eval_here(b, cancel); });
 }
 
 EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel) {

@@ -565,6 +565,9 @@ void test_thread_pool() {
     int after = 0;
     for (int k = 0; k < 50; ++k) pool.run_on_lead([&] { ++after; });
     check(after == 50 ? 0 : 1, 0, tag + "usable after an exception, 50 calls in a row");
+    const auto got = pool.call_on_lead([&] { return std::make_pair(std::this_thread::get_id(), std::vector<int>{1, 2, 3}); });
+    check(got.first == ran_on && got.second == std::vector<int>{1, 2, 3} ? 0 : 1, 0,
+          tag + "call_on_lead returns what fn returned, computed where run_on_lead runs");
   }
 }
 

@@ -786,9 +786,8 @@ std::vector<LatentLoss> LatentTrainer::batch(const std::vector<LatentExample>& m
 
 std::vector<LatentLoss> LatentTrainer::accumulate(const std::vector<LatentExample>& mb, double weight,
                                                   std::vector<LatentTrace>* traces) {
-  std::vector<LatentLoss> losses;  // from step_here this runs inline: it is on the lead already
-  pool_.run_on_lead([&] { losses = accumulate_here(mb, weight, traces); });
-  return losses;
+  // From step_here this runs inline: that is on the lead already.
+  return pool_.call_on_lead([&] { return accumulate_here(mb, weight, traces); });
 }
 
 std::vector<LatentLoss> LatentTrainer::accumulate_here(const std::vector<LatentExample>& mb, double weight,
@@ -856,9 +855,7 @@ double LatentTrainer::grad_norm() { return lro::grad_norm(spans_of(params_)); }
 
 LatentStepResult LatentTrainer::step(const std::vector<std::vector<LatentExample>>& micro_batches) {
   // As Trainer::step: the step's parallel_fors run from the pool's lead thread.
-  LatentStepResult r;
-  pool_.run_on_lead([&] { r = step_here(micro_batches); });
-  return r;
+  return pool_.call_on_lead([&] { return step_here(micro_batches); });
 }
 
 LatentStepResult LatentTrainer::step_here(const std::vector<std::vector<LatentExample>>& micro_batches) {

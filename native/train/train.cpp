@@ -323,9 +323,7 @@ double Trainer::accumulate(const std::vector<TrainExample>& mb, double weight, i
 }
 
 double Trainer::eval_loss(const std::vector<TrainExample>& examples, bool dropout) {
-  double loss = 0;
-  pool_.run_on_lead([&] { loss = accumulate_impl(examples, 0.0, dropout, nullptr, nullptr); });
-  return loss;
+  return pool_.call_on_lead([&] { return accumulate_impl(examples, 0.0, dropout, nullptr, nullptr); });
 }
 
 double Trainer::accumulate_impl(const std::vector<TrainExample>& mb, double weight, bool train, int64_t* tokens,
@@ -388,9 +386,7 @@ void Trainer::adamw_update(double lr) { lro::adamw_update(spans(), optim_, lr, +
 StepResult Trainer::step(const std::vector<std::vector<TrainExample>>& micro_batches) {
   // A step runs hundreds of parallel_fors: from the pool's own lead thread, not the caller's (see
   // ThreadPool::run_on_lead; the handoff's ~50 us is well under a step).
-  StepResult r;
-  pool_.run_on_lead([&] { r = step_here(micro_batches); });
-  return r;
+  return pool_.call_on_lead([&] { return step_here(micro_batches); });
 }
 
 StepResult Trainer::step_here(const std::vector<std::vector<TrainExample>>& micro_batches) {
