@@ -1,4 +1,6 @@
 // KV-cache behaviour: batched sequences, forks, cancellation.
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { loadModel, type Model } from '../lib/index.js';
 import { fmt, maxAbsDiff } from './helpers/compare.js';
@@ -192,6 +194,27 @@ describe('KV cache', () => {
       await expect(s.eval({ tokens: [V + 5] })).rejects.toThrow(/vocabulary/);
       await expect(s.eval({ tokens: p75.slice(0, 20) })).rejects.toThrow(/n_ctx|context/);
       expect(s.posMax(0)).toBe(4);
+    } finally {
+      s.dispose();
+    }
+  });
+
+  test('result buffers are reused only once JS has collected them: a held result never changes, a reused one is exact', async () => {
+    // 40 rows of logits (320 KB) are large enough for the native buffer pool.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const s = model.createSession({ nCtx: 64 });
+    try {
+      const held = (await s.eval({ tokens: p40, outputRows: 'all' })).logits!;
+      const copy = Float32Array.from(held);
+      for (let i = 0; i < 12; i++) {
+        s.remove(0);
+        const r = (await s.eval({ tokens: p40, outputRows: 'all', capture: i % 2 ? ['resid_post.0'] : undefined })).logits!;
+        expect(maxAbsDiff(r, copy)).toBe(0);
+        gc();
+        await new Promise((resolve) => setImmediate(resolve));  // finalizers of the collected buffers
+      }
+      expect(maxAbsDiff(held, copy)).toBe(0);
     } finally {
       s.dispose();
     }

@@ -28,6 +28,7 @@
 #include "model/random_model.h"
 #include "runtime/session.h"
 #include "train/train.h"
+#include "bindings/float_buffer_pool.h"
 #include "bindings/guards.h"
 
 namespace lro_napi {
@@ -40,19 +41,21 @@ inline Napi::Float32Array to_f32(Napi::Env env, const float* p, size_t n) {
   return arr;
 }
 
-// Hands v's storage to JS without copying (freed when the array is collected): a decode token's
-// logits are 0.5 MB, and a fresh JS buffer for them costs a zeroed allocation and a copy per eval.
-// Where external buffers are not allowed (a sandboxed V8), copies.
+// Hands v's storage to JS without copying (back to FloatBufferPool when the array is collected): a
+// decode token's logits are 0.5 MB, and a fresh JS buffer for them costs a zeroed allocation and a
+// copy per eval. Where external buffers are not allowed (a sandboxed V8), copies.
+inline void give_to_pool(napi_env, void*, void* hint) {
+  auto* v = static_cast<std::vector<float>*>(hint);
+  FloatBufferPool::shared().give(std::move(*v));
+  delete v;
+}
 inline Napi::Float32Array to_f32(Napi::Env env, std::vector<float>&& v) {
   if (v.empty()) return to_f32(env, nullptr, 0);
   auto* owned = new std::vector<float>(std::move(v));
   napi_value ab;
-  const napi_status st = napi_create_external_arraybuffer(
-      env, owned->data(), owned->size() * sizeof(float), [](napi_env, void*, void* hint) { delete static_cast<std::vector<float>*>(hint); },
-      owned, &ab);
-  if (st != napi_ok) {
+  if (napi_create_external_arraybuffer(env, owned->data(), owned->size() * sizeof(float), give_to_pool, owned, &ab) != napi_ok) {
     auto copy = to_f32(env, owned->data(), owned->size());
-    delete owned;
+    give_to_pool(env, nullptr, owned);
     return copy;
   }
   return Napi::Float32Array::New(env, owned->size(), Napi::ArrayBuffer(env, ab), 0);

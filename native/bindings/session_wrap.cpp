@@ -126,7 +126,14 @@ class EvalWorker : public Napi::AsyncWorker {
       batch.pos = pos.data();
       batch.seq = seq.data();
       const auto& rows = batch.output_rows;
+      // Result buffers from the pool (see FloatBufferPool): a decode loop then reuses the pages of
+      // the results JS has collected instead of faulting in new ones every token.
+      auto& pool = FloatBufferPool::shared();
+      const auto& hp = owner_->session->model().hparams();
       captured.resize(captures.size());
+      for (auto& c : captured) c = pool.take(rows.size() * static_cast<size_t>(hp.n_embd));
+      lro::EvalResult storage;
+      if (batch.want_logits) storage.logits = pool.take(rows.size() * static_cast<size_t>(hp.n_vocab));
       if (!captures.empty() || !edits.empty()) {
         batch.hook = [this, &rows](lro::HookPoint p, int layer, float* x, int64_t n, int64_t d) {
           for (const auto& e : edits) {
@@ -152,7 +159,7 @@ class EvalWorker : public Napi::AsyncWorker {
           }
         };
       }
-      result = owner_->session->eval(batch, &owner_->cancel);
+      result = owner_->session->eval(batch, &owner_->cancel, std::move(storage));
     } catch (const lro::CancelledError&) {
       SetError("cancelled");
     } catch (const std::exception& e) {

@@ -46,14 +46,14 @@ void Session::append_kv(SeqCache& c, int layer, const float* k, const float* v) 
   put(c.v[static_cast<size_t>(layer)], v);
 }
 
-EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel) {
+EvalResult Session::eval(const Batch& b, const std::atomic<bool>* cancel, EvalResult storage) {
   // Handing the eval to the pool's lead thread costs up to two thread wake-ups (~50 us here): worth it
   // from about a millisecond of work, not for a small model's token.
-  if (b.n * row_macs_ < kLeadMinMacs) return eval_here(b, cancel);
-  return pool_.call_on_lead([&] { return eval_here(b, cancel); });
+  if (b.n * row_macs_ < kLeadMinMacs) return eval_here(b, cancel, storage);
+  return pool_.call_on_lead([&] { return eval_here(b, cancel, storage); });
 }
 
-EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel) {
+EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel, EvalResult& storage) {
   const auto& hp = model_->hparams();
   const int64_t n = b.n, d = hp.n_embd, hd = hp.head_dim;
   const int64_t kv_w = hp.n_head_kv * hd;
@@ -143,7 +143,9 @@ EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel) {
     if (n > kKeepTapeRows) tape_ = BlockTape();
     if (cancel && cancel->load()) throw CancelledError();
 
-    EvalResult res;
+    EvalResult res = std::move(storage);
+    res.logits.clear();
+    res.final_norm.clear();
     if (n_out > 0 && (b.want_logits || b.want_final_norm || b.hook)) {
       std::vector<float> sel(static_cast<size_t>(n_out * d)), fn(sel.size());
       for (int64_t i = 0; i < n_out; ++i)  // kept: x holds the output rows packed

@@ -53,7 +53,10 @@ class Session {
   // Runs the forward pass. Positions of one sequence must be strictly increasing and above every
   // position already cached for it. Throws std::invalid_argument on bad input, CancelledError when
   // *cancel becomes true (checked between layers; the batch's cache cells are then rolled back).
-  EvalResult eval(const Batch& batch, const std::atomic<bool>* cancel = nullptr);
+  // storage: vectors whose capacity the result takes over (say, those of an earlier result the
+  // caller is done with). A decode token's logits are 0.5 MB: in fresh memory they page-fault
+  // about 1.5 ms a token on a VM, which is 5-20% of a small model's token.
+  EvalResult eval(const Batch& batch, const std::atomic<bool>* cancel = nullptr, EvalResult storage = {});
 
   // Replaces dst's cache with the cells of src whose positions are in [p0, p1) (p1 < 0: no bound).
   void seq_copy(int32_t src, int32_t dst, int32_t p0, int32_t p1);
@@ -73,7 +76,7 @@ class Session {
     std::vector<int32_t> pos;                 // [cells]
     std::vector<std::vector<uint8_t>> k, v;   // per layer: [cells, n_head_kv * head_dim] f32 or f16
   };
-  EvalResult eval_here(const Batch& b, const std::atomic<bool>* cancel);
+  EvalResult eval_here(const Batch& b, const std::atomic<bool>* cancel, EvalResult& storage);
   SeqCache& seq_cache(int32_t seq);
   void append_kv(SeqCache& c, int layer, const float* k, const float* v);
   class CacheKv : public BlockKv {

@@ -87,6 +87,15 @@ int main(int argc, char** argv) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "f32 p40 output rows {last, 3, 17, 3} logits max|diff| %.3g (atol 1e-3)", dl);
     check(r.logits.size() == rows.size() * nv && dl <= 1e-3f, buf);
+    // Again on the first result's storage (a larger stale buffer): the result is written into it
+    // and is the same, bit for bit, with no stale row left over.
+    std::vector<float> first = r.logits;
+    lro::EvalResult storage;
+    storage.logits.assign(first.size() + nv, -1.0f);
+    const float* buffer = storage.logits.data();
+    s.seq_remove(0, -1, -1);
+    auto again = s.eval(gb.b, nullptr, std::move(storage));
+    check(again.logits.data() == buffer && again.logits == first, "eval into an earlier result's storage: same buffer, same logits");
   }
   {  // LoRA adapter applied unmerged at scale 1 (llama.cpp: W x + 2 * B (A x) for alpha 16, r 8)
     golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32.lora-r8.p40.safetensors");
