@@ -2,13 +2,14 @@
 // Llama-3.2-1B's layers (width 2048, ffn 8192, 32 heads / 8 kv heads, vocab 128256; 4 layers).
 // With LLAMA_BENCH=<path to llama-bench>, llama.cpp runs on the same files in the same run,
 // interleaved with ours (ours, llama.cpp, ours, llama.cpp, ...; BENCH_REPS each, default 5), and a
-// ratio line of the medians is printed per case. Noise: every sample records the load average
-// before it and its CPU time / wall time; a sample is flagged "disturbed" when its threads got less
-// than 75% of the CPU they asked for, or when it is more than 25% from its case's median, and the
-// ratio uses the undisturbed samples when at least 3 are left. Limits, measured here on the same
-// threads: memory bandwidth (a STREAM-style triad) for decode, and for prefill the peak of the dot
-// product the type's kernels use (f32 FMA; int8 dot for the integer types and bf16 dot for BF16
-// where the CPU has them; register-only loops); each case prints the fraction of its limit it reaches.
+// ratio line (the median of each repetition's ours / llama.cpp) is printed per case. Noise: every
+// sample records the load average before it and its CPU time / wall time; a sample is flagged
+// "disturbed" when its threads got less than 75% of the CPU they asked for, or when it is more than
+// 25% from its case's median, and the ratio uses the undisturbed pairs when at least 3 are left.
+// Limits, measured here on the same threads: memory bandwidth (a STREAM-style triad) for decode, and
+// for prefill the peak of the dot product the type's kernels use (f32 FMA; int8 dot for the integer
+// types and bf16 dot for BF16 where the CPU has them; register-only loops); each case prints the
+// fraction of its limit it reaches.
 //   BENCH_TYPES=f16,bf16,q8_0,q4_0,q4_K,q6_K  BENCH_THREADS=1,2  BENCH_REPS=5  `npm run bench [-- --json]`
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -48,7 +49,7 @@ interface Case {
   threads: number;
   ours: Side;
   llamaCpp?: Side;
-  /** Median over median, on the undisturbed samples when at least 3 of each are left. */
+  /** Median of the paired ratios (see pairedRatio). */
   ratio?: number;
   /** Decode: weight bytes streamed per second / triad bandwidth. Prefill: matmul FLOP/s / peak FMA FLOP/s. */
   limitFraction: number;
@@ -183,9 +184,16 @@ function side(raw: { tps: number; load1: number; cpuPerWall: number | null }[], 
   return { median: m, min: Math.min(...raw.map((s) => s.tps)), max: Math.max(...raw.map((s) => s.tps)), samples };
 }
 
-function calmMedian(s: Side): number {
-  const calm = s.samples.filter((x) => !x.disturbed);
-  return calm.length >= 3 ? median(calm.map((x) => x.tps)) : s.median;
+/**
+ * The median over repetitions of ours / llama.cpp, each sample against the one run right after it:
+ * the machine's bandwidth drifts over minutes here (a 2-thread read loop 34-55 GB/s), and a pair a
+ * few seconds apart sees the same state where the two medians may not. Pairs with a disturbed
+ * sample are left out when 3 or more others remain.
+ */
+function pairedRatio(ours: Side, llama: Side, pairs: { o: number; l: number }[]): number {
+  const ratios = (ps: typeof pairs) => ps.map((p) => ours.samples[p.o].tps / llama.samples[p.l].tps);
+  const calm = pairs.filter((p) => !ours.samples[p.o].disturbed && !llama.samples[p.l].disturbed);
+  return median(ratios(calm.length >= 3 ? calm : pairs));
 }
 
 /**
@@ -260,6 +268,8 @@ async function main() {
       const session = model.createSession({ nCtx: 1024, threads });
       const ourRaw: Record<Test, { tps: number; load1: number; cpuPerWall: number | null }[]> = { pp64: [], pp512: [], tg32: [] };
       const llamaRaw: Record<Test, { tps: number; load1: number; cpuPerWall: number | null }[]> = { pp64: [], pp512: [], tg32: [] };
+      // Per repetition, the indices of our sample and of the llama.cpp sample run right after it.
+      const pairs: Record<Test, { o: number; l: number }[]> = { pp64: [], pp512: [], tg32: [] };
       try {
         await oursOnce(session); // loads the pages and starts the pool
         for (let r = 0; r < reps; r++) {
@@ -268,7 +278,11 @@ async function main() {
           if (bin) {
             try {
               const l = await llamaOnce(bin, path, threads);
-              for (const t of TESTS) if (l[t]) llamaRaw[t].push(l[t]);
+              for (const t of TESTS) {
+                if (!l[t]) continue;
+                pairs[t].push({ o: ourRaw[t].length - 1, l: llamaRaw[t].length });
+                llamaRaw[t].push(l[t]);
+              }
             } catch (e) {
               log(`llama-bench failed on ${path}: ${(e as Error).message}`);
             }
@@ -290,7 +304,7 @@ async function main() {
         const c: Case = { type, test, threads, ours, limitFraction, peakRssMb: peakRss };
         if (llamaRaw[test].length) {
           c.llamaCpp = side(llamaRaw[test], threads, true);
-          c.ratio = calmMedian(ours) / calmMedian(c.llamaCpp);
+          c.ratio = pairedRatio(ours, c.llamaCpp, pairs[test]);
         }
         cases.push(c);
         if (!asJson) {
