@@ -219,4 +219,31 @@ describe('KV cache', () => {
       s.dispose();
     }
   });
+
+  test('recycle: the earlier output is emptied and its memory holds the new one, exactly; foreign arrays are left alone', async () => {
+    const s = model.createSession({ nCtx: 64 });
+    try {
+      const first = await s.eval({ tokens: p40, outputRows: 'all', capture: ['resid_post.0'] });
+      const logits = Float32Array.from(first.logits!);
+      const view = first.logits!.subarray(V, 2 * V);
+      const mine = new Float32Array(8).fill(3);
+      s.remove(0);
+      const second = await s.eval({ tokens: p40, outputRows: 'all', recycle: first });
+      expect(first.logits!.length).toBe(0); // detached, and every view with it
+      expect(view.length).toBe(0);
+      expect(first.captures['resid_post.0'].length).toBe(0);
+      expect(maxAbsDiff(second.logits!, logits)).toBe(0);
+      s.remove(0);
+      const third = await s.eval({ tokens: p40, outputRows: 'all', recycle: { rows: [], logits: mine, captures: {} } });
+      expect(Array.from(mine)).toEqual(new Array(8).fill(3));
+      expect(maxAbsDiff(third.logits!, logits)).toBe(0);
+      s.remove(0);
+      // An output recycled twice: the second time its (empty) arrays are skipped.
+      const fourth = await s.eval({ tokens: p40, outputRows: 'all', recycle: first });
+      expect(maxAbsDiff(fourth.logits!, logits)).toBe(0);
+      await expect(s.eval({ tokens: [1], recycle: { rows: [], captures: { x: [1, 2] as unknown as Float32Array } } })).resolves.toBeDefined();
+    } finally {
+      s.dispose();
+    }
+  });
 });

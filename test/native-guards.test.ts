@@ -57,6 +57,9 @@ describe('native entries refuse hostile arguments with an Error', () => {
       expect(() => s.eval({ tokens: new Float32Array([1]) as never, pos: new Int32Array([0]), seq: new Int32Array([0]), outputRows: new Int32Array([0]), logits: true } as never)).toThrow(
         'eval: tokens must be an Int32Array',
       );
+      const one = { tokens: new Int32Array([1]), pos: new Int32Array([0]), seq: new Int32Array([0]), outputRows: new Int32Array([0]), logits: true };
+      expect(() => s.eval({ ...one, recycle: new Float32Array(2) } as never)).toThrow('eval: recycle: expected an array of Float32Arrays');
+      expect(() => s.eval({ ...one, recycle: [new Float32Array(2), [1]] } as never)).toThrow('eval: recycle[1]: expected a Float32Array');
     } finally {
       s.dispose();
     }

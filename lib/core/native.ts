@@ -90,6 +90,8 @@ export interface NativeEvalRequest {
   /** Hook points: embed, resid_pre.L, attn_out.L, resid_mid.L, mlp_out.L, resid_post.L, final_norm */
   capture?: string[];
   edits?: NativeEdit[];
+  /** Arrays of earlier results to detach, their memory then holding this result's (others are left alone). */
+  recycle?: Float32Array[];
 }
 
 export interface NativeEvalResult {

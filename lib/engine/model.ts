@@ -88,7 +88,7 @@ export class Model {
         }
         tokens.push(id);
         onToken?.(id, i);
-        if (i + 1 < o.maxTokens) out = await session.eval({ tokens: [id], signal });
+        if (i + 1 < o.maxTokens) out = await session.eval({ tokens: [id], signal, recycle: out });
       }
     } finally {
       session.dispose();

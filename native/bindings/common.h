@@ -41,24 +41,44 @@ inline Napi::Float32Array to_f32(Napi::Env env, const float* p, size_t n) {
   return arr;
 }
 
-// Hands v's storage to JS without copying (back to FloatBufferPool when the array is collected): a
-// decode token's logits are 0.5 MB, and a fresh JS buffer for them costs a zeroed allocation and a
-// copy per eval. Where external buffers are not allowed (a sandboxed V8), copies.
-inline void give_to_pool(napi_env, void*, void* hint) {
-  auto* v = static_cast<std::vector<float>*>(hint);
-  FloatBufferPool::shared().give(std::move(*v));
-  delete v;
-}
+// Hands v's storage to JS without copying (lent by FloatBufferPool: back to it when the array is
+// collected, or when an eval recycles it): a decode token's logits are 0.5 MB, and a fresh JS buffer
+// for them costs a zeroed allocation and a copy per eval. Where external buffers are not allowed (a
+// sandboxed V8), copies.
 inline Napi::Float32Array to_f32(Napi::Env env, std::vector<float>&& v) {
   if (v.empty()) return to_f32(env, nullptr, 0);
   auto* owned = new std::vector<float>(std::move(v));
+  auto returned = [](napi_env, void*, void* hint) { FloatBufferPool::shared().returned(static_cast<std::vector<float>*>(hint)); };
   napi_value ab;
-  if (napi_create_external_arraybuffer(env, owned->data(), owned->size() * sizeof(float), give_to_pool, owned, &ab) != napi_ok) {
+  if (napi_create_external_arraybuffer(env, owned->data(), owned->size() * sizeof(float), returned, owned, &ab) != napi_ok) {
     auto copy = to_f32(env, owned->data(), owned->size());
-    give_to_pool(env, nullptr, owned);
+    FloatBufferPool::shared().returned(owned);
     return copy;
   }
+  FloatBufferPool::shared().lend(owned);
   return Napi::Float32Array::New(env, owned->size(), Napi::ArrayBuffer(env, ab), 0);
+}
+
+// Detaches each array of `arrays` that an eval returned (see to_f32) and puts its storage back in
+// the pool, so that the next result reuses those pages; every view of its buffer then reads as
+// empty. Other arrays are left alone. who names the argument in errors.
+inline void recycle_arrays(Napi::Env env, const Napi::Value& arrays, const std::string& who) {
+  if (arrays.IsUndefined() || arrays.IsNull()) return;
+  if (!arrays.IsArray()) throw Napi::TypeError::New(env, who + ": expected an array of Float32Arrays");
+  auto a = arrays.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Napi::TypeError::New(env, who + "[" + std::to_string(i) + "]: expected a Float32Array");
+    Napi::ArrayBuffer ab = v.As<Napi::TypedArray>().ArrayBuffer();
+    const void* data = ab.Data();
+    const size_t bytes = ab.ByteLength();
+    bool detached = false;
+    if (!data || napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok || detached) continue;
+    if (!FloatBufferPool::shared().is_lent(data, bytes)) continue;
+    if (napi_detach_arraybuffer(env, ab) != napi_ok) continue;
+    FloatBufferPool::shared().reclaim(data, bytes);  // unless the detach already ran its finalizer
+  }
 }
 
 inline GgmlType parse_type(const std::string& name) {

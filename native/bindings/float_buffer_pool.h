@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <mutex>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -44,22 +45,58 @@ class FloatBufferPool {
 
   // Keeps v's storage for a later take() while the pool holds under kMaxBytes; frees it otherwise.
   void give(std::vector<float>&& v) {
-    const size_t bytes = v.capacity() * sizeof(float);
-    if (bytes < kMinBytes) return;
     std::lock_guard<std::mutex> lock(mu_);
-    if (held_bytes_ + bytes > kMaxBytes) return;
-    held_bytes_ += bytes;
-    free_.push_back(std::move(v));
+    keep(std::move(v));
+  }
+
+  // JS holds an array over *v's storage (freed by `returned`); `reclaim` may take it back before.
+  void lend(std::vector<float>* v) {
+    std::lock_guard<std::mutex> lock(mu_);
+    lent_[v->data()] = v;
+  }
+  // The finalizer of a lent array: its storage, unless reclaimed, goes back to the pool.
+  void returned(std::vector<float>* v) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = lent_.find(v->data());
+      if (it != lent_.end() && it->second == v) lent_.erase(it);
+      keep(std::move(*v));
+    }
+    delete v;
+  }
+  bool is_lent(const void* data, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = lent_.find(data);
+    return it != lent_.end() && it->second->size() * sizeof(float) == bytes;
+  }
+  // Takes back the storage at `data` (bytes long) once JS can no longer reach it (its array buffer
+  // detached); false if it is not a lent buffer of that size.
+  bool reclaim(const void* data, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = lent_.find(data);
+    if (it == lent_.end() || it->second->size() * sizeof(float) != bytes) return false;
+    keep(std::move(*it->second));  // leaves the vector empty for its finalizer
+    it->second->clear();
+    it->second->shrink_to_fit();
+    lent_.erase(it);
+    return true;
   }
 
  private:
   FloatBufferPool() = default;
+  void keep(std::vector<float>&& v) {  // with mu_ held
+    const size_t bytes = v.capacity() * sizeof(float);
+    if (bytes < kMinBytes || held_bytes_ + bytes > kMaxBytes) return;
+    held_bytes_ += bytes;
+    free_.push_back(std::move(v));
+  }
   // Smaller buffers stay in the C allocator's own free lists; the cap bounds what idle memory is kept
   // (a 1B model's 128k-vocabulary logits: 128 tokens' worth, about what JS frees per collection).
   static constexpr size_t kMinBytes = 64 * 1024;
   static constexpr size_t kMaxBytes = size_t(64) << 20;
   std::mutex mu_;
   std::vector<std::vector<float>> free_;
+  std::unordered_map<const void*, std::vector<float>*> lent_;  // by data pointer
   size_t held_bytes_ = 0;
 };
 

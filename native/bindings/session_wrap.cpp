@@ -201,7 +201,7 @@ class EvalWorker : public Napi::AsyncWorker {
 
 
 // eval({tokens?: Int32Array, embeddings?: Float32Array, pos: Int32Array, seq: Int32Array,
-//       outputRows: Int32Array, logits: boolean, finalNorm: boolean, capture: string[],
+//       outputRows: Int32Array, logits: boolean, finalNorm: boolean, capture: string[], recycle?: Float32Array[],
 //       edits: {point, row, mode: add|replace|noise|inject, vector?, scale?, seed?}[]})
 Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -270,6 +270,7 @@ Napi::Value SessionWrap::Eval(const Napi::CallbackInfo& info) {
         w->edits.push_back(std::move(e));
       }
     }
+    recycle_arrays(env, req.Get("recycle"), "eval: recycle");  // last: a refused eval detaches nothing
   } catch (const std::exception& e) {
     delete w;
     throw Napi::Error::New(env, e.what());
