@@ -330,7 +330,7 @@ export class OracleRunner {
         });
         active = next;
         if (active.length === 0) break;
-        r = await session.eval({ tokens: active.map((i) => generated[i][generated[i].length - 1]), seqIds: active, outputRows: 'last', signal });
+        r = await session.eval({ tokens: active.map((i) => generated[i][generated[i].length - 1]), seqIds: active, outputRows: 'last', signal, recycle: r });
       }
       return queries.map((_, i) => ({
         text: this.model.detokenize(generated[i]),
