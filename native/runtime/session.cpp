@@ -23,9 +23,20 @@ Session::SeqCache& Session::seq_cache(int32_t seq) {
   auto it = seqs_.find(seq);
   if (it != seqs_.end()) return it->second;
   SeqCache& c = seqs_[seq];
+  c = std::move(spare_);
+  spare_ = SeqCache();
   c.k.resize(static_cast<size_t>(model_->hparams().n_layer));
   c.v.resize(static_cast<size_t>(model_->hparams().n_layer));
   return c;
+}
+
+void Session::erase_seq(std::map<int32_t, SeqCache>::iterator it) {
+  SeqCache& c = it->second;
+  c.pos.clear();
+  for (auto& k : c.k) k.clear();
+  for (auto& v : c.v) v.clear();
+  spare_ = std::move(c);
+  seqs_.erase(it);
 }
 
 void Session::append_kv(SeqCache& c, int layer, const float* k, const float* v) {
@@ -92,7 +103,7 @@ EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel, E
       auto it = seqs_.find(kv.first);
       if (it == seqs_.end()) continue;
       if (kv.second == 0) {
-        seqs_.erase(it);
+        erase_seq(it);
         continue;
       }
       SeqCache& c = it->second;
@@ -104,7 +115,8 @@ EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel, E
   };
 
   try {
-    std::vector<float> x(static_cast<size_t>(n * d));
+    std::vector<float>& x = x_;
+    x.resize(static_cast<size_t>(n * d));
     if (b.tokens) {
       embedding_forward(x.data(), b.tokens, n, model_->tok_embd().type, model_->tok_embd().data, d);
     } else {
@@ -140,7 +152,7 @@ EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel, E
       }
       block_forward(ctx, static_cast<int>(l), w, run, x.data(), x.data(), tape, kv);
     }
-    if (n > kKeepTapeRows) tape_ = BlockTape();
+    if (n > kKeepTapeRows) tape_ = BlockTape(), x_ = std::vector<float>();
     if (cancel && cancel->load()) throw CancelledError();
 
     EvalResult res = std::move(storage);
@@ -222,7 +234,7 @@ AttentionRows Session::CacheKv::attend(int layer, const float* k, const float* v
 void Session::seq_copy(int32_t src, int32_t dst, int32_t p0, int32_t p1) {
   auto it = seqs_.find(src);
   if (src == dst) throw std::invalid_argument("seq_copy: source and destination are both " + std::to_string(src));
-  seqs_.erase(dst);
+  if (auto old = seqs_.find(dst); old != seqs_.end()) erase_seq(old);
   if (it == seqs_.end()) return;
   const SeqCache& s = it->second;
   SeqCache& c = seq_cache(dst);
@@ -242,7 +254,7 @@ void Session::seq_remove(int32_t seq, int32_t p0, int32_t p1) {
   auto it = seqs_.find(seq);
   if (it == seqs_.end()) return;
   if (p0 <= 0 && p1 < 0) {
-    seqs_.erase(it);
+    erase_seq(it);
     return;
   }
   SeqCache& c = it->second;

@@ -78,6 +78,7 @@ class Session {
   };
   EvalResult eval_here(const Batch& b, const std::atomic<bool>* cancel, EvalResult& storage);
   SeqCache& seq_cache(int32_t seq);
+  void erase_seq(std::map<int32_t, SeqCache>::iterator it);  // keeps its emptied cache as spare_
   void append_kv(SeqCache& c, int layer, const float* k, const float* v);
   class CacheKv : public BlockKv {
    public:
@@ -105,7 +106,12 @@ class Session {
   // afresh zero-fills and page-faults tens of MB per prompt.
   static constexpr int64_t kKeepTapeRows = 1024;
   BlockTape tape_;
+  std::vector<float> x_;  // the residual stream [rows, n_embd], kept as the tape is
   std::map<int32_t, SeqCache> seqs_;
+  // The emptied cache of the last sequence removed whole, whose capacity the next new sequence
+  // takes: a prompt's keys and values refilled into fresh memory page-faulted ~1 MB an eval (64
+  // tokens of the 1B-shaped bench model), and a bench or a sweep removes and refills all the time.
+  SeqCache spare_;
   std::vector<std::pair<std::shared_ptr<const LoraAdapter>, float>> adapters_;
 };
 

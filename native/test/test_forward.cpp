@@ -96,6 +96,8 @@ int main(int argc, char** argv) {
     s.seq_remove(0, -1, -1);
     auto again = s.eval(gb.b, nullptr, std::move(storage));
     check(again.logits.data() == buffer && again.logits == first, "eval into an earlier result's storage: same buffer, same logits");
+    // The removed sequence's emptied cache was reused for the new one: it holds this batch's cells only.
+    check(s.seq_cells(0) == gb.b.n && s.seq_pos_max(0) == gb.b.pos[gb.b.n - 1], "a sequence refilled after removal holds only its new cells");
   }
   {  // LoRA adapter applied unmerged at scale 1 (llama.cpp: W x + 2 * B (A x) for alpha 16, r 8)
     golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32.lora-r8.p40.safetensors");
