@@ -152,7 +152,7 @@ EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel, E
       }
       block_forward(ctx, static_cast<int>(l), w, run, x.data(), x.data(), tape, kv);
     }
-    if (n > kKeepTapeRows) tape_ = BlockTape(), x_ = std::vector<float>();
+    if (n > kKeepTapeRows) tape_ = BlockTape();
     if (cancel && cancel->load()) throw CancelledError();
 
     EvalResult res = std::move(storage);
@@ -170,6 +170,7 @@ EvalResult Session::eval_here(const Batch& b, const std::atomic<bool>* cancel, E
       }
       if (b.want_final_norm) res.final_norm = std::move(fn);
     }
+    if (n > kKeepTapeRows) x_ = std::vector<float>();  // after the output rows were read from it
     return res;
   } catch (...) {
     rollback();

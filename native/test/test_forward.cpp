@@ -99,6 +99,27 @@ int main(int argc, char** argv) {
     // The removed sequence's emptied cache was reused for the new one: it holds this batch's cells only.
     check(s.seq_cells(0) == gb.b.n && s.seq_pos_max(0) == gb.b.pos[gb.b.n - 1], "a sequence refilled after removal holds only its new cells");
   }
+  {  // A batch longer than the kept activations (kKeepTapeRows): its buffers are released after the
+    // output row is read, and the next long batch gives the same logits.
+    const int64_t n = 1100;
+    lro::SessionOptions o = two_threads();
+    o.n_ctx = 2048;
+    lro::Session s(model, o);
+    std::vector<int32_t> toks(n), pos(n), seq(n, 0);
+    for (int64_t i = 0; i < n; ++i) toks[i] = static_cast<int32_t>((i * 37) % hp.n_vocab), pos[i] = static_cast<int32_t>(i);
+    lro::Batch b;
+    b.n = n;
+    b.tokens = toks.data();
+    b.pos = pos.data();
+    b.seq = seq.data();
+    b.output_rows = {n - 1};
+    auto first = s.eval(b);
+    s.seq_remove(0, -1, -1);
+    auto again = s.eval(b);
+    bool finite = !first.logits.empty();
+    for (float v : first.logits) finite = finite && std::isfinite(v);
+    check(finite && again.logits == first.logits, "a 1100-row batch twice: finite logits, the same both times");
+  }
   {  // LoRA adapter applied unmerged at scale 1 (llama.cpp: W x + 2 * B (A x) for alpha 16, r 8)
     golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32.lora-r8.p40.safetensors");
     auto ad = lro::LoraAdapter::load(shared + "/golden/gguf/tiny-l3.lora-r8.f32.gguf", *model);
