@@ -44,12 +44,6 @@ class FloatBufferPool {
     return v;
   }
 
-  // Keeps v's storage for a later take() while the pool holds under kMaxBytes; frees it otherwise.
-  void give(std::vector<float>&& v) {
-    std::lock_guard<std::mutex> lock(mu_);
-    keep(std::move(v));
-  }
-
   // JS holds an array over *v's storage (freed by `returned`); `reclaim` may take it back before.
   void lend(std::vector<float>* v) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -85,7 +79,9 @@ class FloatBufferPool {
 
  private:
   FloatBufferPool() = default;
-  void keep(std::vector<float>&& v) {  // with mu_ held
+  // Keeps v's storage for a later take() while the pool holds under kMaxBytes; frees it otherwise.
+  // With mu_ held.
+  void keep(std::vector<float>&& v) {
     const size_t bytes = v.capacity() * sizeof(float);
     if (bytes < kMinBytes || held_bytes_ + bytes > kMaxBytes) return;
     held_bytes_ += bytes;
