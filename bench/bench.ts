@@ -266,6 +266,7 @@ async function main() {
     for (const threads of threadList) {
       resetPeakRss();
       const model = await loadModel(path);
+      if (threads === threadList[0]) log(`${type}: weights ${model.info.weightMemory === 'copy' ? 'copied into huge pages' : 'mapped'} (LRO_WEIGHT_MEMORY)`);
       const session = model.createSession({ nCtx: 1024, threads });
       const ourRaw: Record<Test, { tps: number; load1: number; cpuPerWall: number | null }[]> = { pp64: [], pp512: [], tg32: [] };
       const llamaRaw: Record<Test, { tps: number; load1: number; cpuPerWall: number | null }[]> = { pp64: [], pp512: [], tg32: [] };

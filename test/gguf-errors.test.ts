@@ -154,3 +154,54 @@ describe('malformed GGUF files', () => {
     expect(loaded + rejected).toBe(60);
   });
 });
+
+// LRO_WEIGHT_MEMORY picks how a file's bytes are held (see GgufMemory in native/core/gguf.h). The
+// native side reads the real environment: this file runs in its own process (vitest forks).
+describe('weight memory (LRO_WEIGHT_MEMORY)', () => {
+  async function withWeightMemory<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {
+    const before = process.env.LRO_WEIGHT_MEMORY;
+    if (value === undefined) delete process.env.LRO_WEIGHT_MEMORY;
+    else process.env.LRO_WEIGHT_MEMORY = value;
+    try {
+      return await fn();
+    } finally {
+      if (before === undefined) delete process.env.LRO_WEIGHT_MEMORY;
+      else process.env.LRO_WEIGHT_MEMORY = before;
+    }
+  }
+  async function lastLogits(value: string | undefined): Promise<{ memory: string; logits: Float32Array }> {
+    return withWeightMemory(value, async () => {
+      const m = await loadModel(modelPath('f16'));
+      try {
+        const s = m.createSession({ threads: 1 });
+        const out = await s.eval({ tokens: [1, 450, 1996, 1354], outputRows: 'last' });
+        return { memory: m.info.weightMemory, logits: Float32Array.from(out.logits!) };
+      } finally {
+        m.dispose();
+      }
+    });
+  }
+
+  test('a small file is mapped by default; copy and mapped hold it as asked, with the same logits', async () => {
+    const auto = await lastLogits(undefined);
+    const copy = await lastLogits('copy');
+    const mapped = await lastLogits('mapped');
+    expect([auto.memory, copy.memory, mapped.memory]).toEqual(['mapped', 'copy', 'mapped']);
+    expect(copy.logits.length).toBeGreaterThan(1000);
+    expect(copy.logits).toEqual(mapped.logits);
+    expect(auto.logits).toEqual(mapped.logits);
+  });
+
+  test('an unknown value is refused, naming the variable and the choices', async () => {
+    const e = await withWeightMemory('hugepages', () => rejection(modelPath('f32')));
+    expect(e.message).toMatch(/LRO_WEIGHT_MEMORY.*auto, mapped or copy.*"hugepages"/);
+  });
+
+  test('malformed files are refused the same way when copied', async () => {
+    const truncated = file('copy-truncated.gguf', readFileSync(modelPath('f32')).subarray(0, 1 << 20));
+    const past = file('copy-past-end.gguf', buildGguf({ tensors: [f32Tensor()], dataBytes: 100 }));
+    const [a, b] = await withWeightMemory('copy', async () => [await rejection(truncated), await rejection(past)]);
+    expect(a.message).toMatch(/truncated|beyond the end/);
+    expect(b.message).toMatch(/beyond the end|truncated/);
+  });
+});

@@ -29,6 +29,8 @@ export interface NativeModelInfo {
   path: string;
   ggufVersion: number;
   fileSize: number;
+  /** How the file's bytes are held: 'mapped' (shared page cache) or 'copy' (private, huge pages; see LRO_WEIGHT_MEMORY). */
+  weightMemory: 'mapped' | 'copy';
   architecture: string;
   name: string;
   vocabOnly: boolean;

@@ -27,6 +27,7 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   o.Set("path", m.file().path());
   o.Set("ggufVersion", m.file().version());
   o.Set("fileSize", static_cast<double>(m.file().file_size()));
+  o.Set("weightMemory", lro::gguf_memory_name(m.file().memory()));
   o.Set("architecture", hp.arch);
   o.Set("name", m.file().get_string("general.name", ""));
   o.Set("vocabOnly", m.vocab_only());

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <fstream>
@@ -167,6 +168,81 @@ const std::vector<GgufValue>& GgufValue::as_array(const std::string& key) const 
   return arr;
 }
 
+const char* gguf_memory_name(GgufMemory m) {
+  switch (m) {
+    case GgufMemory::Mapped: return "mapped";
+    case GgufMemory::Copy: return "copy";
+    case GgufMemory::Borrowed: return "borrowed";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr size_t kHugePage = size_t(2) << 20;
+
+// Transparent huge pages for madvised memory: the kernel's mode is [always] or [madvise].
+bool huge_pages_offered() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode;
+  std::getline(in, mode);
+  return mode.find("[always]") != std::string::npos || mode.find("[madvise]") != std::string::npos;
+}
+
+// MemAvailable in bytes, or 0 if unknown.
+size_t memory_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  while (in >> key >> kb) {
+    if (key == "MemAvailable:") return kb * 1024;
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
+
+bool want_copy(size_t size) {
+  const char* env = std::getenv("LRO_WEIGHT_MEMORY");
+  const std::string mode = env ? env : "auto";
+  if (mode == "mapped") return false;
+  if (mode == "copy") return true;
+  if (mode != "auto")
+    throw GgufError("LRO_WEIGHT_MEMORY: expected auto, mapped or copy, found \"" + mode + "\" (unset it for auto)");
+  return size >= GgufFile::kCopyMinBytes && huge_pages_offered() && size <= memory_available() / 2;
+}
+
+// The file's bytes in a private anonymous mapping, its start on a huge-page boundary and advised
+// for huge pages, then made read-only. Returns the mapping (to unmap: *mapping, *mapping_size) or
+// nullptr if no memory could be had (the caller maps the file instead); throws on a read error.
+const uint8_t* copy_file(int fd, size_t size, const std::string& path, void** mapping, size_t* mapping_size) {
+  const size_t span = size + kHugePage;
+  void* m = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  uint8_t* start = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m) + kHugePage - 1) & ~(uintptr_t(kHugePage) - 1));
+#if defined(MADV_HUGEPAGE)
+  madvise(start, (size + kHugePage - 1) & ~(kHugePage - 1), MADV_HUGEPAGE);  // advice: failure only costs speed
+#endif
+#if defined(POSIX_FADV_SEQUENTIAL)
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+  for (size_t done = 0; done < size;) {
+    const ssize_t r = pread(fd, start + done, std::min<size_t>(size - done, size_t(64) << 20), static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      const std::string why = r < 0 ? std::strerror(errno) : "the file ended early (was it truncated while loading?)";
+      munmap(m, span);
+      throw GgufError(path + ": read failed at byte " + std::to_string(done) + " of " + std::to_string(size) + ": " + why);
+    }
+    done += static_cast<size_t>(r);
+  }
+  mprotect(start, size, PROT_READ);  // read-only like the mapping: a stray write faults, never edits weights
+  *mapping = m;
+  *mapping_size = span;
+  return start;
+}
+
+}  // namespace
+
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw GgufError(path + ": cannot open: " + std::strerror(errno));
@@ -180,22 +256,31 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
     ::close(fd);
     throw GgufError(path + ": not a regular file");
   }
-  size_t size = static_cast<size_t>(st.st_size);
-  void* map = nullptr;
-  if (size > 0) {
-    map = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  std::unique_ptr<GgufFile> f(new GgufFile());
+  f->path_ = path;
+  f->size_ = static_cast<size_t>(st.st_size);
+  f->memory_ = GgufMemory::Mapped;
+  try {
+    if (f->size_ > 0 && want_copy(f->size_)) {
+      f->base_ = copy_file(fd, f->size_, path, &f->mapping_, &f->mapping_size_);
+      if (f->base_) f->memory_ = GgufMemory::Copy;
+    }
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (f->size_ > 0 && !f->base_) {
+    void* map = mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) {
       int e = errno;
       ::close(fd);
       throw GgufError(path + ": cannot map: " + std::strerror(e));
     }
+    f->base_ = static_cast<const uint8_t*>(map);
+    f->mapping_ = map;
+    f->mapping_size_ = f->size_;
   }
   ::close(fd);
-  std::unique_ptr<GgufFile> f(new GgufFile());
-  f->path_ = path;
-  f->base_ = static_cast<const uint8_t*>(map);
-  f->size_ = size;
-  f->owns_mapping_ = size > 0;
   f->parse();  // on throw, the destructor unmaps
   return f;
 }
@@ -210,7 +295,7 @@ std::unique_ptr<GgufFile> GgufFile::from_memory(const uint8_t* data, size_t size
 }
 
 GgufFile::~GgufFile() {
-  if (owns_mapping_ && base_) munmap(const_cast<uint8_t*>(base_), size_);
+  if (mapping_) munmap(mapping_, mapping_size_);
 }
 
 void GgufFile::parse() {

@@ -2,6 +2,7 @@
 // Usage: test_forward [shared_dir]   (default ../shared or $LRO_SHARED)
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,35 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf, "f32 %s resid_post.%lld max|diff| %.3g (atol 1e-3)", p, static_cast<long long>(l), dr);
       check(dr <= 1e-3f, buf);
     }
+  }
+  {  // The file's bytes held as a private huge-page copy (LRO_WEIGHT_MEMORY=copy) rather than mapped:
+    // the same golden logits, bit for bit the mapped model's; a bad value is refused, naming it.
+    golden::SafetensorsFile g(shared + "/golden/llamacpp/tiny-l3.f32.p12.safetensors");
+    const std::string path = shared + "/golden/gguf/tiny-l3.f32.gguf";
+    setenv("LRO_WEIGHT_MEMORY", "copy", 1);
+    auto copied = lro::LlamaModel::load(path);
+    setenv("LRO_WEIGHT_MEMORY", "mapped", 1);
+    auto mapped = lro::LlamaModel::load(path);
+    setenv("LRO_WEIGHT_MEMORY", "huge", 1);
+    std::string refused;
+    try {
+      lro::LlamaModel::load(path);
+    } catch (const lro::GgufError& e) {
+      refused = e.what();
+    }
+    unsetenv("LRO_WEIGHT_MEMORY");
+    check(copied->file().memory() == lro::GgufMemory::Copy && mapped->file().memory() == lro::GgufMemory::Mapped,
+          "LRO_WEIGHT_MEMORY=copy / mapped: the file is held as asked");
+    check(refused.find("LRO_WEIGHT_MEMORY") != std::string::npos && refused.find("\"huge\"") != std::string::npos,
+          "LRO_WEIGHT_MEMORY=huge is refused, naming the variable and the value: " + refused);
+    GoldenBatch gb(g);
+    lro::Session sc(copied, two_threads()), sm(mapped, two_threads());
+    auto rc = sc.eval(gb.b), rm = sm.eval(gb.b);
+    auto gl = g.at("logits").f32();
+    float dl = golden::max_abs_diff(rc.logits.data(), gl.data(), gl.size());
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "copied weights: f32 p12 logits max|diff| %.3g (atol 1e-3), equal to the mapped model's", dl);
+    check(dl <= 1e-3f && rc.logits == rm.logits, buf);
   }
   {  // Some output rows, unordered and repeated, without hooks: the last block computes only them
     // past its keys and values; their logits are still the golden's rows.
