@@ -213,10 +213,11 @@ bool want_copy(size_t size) {
 
 // The file's bytes in a private anonymous mapping, its start on a huge-page boundary and advised
 // for huge pages, then made read-only. Returns the mapping (to unmap: *mapping, *mapping_size) or
-// nullptr if no memory could be had (the caller maps the file instead); throws on a read error.
+// nullptr if no memory could be had (the caller maps the file instead: with strict overcommit the
+// mmap fails here rather than the process dying while it reads); throws on a read error.
 const uint8_t* copy_file(int fd, size_t size, const std::string& path, void** mapping, size_t* mapping_size) {
   const size_t span = size + kHugePage;
-  void* m = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* m = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return nullptr;
   uint8_t* start = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m) + kHugePage - 1) & ~(uintptr_t(kHugePage) - 1));
 #if defined(MADV_HUGEPAGE)
@@ -298,6 +299,12 @@ GgufFile::~GgufFile() {
   if (mapping_) munmap(mapping_, mapping_size_);
 }
 
+// LRO_DEBUG's native stack names frames from the dynamic symbol table, which has no entry for the
+// cold part GCC splits off a function ("parse.cold", where every refusal is thrown): keep parse whole
+// so that a refused file's stack shows GgufFile::parse.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-reorder-blocks-and-partition")))
+#endif
 void GgufFile::parse() {
   Cursor c(base_, size_, path_);
   if (size_ < 4) c.fail("magic", 0, "file is " + std::to_string(size_) + " bytes, too short to be GGUF");
