@@ -247,41 +247,28 @@ const uint8_t* copy_file(int fd, size_t size, const std::string& path, void** ma
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw GgufError(path + ": cannot open: " + std::strerror(errno));
+  struct Closer {  // on every way out: the file's bytes outlive the descriptor (copied or mapped)
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    throw GgufError(path + ": cannot stat: " + std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw GgufError(path + ": not a regular file");
-  }
+  if (fstat(fd, &st) != 0) throw GgufError(path + ": cannot stat: " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw GgufError(path + ": not a regular file");
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
   f->size_ = static_cast<size_t>(st.st_size);
   f->memory_ = GgufMemory::Mapped;
-  try {
-    if (f->size_ > 0 && want_copy(f->size_)) {
-      f->base_ = copy_file(fd, f->size_, path, &f->mapping_, &f->mapping_size_);
-      if (f->base_) f->memory_ = GgufMemory::Copy;
-    }
-  } catch (...) {
-    ::close(fd);
-    throw;
+  if (f->size_ > 0 && want_copy(f->size_)) {
+    f->base_ = copy_file(fd, f->size_, path, &f->mapping_, &f->mapping_size_);
+    if (f->base_) f->memory_ = GgufMemory::Copy;
   }
   if (f->size_ > 0 && !f->base_) {
     void* map = mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) {
-      int e = errno;
-      ::close(fd);
-      throw GgufError(path + ": cannot map: " + std::strerror(e));
-    }
+    if (map == MAP_FAILED) throw GgufError(path + ": cannot map: " + std::strerror(errno));
     f->base_ = static_cast<const uint8_t*>(map);
     f->mapping_ = map;
     f->mapping_size_ = f->size_;
   }
-  ::close(fd);
   f->parse();  // on throw, the destructor unmaps
   return f;
 }

@@ -63,11 +63,10 @@ struct GgufTensorInfo {
 
 // Where an opened file's bytes live.
 //   Mapped: a shared read-only mapping of the file (its page cache pages, shared between processes).
-//   Copy: a private read-only copy advised for transparent huge pages (2 MB pages). Weights streamed
-//     from 4 KB pages paid ~200 ns a page on a VM when the page had not been touched for ~0.3 s:
-//     a 1-token pass over a 1 GB f16 model after 300 ms idle ran at 9.5 GB/s mapped, 19 GB/s copied
-//     (Zen 5 VM, 1 thread; 12 / 36 at 2), as the output head after each prefill does; equal when
-//     touched back to back.
+//   Copy: a private read-only copy advised for transparent huge pages (2 MB pages). On a VM, a
+//     4 KB page not touched for ~0.3 s cost ~200 ns on its next touch, which halved the bandwidth of
+//     a pass over idle weights (the output head after each prefill); measured in README.md, "Where
+//     the weights live".
 //   Borrowed: from_memory's caller-owned buffer.
 enum class GgufMemory { Mapped, Copy, Borrowed };
 const char* gguf_memory_name(GgufMemory m);
