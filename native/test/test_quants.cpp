@@ -768,7 +768,12 @@ static void test_matmul(bool quick) {
       cases.push_back({t, 17, 352, 1});     // decode: 11 blocks, a last group with three
       cases.push_back({t, 45, 608, 530});   // the integer GEMM: two token chunks, two slabs (the last partial)
     }
-    if (t == GgmlType::Q4_K) cases.push_back({t, 45, 768, 530});  // the integer GEMM: two chunks, two slabs
+    if (t == GgmlType::Q4_K) {
+      cases.push_back({t, 45, 768, 530});  // the integer GEMM: two chunks, two slabs
+      cases.push_back({t, 33, 512, 1});    // decode: 2 blocks, a last group of four with two
+      cases.push_back({t, 8, 1024, 1});    // decode: one full group, no rest
+      cases.push_back({t, 17, 1536, 1});   // decode: a full group and a last one with two
+    }
     if (traits(t).block_size == 1) {
       cases.push_back({t, 33, 100, 5});   // n_in not a multiple of the vector width
       cases.push_back({t, 33, 100, 20});  // the same in the float GEMM (a slab's last vector partial)
