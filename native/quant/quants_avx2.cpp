@@ -181,23 +181,24 @@ inline float loadw1(const uint8_t* w, int64_t i) {
 template <int WT>
 struct FloatK {
   template <int R, int T>
-  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t step = 1) {
     const uint8_t* w[R];
     const float* x[T];
-    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * step) * a.w_stride;
     for (int j = 0; j < T; ++j) x[j] = a.x + (t + j) * a.n_in;
+    const int64_t ahead = (step == 1 ? R : 1) * int64_t(a.w_stride);
     __m256 acc[R][T];
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
     int64_t k = 0;
     constexpr int64_t esize = WT == 0 ? 4 : 2;
     for (; k + 16 <= a.n_in; k += 16) {
-      // Decode reads each weight once: also ask for this stretch of the next tile's rows, non-temporal
+      // Decode reads each weight once: also ask for this stretch of the rows read next (`ahead`), non-temporal
       // (f16 GEMV 16384 x 2048 on one Zen 5 core: 19 -> 21-27 GB/s with 8-row tiles, as AVX-512).
       // One prefetch a cache line: a step of 16-bit weights is half a line, and a prefetch every step
       // left f16 decode 2-10% slower (alternating builds, Zen 5).
       if (T == 1 && (k * esize) % 64 == 0)
-        for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i] + R * a.w_stride + k * esize), _MM_HINT_NTA);
+        for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i] + ahead + k * esize), _MM_HINT_NTA);
       for (int h = 0; h < 16; h += 8) {
         __m256 xv[T];
         for (int j = 0; j < T; ++j) xv[j] = _mm256_loadu_ps(x[j] + k + h);
@@ -219,7 +220,7 @@ struct FloatK {
       for (int j = 0; j < T; ++j) {
         float s = hsum8(acc[i][j]);
         for (int64_t kk = k; kk < a.n_in; ++kk) s += loadw1<WT>(w[i], kk) * x[j][kk];
-        store(a, t + j, r + i, s);
+        store(a, t + j, r + i * step, s);
       }
   }
 };
@@ -1129,13 +1130,11 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
 template <int WT>
 void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kGemmMinTok) return float_gemm<WT>(a, r0, r1);
-  // F16 decode in tiles of 4 rows: the decode matmuls of the 1B-shaped f16 file (1.0 GB a token)
-  // 21-25 -> 25-26 tok/s at 1 thread, 43-46 -> 45-48 at 2 (four alternating rounds, Zen 5); bf16
-  // showed no steady difference.
-  if (WT == 1)
-    run<FloatK<WT>, 4, 4, 3>(a, r0, r1);
-  else
-    run<FloatK<WT>, 8, 4, 3>(a, r0, r1);
+  if (a.n_tok == 1)  // two streams of single rows (two_streams, quants_kernels.h)
+    return two_streams(
+        r0, r1, [&](int64_t r, int64_t step) { FloatK<WT>::template tile<2, 1>(a, r, 0, step); },
+        [&](int64_t r) { FloatK<WT>::template tile<1, 1>(a, r, 0); });
+  run<FloatK<WT>, 4, 4, 3>(a, r0, r1);  // 2-7 tokens: tiles of 4 rows x 3 tokens
 }
 void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
 void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<1>(a, r0, r1); }

@@ -183,11 +183,12 @@ inline __m512 loadw16_mask(const uint8_t* w, int64_t i, __mmask16 m) {
 template <int WT>
 struct FloatK {
   template <int R, int T>
-  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t step = 1) {
     const uint8_t* w[R];
     const float* x[T];
-    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * step) * a.w_stride;
     for (int j = 0; j < T; ++j) x[j] = a.x + (t + j) * a.n_in;
+    const int64_t ahead = (step == 1 ? R : 1) * int64_t(a.w_stride);  // the next row of each stream
     __m512 acc[R][T];
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -196,12 +197,12 @@ struct FloatK {
     for (; k + 16 <= a.n_in; k += 16) {
       __m512 xv[T];
       for (int j = 0; j < T; ++j) xv[j] = _mm512_loadu_ps(x[j] + k);
-      // Decode reads each weight once: as in Q32K, also ask for this stretch of the next tile's rows
+      // Decode reads each weight once: as in Q32K, also ask for this stretch of the rows read next (`ahead`)
       // (non-temporal: 26 -> 30 GB/s on one Zen 5 core, bf16 65536 x 2048).
       // One prefetch a cache line: a step of 16-bit weights is half a line, and a prefetch every step
       // left f16 decode 2-10% slower (alternating builds, Zen 5).
       if (T == 1 && (k * esize) % 64 == 0)
-        for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i] + R * a.w_stride + k * esize), _MM_HINT_NTA);
+        for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i] + ahead + k * esize), _MM_HINT_NTA);
       for (int i = 0; i < R; ++i) {
         const __m512 wv = loadw16<WT>(w[i], k);
         for (int j = 0; j < T; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
@@ -217,7 +218,7 @@ struct FloatK {
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) store(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]));
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i * step, _mm512_reduce_add_ps(acc[i][j]));
   }
 };
 
@@ -1002,19 +1003,19 @@ void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #if defined(LRO_BF16)
 // ---- BF16 decode (one token) with AVX512-BF16: the token's activations (bf16-exact, see quants.h)
 // as bf16 once, then per row 32 weights a step with one vdpbf16ps (both products of each pair): no
-// conversion of the weights at all. Rows in tiles of R, the next tile's rows prefetched
-// non-temporally as in FloatK.
+// conversion of the weights at all. Rows in two streams (two_streams, quants_kernels.h), each row's
+// successor prefetched non-temporally as in FloatK.
 template <int R>
-inline void bf16_gemv_rows(const MatmulArgs& a, int64_t r, const uint16_t* xb) {
+inline void bf16_gemv_rows(const MatmulArgs& a, int64_t r, int64_t step, const uint16_t* xb) {
   const int64_t n = a.n_in;
   const uint16_t* w[R];
-  for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const uint16_t*>(a.w + (r + i) * a.w_stride);
+  for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const uint16_t*>(a.w + (r + i * step) * a.w_stride);
   __m512 acc[R];
   for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= n; k += 32) {
     const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + k);
-    for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(a.w + (r + i + R) * a.w_stride + 2 * k), _MM_HINT_NTA);
+    for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i]) + a.w_stride + 2 * k, _MM_HINT_NTA);
     for (int i = 0; i < R; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_loadu_si512(w[i] + k), xv);
   }
   if (k < n) {  // zero pairs beyond the row add nothing
@@ -1022,7 +1023,7 @@ inline void bf16_gemv_rows(const MatmulArgs& a, int64_t r, const uint16_t* xb) {
     const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + k);
     for (int i = 0; i < R; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_maskz_loadu_epi16(m, w[i] + k), xv);
   }
-  for (int i = 0; i < R; ++i) store(a, 0, r + i, _mm512_reduce_add_ps(acc[i]));
+  for (int i = 0; i < R; ++i) store(a, 0, r + i * step, _mm512_reduce_add_ps(acc[i]));
 }
 
 void bf16_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -1033,13 +1034,20 @@ void bf16_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
     __builtin_memcpy(&u, a.x + k, 4);
     xb[k] = uint16_t(u >> 16);  // exact: the driver rounded x to bf16
   }
-  int64_t r = r0;
-  for (; r + 8 <= r1; r += 8) bf16_gemv_rows<8>(a, r, xb);
-  for (; r < r1; ++r) bf16_gemv_rows<1>(a, r, xb);
+  two_streams(
+      r0, r1, [&](int64_t r, int64_t step) { bf16_gemv_rows<2>(a, r, step, xb); },
+      [&](int64_t r) { bf16_gemv_rows<1>(a, r, 0, xb); });
 }
 #endif
 
-// Float weights: the GEMM from kFgMinTok tokens, tiles that stream the weights below.
+// Float weights: decode in two streams of single rows (two_streams); the GEMM from kFgMinTok tokens,
+// tiles that stream the weights below.
+template <int WT>
+void float_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  two_streams(
+      r0, r1, [&](int64_t r, int64_t step) { FloatK<WT>::template tile<2, 1>(a, r, 0, step); },
+      [&](int64_t r) { FloatK<WT>::template tile<1, 1>(a, r, 0); });
+}
 constexpr int64_t kFgMinTok = 8;
 template <int WT>
 void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -1054,15 +1062,12 @@ void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
     return;
   }
 #endif
-  // F16 decode in tiles of 4 rows, as on AVX2 (whose f16 decode ran 3-8% faster than these 8-row
-  // tiles on the same Zen 5 core): the 1B-shaped file's decode matmuls at 1 thread, 12 alternating
-  // rounds, ahead in 10 (+2-16%), level in 1, behind in 1; tiles of 2 rows were 10-15% slower.
-  if (a.n_tok >= kFgMinTok)
+  if (a.n_tok == 1)
+    float_decode<WT>(a, r0, r1);
+  else if (a.n_tok >= kFgMinTok)
     float_gemm<WT>(a, r0, r1);
-  else if (WT == 1)
-    run<FloatK<WT>, 4, 4, 4>(a, r0, r1);
   else
-    run<FloatK<WT>, 8, 4, 4>(a, r0, r1);
+    run<FloatK<WT>, 4, 4, 4>(a, r0, r1);  // 2-7 tokens: tiles of 4 rows x 4 tokens
 }
 
 #if defined(LRO_VNNI)
@@ -1342,7 +1347,7 @@ void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }
 #endif
 
-// ---- Q4_K decode (one token): one row at a time (one sequential stream), four super-blocks a step.
+// ---- Q4_K decode (one token): rows in two streams (two_streams), four super-blocks a step.
 // What costs here is not the multiply-adds but each super-block's 16-byte head (d, dmin and the 6-bit
 // scales and mins packed into 12 bytes): unpacked one block at a time it took more instructions than
 // the 256 weights. Four heads share one zmm (a 128-bit lane each) and are unpacked together; the
@@ -1470,12 +1475,9 @@ void q4k_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
       x.dx[2 * k] = x.dx[2 * k + 1] = has ? a.ad[b] : 0.0f;
     }
   }
-  // Rows from the two halves of the range in step: two sequential streams, which this machine's
-  // prefetchers serve faster than one (decode passes over the 1B-shaped q4_K file, alternating in one
-  // process, against the 8-row tiles before: one stream 1.17x / 1.08x at 1 / 2 threads, two 1.21x / 1.18x).
-  const int64_t half = (r1 - r0) / 2;
-  for (int64_t r = r0; r < r0 + half; ++r) q4k_gemv_rows<2>(a, r, half, xg, nb);
-  if ((r1 - r0) % 2) q4k_gemv_rows<1>(a, r1 - 1, 0, xg, nb);
+  two_streams(
+      r0, r1, [&](int64_t r, int64_t step) { q4k_gemv_rows<2>(a, r, step, xg, nb); },
+      [&](int64_t r) { q4k_gemv_rows<1>(a, r, 0, xg, nb); });
 }
 
 // Q8_0 / Q4_0 / Q4_K: with VNNI, the outer-product GEMM from kQgMinTok tokens.
