@@ -85,6 +85,15 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
     drive<K, RP, TP>(a, r0, r1);
 }
 
+// Decode (one token) with a tile kernel: single rows in two streams (two_streams, quants_kernels.h);
+// the kernel's tile takes a row step.
+template <class K>
+void decode_two_streams(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  two_streams(
+      r0, r1, [&](int64_t r, int64_t step) { K::template tile<2, 1>(a, r, 0, step); },
+      [&](int64_t r) { K::template tile<1, 1>(a, r, 0); });
+}
+
 // ---- activation quantisation (bit-identical to the scalar definition in quants.cpp)
 
 // 32 floats -> 32 int8 (round to nearest even), returns the sums of the two halves of 16.
@@ -181,12 +190,12 @@ inline float loadw1(const uint8_t* w, int64_t i) {
 template <int WT>
 struct FloatK {
   template <int R, int T>
-  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t step = 1) {
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t row_step = 1) {
     const uint8_t* w[R];
     const float* x[T];
-    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * step) * a.w_stride;
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * row_step) * a.w_stride;
     for (int j = 0; j < T; ++j) x[j] = a.x + (t + j) * a.n_in;
-    const int64_t ahead = (step == 1 ? R : 1) * int64_t(a.w_stride);
+    const int64_t ahead = (row_step == 1 ? R : 1) * int64_t(a.w_stride);  // the rows read next
     __m256 acc[R][T];
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
@@ -220,7 +229,7 @@ struct FloatK {
       for (int j = 0; j < T; ++j) {
         float s = hsum8(acc[i][j]);
         for (int64_t kk = k; kk < a.n_in; ++kk) s += loadw1<WT>(w[i], kk) * x[j][kk];
-        store(a, t + j, r + i * step, s);
+        store(a, t + j, r + i * row_step, s);
       }
   }
 };
@@ -245,12 +254,13 @@ struct Q32K {
   }
 
   template <int R, int T>
-  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t row_step = 1) {
     const int64_t nb = a.n_in / 32;
     const uint8_t* w[R];
     const int8_t* xq[T];
     const float* xd[T];
-    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * row_step) * a.w_stride;
+    const size_t ahead = size_t(row_step == 1 ? R : 1) * a.w_stride;  // the rows read next
     for (int j = 0; j < T; ++j) xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb;
     __m256 acc[R][T];
     for (int i = 0; i < R; ++i)
@@ -259,9 +269,9 @@ struct Q32K {
     const size_t bb = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
     for (int64_t b = 0; b < nb; ++b) {
       // Decode reads every weight once and this loop does little work per byte, so the hardware
-      // prefetcher alone leaves it waiting on memory: also ask for this block of the next tile's
-      // rows (a prefetch past the end of the matrix is harmless).
-      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i]) + R * a.w_stride + size_t(b) * bb, _MM_HINT_T0);
+      // prefetcher alone leaves it waiting on memory: also ask for this block of the rows read next
+      // (`ahead`; a prefetch past the end of the matrix is harmless).
+      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i]) + ahead + size_t(b) * bb, _MM_HINT_T0);
       for (int i = 0; i < R; ++i) {
         float dw;
         const __m256i wv = weights(w[i], b, dw);
@@ -274,7 +284,7 @@ struct Q32K {
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) store(a, t + j, r + i, hsum8(acc[i][j]));
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i * row_step, hsum8(acc[i][j]));
   }
 };
 
@@ -1130,10 +1140,7 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
 template <int WT>
 void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kGemmMinTok) return float_gemm<WT>(a, r0, r1);
-  if (a.n_tok == 1)  // two streams of single rows (two_streams, quants_kernels.h)
-    return two_streams(
-        r0, r1, [&](int64_t r, int64_t step) { FloatK<WT>::template tile<2, 1>(a, r, 0, step); },
-        [&](int64_t r) { FloatK<WT>::template tile<1, 1>(a, r, 0); });
+  if (a.n_tok == 1) return decode_two_streams<FloatK<WT>>(a, r0, r1);
   run<FloatK<WT>, 4, 4, 3>(a, r0, r1);  // 2-7 tokens: tiles of 4 rows x 3 tokens
 }
 void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
@@ -1141,6 +1148,7 @@ void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<1>(a, r0, r1
 void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<2>(a, r0, r1); }
 void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kGemmMinTok) return q32_gemm<Qg::Q8_0>(a, r0, r1);
+  if (a.n_tok == 1) return decode_two_streams<Q32K<false>>(a, r0, r1);
   run_q<Q32K<false>, PanelQ32<false>, 4, 3, 3>(a, r0, r1);
 }
 void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) {

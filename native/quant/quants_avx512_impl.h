@@ -107,6 +107,15 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
     drive<K, RP, TP>(a, r0, r1);
 }
 
+// Decode (one token) with a tile kernel: single rows in two streams (two_streams, quants_kernels.h);
+// the kernel's tile takes a row step.
+template <class K>
+void decode_two_streams(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  two_streams(
+      r0, r1, [&](int64_t r, int64_t step) { K::template tile<2, 1>(a, r, 0, step); },
+      [&](int64_t r) { K::template tile<1, 1>(a, r, 0); });
+}
+
 // ---- activation quantisation (bit-identical to the scalar definition in quants.cpp)
 
 // max |x| over n floats; NaN when any of them is not finite (see the AVX2 file).
@@ -183,12 +192,12 @@ inline __m512 loadw16_mask(const uint8_t* w, int64_t i, __mmask16 m) {
 template <int WT>
 struct FloatK {
   template <int R, int T>
-  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t step = 1) {
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t row_step = 1) {
     const uint8_t* w[R];
     const float* x[T];
-    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * step) * a.w_stride;
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * row_step) * a.w_stride;
     for (int j = 0; j < T; ++j) x[j] = a.x + (t + j) * a.n_in;
-    const int64_t ahead = (step == 1 ? R : 1) * int64_t(a.w_stride);  // the next row of each stream
+    const int64_t ahead = (row_step == 1 ? R : 1) * int64_t(a.w_stride);  // the rows read next
     __m512 acc[R][T];
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
@@ -218,7 +227,7 @@ struct FloatK {
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) store(a, t + j, r + i * step, _mm512_reduce_add_ps(acc[i][j]));
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i * row_step, _mm512_reduce_add_ps(acc[i][j]));
   }
 };
 
@@ -305,12 +314,13 @@ struct Q32K {
   }
 
   template <int R, int T>
-  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t row_step = 1) {
     const int64_t nb = a.n_in / 32;
     const uint8_t* w[R];
     const int8_t* xq[T];
     const float* xd[T];
-    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i) * a.w_stride;
+    for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * row_step) * a.w_stride;
+    const size_t ahead = size_t(row_step == 1 ? R : 1) * a.w_stride;  // the rows read next
     for (int j = 0; j < T; ++j) xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb;
     __m512 acc[R][T];
     for (int i = 0; i < R; ++i)
@@ -318,9 +328,9 @@ struct Q32K {
     int64_t b = 0;
     const size_t bb = Q4 ? sizeof(block_q4_0) : sizeof(block_q8_0);
     for (; b + 2 <= nb; b += 2) {
-      // As in Q4_K below: this pair of blocks in the next tile's rows.
+      // As in Q4_K below: this pair of blocks in the rows read next.
       for (int i = 0; i < R; ++i) {
-        const char* nxt = reinterpret_cast<const char*>(w[i]) + R * a.w_stride + size_t(b) * bb;
+        const char* nxt = reinterpret_cast<const char*>(w[i]) + ahead + size_t(b) * bb;
         _mm_prefetch(nxt, _MM_HINT_T0);
         _mm_prefetch(nxt + 64, _MM_HINT_T0);
       }
@@ -328,7 +338,7 @@ struct Q32K {
     }
     if (b < nb) step<R, T>(w, xq, xd, b, false, acc);
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) store(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]));
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i * row_step, _mm512_reduce_add_ps(acc[i][j]));
   }
 };
 
@@ -375,8 +385,8 @@ struct Q4KK {
       __m512i sc16[R];
       __m256i mn16[R];
       __m512i iacc[R][T];
-      // Decode reads every weight once and this loop does little work per byte, so the hardware
-      // prefetcher alone leaves it waiting on memory: also ask for this block of the next tile's
+      // A few tokens (decode has its own GEMV) read every weight once and this loop does little work
+      // per byte, so the hardware prefetcher alone leaves it waiting on memory: also ask for this block of the next tile's
       // rows (a prefetch past the end of the matrix is harmless).
       for (int i = 0; i < R; ++i) {
         const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
@@ -425,13 +435,14 @@ struct Q4KK {
 // (8 lanes per scale), the -32 offset removed once per super-block with the activation sums.
 struct Q6KK {
   template <int R, int T>
-  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t row_step = 1) {
     const int64_t nb = a.n_in / QK_K;
     const block_q6_K* w[R];
     const int8_t* xq[T];
     const float* xd[T];
     const int16_t* xs[T];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q6_K*>(a.w + (r + i) * a.w_stride);
+    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q6_K*>(a.w + (r + i * row_step) * a.w_stride);
+    const size_t ahead = size_t(row_step == 1 ? R : 1) * a.w_stride;  // the rows read next
     for (int j = 0; j < T; ++j)
       xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb, xs[j] = a.as + (t + j) * (a.n_in / 16);
     __m512 acc[R][T];
@@ -453,8 +464,8 @@ struct Q6KK {
       sidx[k] = _mm512_load_si512(idx);
     }
     for (int64_t b = 0; b < nb; ++b) {
-      for (int i = 0; i < R; ++i) {  // as in Q4_K above: this block of the next tile's rows
-        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
+      for (int i = 0; i < R; ++i) {  // as in Q4_K above: this block of the rows read next
+        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + ahead;
         for (int o = 0; o < 256; o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
       }
       __m512i iacc[R][T];
@@ -490,7 +501,7 @@ struct Q6KK {
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) store(a, t + j, r + i, _mm512_reduce_add_ps(acc[i][j]));
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i * row_step, _mm512_reduce_add_ps(acc[i][j]));
   }
 };
 
@@ -1040,14 +1051,7 @@ void bf16_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }
 #endif
 
-// Float weights: decode in two streams of single rows (two_streams); the GEMM from kFgMinTok tokens,
-// tiles that stream the weights below.
-template <int WT>
-void float_decode(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  two_streams(
-      r0, r1, [&](int64_t r, int64_t step) { FloatK<WT>::template tile<2, 1>(a, r, 0, step); },
-      [&](int64_t r) { FloatK<WT>::template tile<1, 1>(a, r, 0); });
-}
+// Float weights: the GEMM from kFgMinTok tokens, tiles that stream the weights below.
 constexpr int64_t kFgMinTok = 8;
 template <int WT>
 void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -1063,7 +1067,7 @@ void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 #endif
   if (a.n_tok == 1)
-    float_decode<WT>(a, r0, r1);
+    decode_two_streams<FloatK<WT>>(a, r0, r1);
   else if (a.n_tok >= kFgMinTok)
     float_gemm<WT>(a, r0, r1);
   else
@@ -1488,6 +1492,7 @@ void mm_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kQgMinTok) return q32_gemm<Q4 ? Qg::Q4_0 : Qg::Q8_0>(a, r0, r1);
   if (Q4 && a.n_tok == 1) return q4_0_gemv(a, r0, r1);
 #endif
+  if (a.n_tok == 1) return decode_two_streams<Q32K<Q4>>(a, r0, r1);
   run_q<Q32K<Q4>, PanelQ32<Q4>, 8, 4, 4>(a, r0, r1);
 }
 void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
@@ -1503,7 +1508,10 @@ void mm_f16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<1>(a, r0, r1
 void mm_bf16(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<2>(a, r0, r1); }
 void mm_q8_0(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_q32<false>(a, r0, r1); }
 void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_q32<true>(a, r0, r1); }
-void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) { run_q<Q6KK, PanelQ6K, 4, 4, 3>(a, r0, r1); }
+void mm_q6_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  if (a.n_tok == 1) return decode_two_streams<Q6KK>(a, r0, r1);
+  run_q<Q6KK, PanelQ6K, 4, 4, 3>(a, r0, r1);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Weight gradient (quants_kernels.h OuterFn): tiles of R rows x 32 columns in 2R registers; per

@@ -79,12 +79,15 @@ static inline int64_t token_chunk(int64_t n_in, int64_t n_tok, int64_t mult) {
 
 // Decode (one token) reads the rows of [r0, r1) as two sequential streams, one from each half of the
 // range, a row of each a step: two(r, step) computes rows r and r + step, one(r) the odd last row.
-// On the Zen 5 VM of the twelfth stop this machine's prefetchers served two streams of whole rows
-// faster than one, and either faster than tiles of 4-8 rows read side by side. Decode passes over
-// the 1B-shaped files, alternating in one process, against those tiles, at 1 / 2 threads:
-//   AVX2 f16 1.19x / 1.20x, bf16 1.26x / 1.27x; AVX-512 f16 1.14x / 1.12x, bf16 (vdpbf16ps)
-//   1.09-1.24x / 1.13-1.27x (the same 8-row tiles from the two halves in turn: 0.87x);
-//   AVX-512 q4_K (with its four-block heads) one stream 1.17x / 1.08x, two 1.21x / 1.18x.
+// On the Zen 5 VM of the thirteenth stop the prefetchers served two streams of whole rows faster
+// than tiles of 4-8 rows read side by side. Decode passes over the 1B-shaped files, alternating in
+// one process, against those tiles, at 1 / 2 threads:
+//   AVX2: f16 1.19x / 1.20x, bf16 1.26x / 1.27x, q8_0 1.14x / 1.29x;
+//   AVX-512: f16 1.14x / 1.12x, bf16 (vdpbf16ps) 1.09-1.24x / 1.13-1.27x (the same 8-row tiles
+//   from the two halves in turn: 0.87x), q8_0 1.08x / 1.19x, q6_K 1.06x / 1.23x, q4_0 without
+//   VNNI 1.08x / 1.05x; q4_K (with its four-block heads) one stream 1.17x / 1.08x, two 1.21x / 1.18x.
+// Kernels that already read one row at a time gained nothing from a second stream (the q4_0 GEMVs,
+// AVX2 q4_K and q6_K: 0.95-1.02x), and keep one.
 // (Static: internal linkage in each translation unit, see above.)
 template <class Two, class One>
 static inline void two_streams(int64_t r0, int64_t r1, Two two, One one) {
