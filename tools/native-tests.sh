@@ -21,6 +21,18 @@ run() {
     fail=1
   fi
 }
+# The SIMD kernel files are compiled for AVX2 / AVX-512 and none may hold code that runs at load:
+# a static initialiser there would run on every CPU, one without those instructions too.
+simd_objs=("$build"/CMakeFiles/lro_engine.dir/native/quant/quants_avx*.o)
+if command -v nm >/dev/null && [ -e "${simd_objs[0]}" ]; then
+  echo "== no static initialisers in ${#simd_objs[@]} SIMD kernel objects"
+  if nm "${simd_objs[@]}" | grep '_GLOBAL__sub_I'; then
+    echo "FAILED: a SIMD kernel file runs code at load (make its tables constexpr)" >&2
+    fail=1
+  fi
+else
+  echo "== SIMD kernel objects not found or no nm: static-initialiser check SKIPPED"
+fi
 run "$build/test_ops"
 run "$build/test_forward" "$shared"
 run "$build/test_tokenizer" "$shared/golden"

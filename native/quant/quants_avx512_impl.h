@@ -1381,15 +1381,16 @@ inline __m512i q4k_unpack_heads(__m512i h) {
 }
 
 // Index vectors of the group kernel, loaded from memory: built in registers they took 3 instructions
-// each (too many to keep live).
+// each (too many to keep live). Computed at compile time: a constructor run at load would be
+// compiled for AVX-512 like everything in this file, and run on any CPU.
 struct Q4KPicks {
   // [4k + 2c + h]: the scales of block k's chunk c, nibble half h (0 low, 1 high), as words:
   // lanes 0-15 <- word 8k + 4c + h, lanes 16-31 <- word 8k + 4c + h + 2.
-  alignas(64) int16_t scale[16][32];
-  alignas(64) int32_t block[4][16];  // all 2k: block k's d * d_x
-  alignas(64) int32_t mins[16];      // each block's dmin * d_x in its 4 lanes
-  alignas(64) int32_t heads[16];     // the dwords d | dmin of the four heads, first
-  Q4KPicks() {
+  alignas(64) int16_t scale[16][32] = {};
+  alignas(64) int32_t block[4][16] = {};  // all 2k: block k's d * d_x
+  alignas(64) int32_t mins[16] = {};      // each block's dmin * d_x in its 4 lanes
+  alignas(64) int32_t heads[16] = {};     // the dwords d | dmin of the four heads, first
+  constexpr Q4KPicks() {
     for (int v = 0; v < 16; ++v)
       for (int l = 0; l < 32; ++l) scale[v][l] = int16_t(8 * (v / 4) + 4 * (v / 2 % 2) + v % 2 + (l >= 16 ? 2 : 0));
     for (int k = 0; k < 4; ++k)
@@ -1397,7 +1398,7 @@ struct Q4KPicks {
     for (int l = 0; l < 16; ++l) mins[l] = 2 * (l / 4) + 1, heads[l] = 4 * (l % 4);
   }
 };
-const Q4KPicks kQ4KPicks;
+constexpr Q4KPicks kQ4KPicks{};
 
 inline __m512i load512(const void* p) { return _mm512_load_si512(p); }
 
