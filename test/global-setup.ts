@@ -22,4 +22,5 @@ export default function setup(): void {
     cwd: projectRoot,
     stdio: 'inherit',
   });
+  execFileSync(process.execPath, [join(projectRoot, 'tools', 'bin-executable.mjs')], { cwd: projectRoot, stdio: 'inherit' });
 }

@@ -1,10 +1,10 @@
 // The npm tarball installs and runs on a machine without a compiler: prebuilt addon + dist/.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { modelPath, projectRoot } from './helpers/paths.js';
+import { cliPath, modelPath, projectRoot } from './helpers/paths.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lro-pack-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -78,4 +78,11 @@ describe('packaging', () => {
     );
     expect(lib.trim()).toBe('function');
   }, 300_000);
+
+  // `npx lro-native` in a checkout (the README's first command) runs the bin through a link that
+  // npx makes once and keeps: after dist/ is rebuilt the file must be executable by itself (tsc
+  // writes mode 644; build:ts and the test setup add the execute bits).
+  test('the checkout\'s command-line entry point is executable', () => {
+    expect(statSync(cliPath).mode & 0o111).toBe(0o111);
+  });
 });
