@@ -85,15 +85,6 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
     drive<K, RP, TP>(a, r0, r1);
 }
 
-// Decode (one token) with a tile kernel: single rows in two streams (two_streams, quants_kernels.h);
-// the kernel's tile takes a row step.
-template <class K>
-void decode_two_streams(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  two_streams(
-      r0, r1, [&](int64_t r, int64_t step) { K::template tile<2, 1>(a, r, 0, step); },
-      [&](int64_t r) { K::template tile<1, 1>(a, r, 0); });
-}
-
 // ---- activation quantisation (bit-identical to the scalar definition in quants.cpp)
 
 // 32 floats -> 32 int8 (round to nearest even), returns the sums of the two halves of 16.

@@ -107,15 +107,6 @@ void run(const MatmulArgs& a, int64_t r0, int64_t r1) {
     drive<K, RP, TP>(a, r0, r1);
 }
 
-// Decode (one token) with a tile kernel: single rows in two streams (two_streams, quants_kernels.h);
-// the kernel's tile takes a row step.
-template <class K>
-void decode_two_streams(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  two_streams(
-      r0, r1, [&](int64_t r, int64_t step) { K::template tile<2, 1>(a, r, 0, step); },
-      [&](int64_t r) { K::template tile<1, 1>(a, r, 0); });
-}
-
 // ---- activation quantisation (bit-identical to the scalar definition in quants.cpp)
 
 // max |x| over n floats; NaN when any of them is not finite (see the AVX2 file).
@@ -385,9 +376,9 @@ struct Q4KK {
       __m512i sc16[R];
       __m256i mn16[R];
       __m512i iacc[R][T];
-      // A few tokens (decode has its own GEMV) read every weight once and this loop does little work
-      // per byte, so the hardware prefetcher alone leaves it waiting on memory: also ask for this block of the next tile's
-      // rows (a prefetch past the end of the matrix is harmless).
+      // A few tokens (decode has its own GEMV) read every weight once and this loop does little
+      // work per byte, so the hardware prefetcher alone leaves it waiting on memory: also ask for
+      // this block of the next tile's rows (a prefetch past the end of the matrix is harmless).
       for (int i = 0; i < R; ++i) {
         const char* nxt = reinterpret_cast<const char*>(w[i] + b) + R * a.w_stride;
         _mm_prefetch(nxt, _MM_HINT_T0);

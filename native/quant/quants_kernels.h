@@ -95,6 +95,14 @@ static inline void two_streams(int64_t r0, int64_t r1, Two two, One one) {
   for (int64_t r = r0; r < r0 + half; ++r) two(r, half);
   if ((r1 - r0) % 2) one(r1 - 1);
 }
+// The same with a tile kernel K of a SIMD file, whose tile<R, T>(a, r, t, row_step) computes rows
+// r + i * row_step.
+template <class K>
+static inline void decode_two_streams(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  two_streams(
+      r0, r1, [&](int64_t r, int64_t step) { K::template tile<2, 1>(a, r, 0, step); },
+      [&](int64_t r) { K::template tile<1, 1>(a, r, 0); });
+}
 
 extern const KernelTable kScalarKernels;
 #if defined(LRO_X86_SIMD)
