@@ -766,6 +766,8 @@ static void test_matmul(bool quick) {
       cases.push_back({t, 33, 288, 5});     // odd block count
       cases.push_back({t, 33, 288, 1});     // decode: 9 blocks, a last group of 4 with one block
       cases.push_back({t, 17, 352, 1});     // decode: 11 blocks, a last group with three
+      cases.push_back({t, 33, 320, 1});     // decode: 10 blocks, two groups of four and a last pair
+      cases.push_back({t, 9, 32, 1});       // decode: one block
       cases.push_back({t, 45, 608, 530});   // the integer GEMM: two token chunks, two slabs (the last partial)
     }
     if (t == GgmlType::Q4_K) {
