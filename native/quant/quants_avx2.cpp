@@ -1133,6 +1133,47 @@ void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
+// ---- BF16 decode (one token): 16 weights (32 bytes) a step, split without a conversion. A bf16 is the
+// top half of its f32, so the step's even elements are its 32-bit lanes shifted left by 16 and its odd
+// elements the lanes with their low halves cleared: a shift and an and, against a widening load and a
+// shift per 8 weights in FloatK. The token's activations are laid out once per call as the even and
+// the odd elements of each step; each row keeps an accumulator for each. Rows in two streams
+// (two_streams), each row's successor prefetched as in FloatK.
+template <int R>
+inline void bf16_gemv_rows(const MatmulArgs& a, int64_t r, int64_t step, const float* xeo, int64_t steps) {
+  const uint8_t* w[R];
+  for (int i = 0; i < R; ++i) w[i] = a.w + (r + i * step) * a.w_stride;
+  const __m256i high = _mm256_set1_epi32(int32_t(0xFFFF0000u));
+  __m256 even[R], odd[R];
+  for (int i = 0; i < R; ++i) even[i] = odd[i] = _mm256_setzero_ps();
+  for (int64_t s = 0; s < steps; ++s) {
+    const __m256 xe = _mm256_load_ps(xeo + 16 * s), xo = _mm256_load_ps(xeo + 16 * s + 8);
+    if (s % 2 == 0)  // one prefetch a cache line (two steps)
+      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i]) + a.w_stride + 32 * s, _MM_HINT_NTA);
+    for (int i = 0; i < R; ++i) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i] + 32 * s));
+      even[i] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, even[i]);
+      odd[i] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, high)), xo, odd[i]);
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    float sum = hsum8(_mm256_add_ps(even[i], odd[i]));
+    for (int64_t k = 16 * steps; k < a.n_in; ++k) sum += loadw1<2>(w[i], k) * a.x[k];
+    store(a, 0, r + i * step, sum);
+  }
+}
+
+void bf16_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t steps = a.n_in / 16;
+  static thread_local Scratch scratch;
+  float* xeo = scratch.get<float>(size_t(16 * steps));  // per step: its 8 even elements, then its 8 odd
+  for (int64_t s = 0; s < steps; ++s)
+    for (int e = 0; e < 8; ++e) xeo[16 * s + e] = a.x[16 * s + 2 * e], xeo[16 * s + 8 + e] = a.x[16 * s + 2 * e + 1];
+  two_streams(
+      r0, r1, [&](int64_t r, int64_t step) { bf16_gemv_rows<2>(a, r, step, xeo, steps); },
+      [&](int64_t r) { bf16_gemv_rows<1>(a, r, 0, xeo, steps); });
+}
+
 // Float and Q8_0 / Q4_0 / Q4_K weights take the outer-product GEMMs from this many tokens.
 constexpr int64_t kGemmMinTok = 8;
 
@@ -1148,7 +1189,7 @@ void run_q(const MatmulArgs& a, int64_t r0, int64_t r1) {
 template <int WT>
 void mm_float(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kGemmMinTok) return float_gemm<WT>(a, r0, r1);
-  if (a.n_tok == 1) return decode_two_streams<FloatK<WT>>(a, r0, r1);
+  if (a.n_tok == 1) return WT == 2 ? bf16_gemv(a, r0, r1) : decode_two_streams<FloatK<WT>>(a, r0, r1);
   run<FloatK<WT>, 4, 4, 3>(a, r0, r1);  // 2-7 tokens: tiles of 4 rows x 3 tokens
 }
 void mm_f32(const MatmulArgs& a, int64_t r0, int64_t r1) { mm_float<0>(a, r0, r1); }
