@@ -189,7 +189,8 @@ struct FloatK {
     const int64_t ahead = (row_step == 1 ? R : 1) * int64_t(a.w_stride);  // the rows read next
     // Decode (T == 1) keeps a second set of accumulators for the second half of each step: with one,
     // each row's FMAs formed one chain, 8 weights per FMA latency, which capped a core at ~26 GB/s
-    // (decode passes over the 1B-shaped files at 1 thread: bf16 1.12x, f16 1.17x; Zen 5).
+    // (decode passes over the 1B-shaped files at 1 thread: f16 1.17x, and bf16 1.12x before it got
+    // its own GEMV, bf16_gemv; Zen 5).
     constexpr int H = T == 1 ? 2 : 1;
     __m256 acc[H][R][T];
     for (int h = 0; h < H; ++h)
@@ -1058,12 +1059,12 @@ void q32_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-// ---- Q4_0 decode (one token): four blocks (two pairs, 128 weights) a step, rows one at a time so that the
-// weights are read as one sequential stream (x stays in L1). The token's activations are first laid
-// out per pair of blocks as the nibbles come: the low halves (elements 0-15) of the two blocks, then
-// the high halves, each 32 bytes; per 32-bit lane the block's d_x, and a start of -8 * (the block's x
-// sum) in its first lane. maddubs of the raw nibbles (u8) against x (s8) twice, added in int16 (<=
-// 7620), widened once: sum (q - 8) x per block in its 4 lanes, without the sign trick.
+// ---- Q4_0 decode (one token): four blocks (two pairs, 128 weights) a step, rows one at a time so
+// that the weights are read as one sequential stream (x stays in L1). The token's activations are
+// first laid out per pair of blocks as the nibbles come: the low halves (elements 0-15) of the two
+// blocks, then the high halves, each 32 bytes; per 32-bit lane the block's d_x, and a start of -8 *
+// (the block's x sum) in its first lane. maddubs of the raw nibbles (u8) against x (s8) twice, added
+// in int16 (<= 7620), widened once: sum (q - 8) x per block in its 4 lanes, without the sign trick.
 struct alignas(32) Q40Pair {
   int8_t lo[32], hi[32];
   int32_t init[8];
@@ -1133,12 +1134,12 @@ void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
   }
 }
 
-// ---- BF16 decode (one token): 16 weights (32 bytes) a step, split without a conversion. A bf16 is the
-// top half of its f32, so the step's even elements are its 32-bit lanes shifted left by 16 and its odd
-// elements the lanes with their low halves cleared: a shift and an and, against a widening load and a
-// shift per 8 weights in FloatK. The token's activations are laid out once per call as the even and
-// the odd elements of each step; each row keeps an accumulator for each. Rows in two streams
-// (two_streams), each row's successor prefetched as in FloatK.
+// ---- BF16 decode (one token): 16 weights (32 bytes) a step, split without a conversion. A bf16 is
+// the top half of its f32, so the step's even elements are its 32-bit lanes shifted left by 16 and
+// its odd elements the lanes with their low halves cleared: a shift and an and, against a widening
+// load and a shift per 8 weights in FloatK. The token's activations are laid out once per call as
+// the even and the odd elements of each step; each row keeps an accumulator for each. Rows in two
+// streams (two_streams), each row's successor prefetched as in FloatK.
 template <int R>
 inline void bf16_gemv_rows(const MatmulArgs& a, int64_t r, int64_t step, const float* xeo, int64_t steps) {
   const uint8_t* w[R];
