@@ -1004,30 +1004,33 @@ void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
 
 #if defined(LRO_BF16)
 // ---- BF16 decode (one token) with AVX512-BF16: the token's activations (bf16-exact, see quants.h)
-// as bf16 once, then per row 32 weights a step with one vdpbf16ps (both products of each pair): no
-// conversion of the weights at all. Rows in two streams (two_streams, quants_kernels.h), each row's
-// successor prefetched non-temporally as in FloatK. It reads at the core's bandwidth (~100% of the
-// triad at 1 thread): no prefetch, T0 / T1 / T2 hints, or 2 or 4 rows ahead were 0.94-1.04x,
-// alternating in one process.
+// as bf16 once, then per row 64 weights a step with two vdpbf16ps into two accumulators (both
+// products of each pair): no conversion of the weights at all. Rows in two streams (two_streams,
+// quants_kernels.h), and no software prefetch: the hardware prefetchers follow two sequential
+// streams. The non-temporal prefetch of each row's successor (as in FloatK) held a decode pass over
+// the bf16 file at 26-27 GB/s at 1 thread against 30-35 without it (the builds in turn: 26.4-27.6
+// -> 34.2-35.2 GB/s; alternating in one process 1.13-1.20x in 4 of 5 runs, 1.02x in one). Put back
+// into this kernel, NTA or T0, it was 0.91x at 1 thread and 0.88-1.02x at 2. Earlier measurements
+// on the same kind of machine had found prefetch variants level (0.94-1.04x).
 template <int R>
 inline void bf16_gemv_rows(const MatmulArgs& a, int64_t r, int64_t step, const uint16_t* xb) {
   const int64_t n = a.n_in;
   const uint16_t* w[R];
   for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const uint16_t*>(a.w + (r + i * step) * a.w_stride);
-  __m512 acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  __m512 acc[2][R];
+  for (int i = 0; i < R; ++i) acc[0][i] = acc[1][i] = _mm512_setzero_ps();
   int64_t k = 0;
-  for (; k + 32 <= n; k += 32) {
-    const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + k);
-    for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(w[i]) + a.w_stride + 2 * k, _MM_HINT_NTA);
-    for (int i = 0; i < R; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_loadu_si512(w[i] + k), xv);
-  }
-  if (k < n) {  // zero pairs beyond the row add nothing
-    const __mmask32 m = __mmask32((uint64_t(1) << (n - k)) - 1);
+  for (; k + 64 <= n; k += 64)
+    for (int h = 0; h < 2; ++h) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + k + 32 * h);
+      for (int i = 0; i < R; ++i) acc[h][i] = _mm512_dpbf16_ps(acc[h][i], (__m512bh)_mm512_loadu_si512(w[i] + k + 32 * h), xv);
+    }
+  for (; k < n; k += 32) {  // a last step of 32, then a partial one: zero pairs beyond the row add nothing
+    const __mmask32 m = n - k >= 32 ? ~__mmask32(0) : __mmask32((uint64_t(1) << (n - k)) - 1);
     const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + k);
-    for (int i = 0; i < R; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_maskz_loadu_epi16(m, w[i] + k), xv);
+    for (int i = 0; i < R; ++i) acc[0][i] = _mm512_dpbf16_ps(acc[0][i], (__m512bh)_mm512_maskz_loadu_epi16(m, w[i] + k), xv);
   }
-  for (int i = 0; i < R; ++i) store(a, 0, r + i * step, _mm512_reduce_add_ps(acc[i]));
+  for (int i = 0; i < R; ++i) store(a, 0, r + i * step, _mm512_reduce_add_ps(_mm512_add_ps(acc[0][i], acc[1][i])));
 }
 
 void bf16_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {

@@ -781,6 +781,7 @@ static void test_matmul(bool quick) {
       cases.push_back({t, 33, 100, 20});  // the same in the float GEMM (a slab's last vector partial)
       cases.push_back({t, 33, 100, 1});   // the same in decode
       cases.push_back({t, 33, 108, 1});   // decode: steps of 16, one of 8 and a scalar tail
+      cases.push_back({t, 33, 80, 1});    // decode: AVX-512 bf16, a step of 64 and a partial one
       cases.push_back({t, 9, 7, 1});      // decode, n_in odd (no bf16 pairs)
       cases.push_back({t, 9, 7, 3});
       cases.push_back({t, 45, 600, 530});  // the float GEMM: two token chunks, three slabs (the last partial)
