@@ -1071,14 +1071,16 @@ struct alignas(32) Q40Pair {
   float dx[8];
 };
 
-// A pair's sum of (q - 8) x per block in its 4 lanes, as floats.
-inline __m256 q40_pair_dot(__m256i q, const Q40Pair& x) {
+// acc plus a pair's sum of (q - 8) x per block (in its 4 lanes) times d_w d_x; dw holds converted
+// scales, and `spread` picks the pair's two into their blocks' lanes.
+inline __m256 q40_pair_fma(__m256 acc, __m256i q, const Q40Pair& x, __m256 dw, __m256i spread) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(q, m4), _mm256_load_si256(reinterpret_cast<const __m256i*>(x.lo))),
                                      _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
                                                           _mm256_load_si256(reinterpret_cast<const __m256i*>(x.hi))));
   const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_load_si256(reinterpret_cast<const __m256i*>(x.init)));
-  return _mm256_cvtepi32_ps(dot);
+  const __m256 scale = _mm256_mul_ps(_mm256_permutevar8x32_ps(dw, spread), _mm256_load_ps(x.dx));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
 }
 inline __m256i q40_load_pair(const block_q4_0* b) {
   return _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)), _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs)));
@@ -1119,8 +1121,8 @@ void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
       _mm_prefetch(reinterpret_cast<const char*>(b) + kDecodeAhead + 64, _MM_HINT_T0);
       const uint64_t d4 = uint64_t(b[0].d) | uint64_t(b[1].d) << 16 | uint64_t(b[2].d) << 32 | uint64_t(b[3].d) << 48;
       const __m256 dw = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(d4))));
-      acc0 = _mm256_fmadd_ps(q40_pair_dot(q40_load_pair(b), xp[g]), _mm256_mul_ps(_mm256_permutevar8x32_ps(dw, spread01), _mm256_load_ps(xp[g].dx)), acc0);
-      acc1 = _mm256_fmadd_ps(q40_pair_dot(q40_load_pair(b + 2), xp[g + 1]), _mm256_mul_ps(_mm256_permutevar8x32_ps(dw, spread23), _mm256_load_ps(xp[g + 1].dx)), acc1);
+      acc0 = q40_pair_fma(acc0, q40_load_pair(b), xp[g], dw, spread01);
+      acc1 = q40_pair_fma(acc1, q40_load_pair(b + 2), xp[g + 1], dw, spread23);
     }
     for (; g < npairs; ++g) {  // a last pair, or an odd last block: the absent one is zero weights with zero scale
       const block_q4_0* b = w + 2 * g;
@@ -1128,7 +1130,7 @@ void q4_0_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
       const __m256i q = pair ? q40_load_pair(b) : _mm256_set_m128i(_mm_setzero_si128(), _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs)));
       const uint32_t d2 = uint32_t(b[0].d) | (pair ? uint32_t(b[1].d) << 16 : 0u);
       const __m256 dw = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(int(d2))));
-      acc0 = _mm256_fmadd_ps(q40_pair_dot(q, xp[g]), _mm256_mul_ps(_mm256_permutevar8x32_ps(dw, spread01), _mm256_load_ps(xp[g].dx)), acc0);
+      acc0 = q40_pair_fma(acc0, q, xp[g], dw, spread01);
     }
     store(a, 0, r, hsum8(_mm256_add_ps(acc0, acc1)));
   }
