@@ -747,25 +747,6 @@ struct PanelQ32 {
 // k holds element k of consecutive rows, and each token tile adds panel vectors times broadcast
 // activations into rows x tokens accumulators.
 
-// Per-thread scratch that grows on demand and lives as long as its thread (aligned_alloc, and
-// internal linkage like everything here: see quants_kernels.h).
-struct Scratch {
-  void* p = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(p); }
-  template <class T>
-  T* get(size_t count) {
-    const size_t bytes = (sizeof(T) * count + 63) / 64 * 64;
-    if (bytes > cap) {
-      std::free(p);
-      p = std::aligned_alloc(64, bytes);
-      cap = p ? bytes : 0;
-      if (!p) throw std::bad_alloc();
-    }
-    return static_cast<T*>(p);
-  }
-};
-
 // The rows of a block that exist: masks (all-ones lanes) of its 8-row vectors; full when all do
 // (plain loads and stores then: masked stores are slow on some AMD cores).
 template <int V>

@@ -805,25 +805,6 @@ struct PanelQ32 {
 
 // ---- shared by the outer-product GEMMs below
 
-// Per-thread scratch that grows on demand and lives as long as its thread (aligned_alloc, and
-// internal linkage like everything here: see quants_kernels.h).
-struct Scratch {
-  void* p = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(p); }
-  template <class T>
-  T* get(size_t count) {
-    const size_t bytes = (sizeof(T) * count + 63) / 64 * 64;
-    if (bytes > cap) {
-      std::free(p);
-      p = std::aligned_alloc(64, bytes);
-      cap = p ? bytes : 0;
-      if (!p) throw std::bad_alloc();
-    }
-    return static_cast<T*>(p);
-  }
-};
-
 // Masks of the 16-row vectors of a block whose first `rows` rows exist.
 template <int V>
 inline void row_masks(int rows, __mmask16 (&m)[V]) {

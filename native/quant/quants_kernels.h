@@ -9,6 +9,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 
 // The x86 SIMD kernels are built on x86-64 unless LRO_NO_SIMD is defined (which leaves the portable
 // scalar path, as on other CPUs; useful to check that build).
@@ -59,6 +61,27 @@ struct KernelTable {
   QuantActFn act32, act256;
   OuterFn outer_f32;
 };
+
+// Per-thread scratch that grows on demand and lives as long as its thread (aligned_alloc). In an
+// unnamed namespace: internal linkage in each translation unit (see above).
+namespace {
+struct Scratch {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  template <class T>
+  T* get(size_t count) {
+    const size_t bytes = (sizeof(T) * count + 63) / 64 * 64;
+    if (bytes > cap) {
+      std::free(p);
+      p = std::aligned_alloc(64, bytes);
+      cap = p ? bytes : 0;
+      if (!p) throw std::bad_alloc();
+    }
+    return static_cast<T*>(p);
+  }
+};
+}  // namespace
 
 // Tokens per chunk of the weight-gradient kernels: a chunk's partial sums are added into dw in
 // token order, one chunk after another (the same chunks on every path).
