@@ -110,7 +110,9 @@ static inline int64_t token_chunk(int64_t n_in, int64_t n_tok, int64_t mult) {
 //   from the two halves in turn: 0.87x), q8_0 1.08x / 1.19x, q6_K 1.06x / 1.23x, q4_0 without
 //   VNNI 1.08x / 1.05x; q4_K (with its four-block heads) one stream 1.17x / 1.08x, two 1.21x / 1.18x.
 // Kernels that already read one row at a time gained nothing from a second stream (the q4_0 GEMVs,
-// AVX2 q4_K and q6_K: 0.95-1.02x), and keep one.
+// AVX2 q6_K: 0.95-1.02x; AVX2 q6_K again in the fifteenth stop: 0.93-0.99x at 1 thread, 1.05x at 2),
+// and keep one. The AVX2 q4_K decode GEMV of the fifteenth stop takes two: 1.05-1.07x over the
+// same kernel on single rows at 1 thread.
 // (Static: internal linkage in each translation unit, see above.)
 template <class Two, class One>
 static inline void two_streams(int64_t r0, int64_t r1, Two two, One one) {
