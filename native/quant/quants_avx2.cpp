@@ -828,10 +828,12 @@ inline void transpose8(__m256 (&r)[8]) {
 
 // ---- float weights, prefill. Tokens in chunks of kFgChunk, n_in in slabs of kFgKc. Per slab, the
 // chunk's activations are packed transposed, [tile of kFgTok tokens][k][kFgTok]; every block of
-// kFgRows weight rows is converted to f32 and transposed into a panel [k][kFgRows] (16 KB, L1); the
+// kFgRows weight rows is converted to f32 and transposed into a panel [k][kFgRows] (32 KB, L1); the
 // micro-kernel adds panel column k (16 rows, two vectors) times the broadcast x[t][k] into 2 x 6
 // accumulators (15 of the 16 registers with the two weight vectors and the broadcast).
-constexpr int kFgRows = 16, kFgTok = 6, kFgKc = 256, kFgChunk = 42 * kFgTok;
+// Slabs of 512 (were 256: half the passes of the accumulators through y): f16 prefill of 512 tokens
+// at 1 thread +2-5%, of 64 +1%; bf16 of 512 +2-4% (the builds in turn, Zen 5).
+constexpr int kFgRows = 16, kFgTok = 6, kFgKc = 512, kFgChunk = 42 * kFgTok;
 constexpr int kFgVecs = kFgRows / 8;
 
 // Up to 8 weights from element i as f32, zero beyond n.
@@ -905,7 +907,7 @@ template <int WT>
 void float_gemm(const MatmulArgs& a, int64_t r0, int64_t r1) {
   constexpr int64_t wbytes = WT == 0 ? 4 : 2;
   alignas(64) float panel[kFgKc * kFgRows];
-  // The packed activations of one chunk and slab (kFgChunk x kFgKc floats, 258 KB: L2-sized).
+  // The packed activations of one chunk and slab (kFgChunk x kFgKc floats, 516 KB: within a 1 MB L2).
   static thread_local Scratch scratch;
   float* const xt = scratch.get<float>(size_t(kFgChunk) * kFgKc + 8);  // + the last column's spill
   for (int64_t t0 = 0; t0 < a.n_tok; t0 += kFgChunk) {

@@ -784,7 +784,7 @@ static void test_matmul(bool quick) {
       cases.push_back({t, 33, 80, 1});    // decode: AVX-512 bf16, a step of 64 and a partial one
       cases.push_back({t, 9, 7, 1});      // decode, n_in odd (no bf16 pairs)
       cases.push_back({t, 9, 7, 3});
-      cases.push_back({t, 45, 600, 530});  // the float GEMM: two token chunks, three slabs (the last partial)
+      cases.push_back({t, 45, 600, 530});  // the float GEMM: two token chunks, two slabs (the last partial)
       // AVX-512 bf16, 16-64 tokens (bs_fits): one vector of tokens, a block of 12 rows and one of 1, two
       // slabs of pairs (the last partial); two vectors (2 lanes empty), blocks of 8 rows and a last
       // block of 12 pairs (64 and 40 tokens: the shapes above).
