@@ -384,10 +384,10 @@ inline void q4k_gemv_rows(const MatmulArgs& a, int64_t r, int64_t step) {
   const int64_t nb = a.n_in / QK_K;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const block_q4_K* w[R];
-  __m256 acc[R], accm[R];
+  __m256 acc[R], macc[R];
   for (int i = 0; i < R; ++i) {
     w[i] = reinterpret_cast<const block_q4_K*>(a.w + (r + i * step) * a.w_stride);
-    acc[i] = accm[i] = _mm256_setzero_ps();
+    acc[i] = macc[i] = _mm256_setzero_ps();
   }
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t* x = a.aq + QK_K * b;
@@ -416,10 +416,10 @@ inline void q4k_gemv_rows(const MatmulArgs& a, int64_t r, int64_t step) {
       const __m128 dm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(int(dd))), dx);  // d d_x, dmin
       const __m256 mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(mn))));
       acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_broadcastss_ps(dm), acc[i]);
-      accm[i] = _mm256_fmadd_ps(_mm256_mul_ps(mins, amin), _mm256_broadcastss_ps(_mm_movehdup_ps(dm)), accm[i]);
+      macc[i] = _mm256_fmadd_ps(_mm256_mul_ps(mins, amin), _mm256_broadcastss_ps(_mm_movehdup_ps(dm)), macc[i]);
     }
   }
-  for (int i = 0; i < R; ++i) store(a, 0, r + i * step, hsum8(_mm256_sub_ps(acc[i], accm[i])));
+  for (int i = 0; i < R; ++i) store(a, 0, r + i * step, hsum8(_mm256_sub_ps(acc[i], macc[i])));
 }
 
 void q4k_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {

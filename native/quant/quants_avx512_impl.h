@@ -1029,7 +1029,7 @@ void bf16_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
 #endif
 
 #if defined(LRO_BF16)
-// ---- BF16 prefill of up to 64 tokens with AVX512-BF16: y^T, the weights broadcast from their rows.
+// ---- BF16 prefill of 16-64 tokens with AVX512-BF16: y^T, the weights broadcast from their rows.
 // The panel GEMM above transposes every block of weight rows into a panel once per token chunk; at
 // 64 tokens each weight then serves 64 products, and the transposition took 11% of a prefill of 64
 // at 1 thread (Zen 5). Here a row's bf16 pair k is one broadcast (a load) that feeds V vdpbf16ps, one
@@ -1057,7 +1057,7 @@ void bs_pack_tokens(const MatmulArgs& a, int64_t k0, int64_t kc, uint32_t* xp) {
   for (int v = 0; v < V; ++v)
     for (int64_t kb = 0; kb < kc; kb += 16) {
       const int64_t kn = kc - kb < 16 ? kc - kb : 16;
-      const __mmask32 m = __mmask32((uint64_t(1) << (2 * kn)) - 1) ;
+      const __mmask32 m = __mmask32((uint64_t(1) << (2 * kn)) - 1);
       __m512 r[16];
       for (int j = 0; j < 16; ++j) {
         const int64_t t = 16 * v + j;
