@@ -288,7 +288,10 @@ struct Q32K {
 // ---- Q4_K weights x a256 activations, one super-block (256) a step.
 // Per 32-element sub-block j: maddubs(q, x) then madd with the 6-bit scale sc_j broadcast as int16
 // folds the scale into the pairwise add; the int32 sum over the super-block (<= 31M) cannot
-// overflow. The mins term uses the activation sums over 16.
+// overflow. d and dmin are one f16 -> f32 conversion, times (d_x, 1) per token; the mins term is a
+// float product of the 8 mins with amin (d_x times each 32's activation sum, laid out by the driver)
+// into an accumulator of its own (it was int16 pairs against the sums of 16 and two scalar
+// conversions: decode passes over the q4_K file 1.05-1.07x at 1 thread, L3-resident 1.08x, Zen 5).
 
 // Unpacks the 12 packed bytes into 8 scales (low 8 bytes of sc) and 8 mins (of mn).
 inline void q4k_scales(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
@@ -312,120 +315,64 @@ alignas(32) constexpr int8_t kQ4kScaleSel[8][32] = {
 
 struct Q4KK {
   template <int R, int T>
-  static void tile(const MatmulArgs& a, int64_t r, int64_t t) {
+  static void tile(const MatmulArgs& a, int64_t r, int64_t t, int64_t row_step = 1) {
     const int64_t nb = a.n_in / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     const block_q4_K* w[R];
     const int8_t* xq[T];
-    const float* xd[T];
-    const int16_t* xs[T];
-    for (int i = 0; i < R; ++i) w[i] = reinterpret_cast<const block_q4_K*>(a.w + (r + i) * a.w_stride);
+    const float *xd[T], *am[T];
     for (int j = 0; j < T; ++j)
-      xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb, xs[j] = a.as + (t + j) * (a.n_in / 16);
-    __m256 acc[R][T];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+      xq[j] = a.aq + (t + j) * a.n_in, xd[j] = a.ad + (t + j) * nb, am[j] = a.amin + (t + j) * (a.n_in / 32);
+    __m256 acc[R][T], macc[R][T];
+    for (int i = 0; i < R; ++i) {
+      w[i] = reinterpret_cast<const block_q4_K*>(a.w + (r + i * row_step) * a.w_stride);
+      for (int j = 0; j < T; ++j) acc[i][j] = macc[i][j] = _mm256_setzero_ps();
+    }
     for (int64_t b = 0; b < nb; ++b) {
-      for (int i = 0; i < R; ++i) {  // as in Q32K: this block of the next tile's rows
-        const char* nxt = reinterpret_cast<const char*>(w[i] + b) + std::max<int64_t>(R * a.w_stride, kDecodeAhead);
-        for (int o = 0; o < int(sizeof(block_q4_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
+      __m256 amin[T];
+      __m128 dx[T];  // (d_x, 1): amin holds d_x already
+      for (int j = 0; j < T; ++j) {
+        amin[j] = _mm256_loadu_ps(am[j] + 8 * b);
+        dx[j] = _mm_setr_ps(xd[j][b], 1.0f, 0.0f, 0.0f);
       }
-      uint64_t mn[R];
-      __m256i scb[R];  // the 8 scale bytes, in every 8-byte group
-      __m256i iacc[R][T];
       for (int i = 0; i < R; ++i) {
-        uint64_t sc;
-        q4k_scales(w[i][b].scales, sc, mn[i]);
-        scb[i] = _mm256_set1_epi64x(int64_t(sc));
-        for (int j = 0; j < T; ++j) iacc[i][j] = _mm256_setzero_si256();
-      }
-      for (int c = 0; c < 4; ++c) {
-        for (int i = 0; i < R; ++i) {
-          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i][b].qs + 32 * c));
+        const block_q4_K& blk = w[i][b];
+        const char* nxt = reinterpret_cast<const char*>(&blk) + kDecodeAhead;  // further on in the stream
+        for (int o = 0; o < int(sizeof(block_q4_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
+        uint64_t sc, mn;
+        q4k_scales(blk.scales, sc, mn);
+        const __m256i scb = _mm256_set1_epi64x(int64_t(sc));  // the 8 scale bytes, in every 8-byte group
+        __m256i iacc[T];
+        for (int j = 0; j < T; ++j) iacc[j] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; ++c) {
+          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs + 32 * c));
           const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
           // Scale 2c and 2c+1 as int16 lanes: one byte shuffle each against a constant.
-          const __m256i slo = _mm256_shuffle_epi8(scb[i], _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4kScaleSel[2 * c])));
-          const __m256i shi = _mm256_shuffle_epi8(scb[i], _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4kScaleSel[2 * c + 1])));
+          const __m256i slo = _mm256_shuffle_epi8(scb, _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4kScaleSel[2 * c])));
+          const __m256i shi = _mm256_shuffle_epi8(scb, _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4kScaleSel[2 * c + 1])));
           for (int j = 0; j < T; ++j) {
             const int8_t* x = xq[j] + QK_K * b + 64 * c;
             const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
             const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
-            iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), slo));
-            iacc[i][j] = _mm256_add_epi32(iacc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), shi));
+            iacc[j] = _mm256_add_epi32(iacc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), slo));
+            iacc[j] = _mm256_add_epi32(iacc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), shi));
           }
         }
-      }
-      for (int i = 0; i < R; ++i) {
-        const float d = h2f(w[i][b].d), dmin = h2f(w[i][b].dmin);
-        // mins as int16 pairs (m0 m0 m1 m1 ... m7 m7) against the 16 sums of 16.
-        const __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(mn[i])));
-        const __m256i m16 = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+        uint32_t dd;  // d, dmin: adjacent halves
+        __builtin_memcpy(&dd, &blk.d, 4);
+        const __m128 dmin = _mm_cvtph_ps(_mm_cvtsi32_si128(int(dd)));
+        const __m256 mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(mn))));
         for (int j = 0; j < T; ++j) {
-          const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + 16 * b));
-          const __m256 mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(m16, bs));
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[i][j]), _mm256_set1_ps(d * xd[j][b]), acc[i][j]);
-          acc[i][j] = _mm256_fnmadd_ps(mins, _mm256_set1_ps(dmin * xd[j][b]), acc[i][j]);
+          const __m128 dm = _mm_mul_ps(dmin, dx[j]);  // d d_x, dmin
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[j]), _mm256_broadcastss_ps(dm), acc[i][j]);
+          macc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(mins, amin[j]), _mm256_broadcastss_ps(_mm_movehdup_ps(dm)), macc[i][j]);
         }
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < T; ++j) store(a, t + j, r + i, hsum8(acc[i][j]));
+      for (int j = 0; j < T; ++j) store(a, t + j, r + i * row_step, hsum8(_mm256_sub_ps(acc[i][j], macc[i][j])));
   }
 };
-
-// ---- Q4_K decode (one token): Q4KK's integer dot, with fewer instructions a super-block. d and dmin
-// are one f16 -> f32 conversion and one product with (d_x, 1); the mins term is a float product of
-// the 8 mins with amin (d_x times each 32's activation sum, laid out by the driver) into an
-// accumulator of its own, instead of int16 pairs against the sums of 16 and two scalar conversions.
-// Rows in two streams (two_streams). Decode passes over the q4_K file at 1 thread, alternating in
-// one process: 1.05-1.07x (single rows 1.03x); L3-resident single rows 1.08x (Zen 5).
-template <int R>
-inline void q4k_gemv_rows(const MatmulArgs& a, int64_t r, int64_t step) {
-  const int64_t nb = a.n_in / QK_K;
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
-  const block_q4_K* w[R];
-  __m256 acc[R], macc[R];
-  for (int i = 0; i < R; ++i) {
-    w[i] = reinterpret_cast<const block_q4_K*>(a.w + (r + i * step) * a.w_stride);
-    acc[i] = macc[i] = _mm256_setzero_ps();
-  }
-  for (int64_t b = 0; b < nb; ++b) {
-    const int8_t* x = a.aq + QK_K * b;
-    const __m256 amin = _mm256_loadu_ps(a.amin + 8 * b);
-    const __m128 dx = _mm_setr_ps(a.ad[b], 1.0f, 0.0f, 0.0f);  // amin holds d_x already
-    for (int i = 0; i < R; ++i) {
-      const block_q4_K& blk = w[i][b];
-      const char* nxt = reinterpret_cast<const char*>(&blk) + kDecodeAhead;
-      for (int o = 0; o < int(sizeof(block_q4_K)); o += 64) _mm_prefetch(nxt + o, _MM_HINT_T0);
-      uint64_t sc, mn;
-      q4k_scales(blk.scales, sc, mn);
-      const __m256i scb = _mm256_set1_epi64x(int64_t(sc));
-      __m256i iacc = _mm256_setzero_si256();
-      for (int c = 0; c < 4; ++c) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs + 32 * c));
-        const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        const __m256i slo = _mm256_shuffle_epi8(scb, _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4kScaleSel[2 * c])));
-        const __m256i shi = _mm256_shuffle_epi8(scb, _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ4kScaleSel[2 * c + 1])));
-        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 64 * c));
-        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 64 * c + 32));
-        iacc = _mm256_add_epi32(iacc, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), slo));
-        iacc = _mm256_add_epi32(iacc, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), shi));
-      }
-      uint32_t dd;  // d, dmin: adjacent halves
-      __builtin_memcpy(&dd, &blk.d, 4);
-      const __m128 dm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(int(dd))), dx);  // d d_x, dmin
-      const __m256 mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(mn))));
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_broadcastss_ps(dm), acc[i]);
-      macc[i] = _mm256_fmadd_ps(_mm256_mul_ps(mins, amin), _mm256_broadcastss_ps(_mm_movehdup_ps(dm)), macc[i]);
-    }
-  }
-  for (int i = 0; i < R; ++i) store(a, 0, r + i * step, hsum8(_mm256_sub_ps(acc[i], macc[i])));
-}
-
-void q4k_gemv(const MatmulArgs& a, int64_t r0, int64_t r1) {
-  two_streams(
-      r0, r1, [&](int64_t r, int64_t step) { q4k_gemv_rows<2>(a, r, step); }, [&](int64_t r) { q4k_gemv_rows<1>(a, r, 0); });
-}
 
 // Scale vector for 32-element chunk k (0..7) of a Q6_K super-block: int16 lanes 0-7 = scale 2k,
 // lanes 8-15 = scale 2k+1 (maddubs lane l covers elements 2l, 2l+1). sc16 holds the 16 scales as
@@ -1265,7 +1212,7 @@ void mm_q4_0(const MatmulArgs& a, int64_t r0, int64_t r1) {
 }
 void mm_q4_K(const MatmulArgs& a, int64_t r0, int64_t r1) {
   if (a.n_tok >= kGemmMinTok) return q32_gemm<Qg::Q4_K>(a, r0, r1);
-  if (a.n_tok == 1) return q4k_gemv(a, r0, r1);
+  if (a.n_tok == 1) return decode_two_streams<Q4KK>(a, r0, r1);  // 1.05-1.07x over single rows at 1 thread
   run_q<Q4KK, PanelQ4K, 1, 3, 2>(a, r0, r1);
 }
 // Decode one row at a time: the row is then one stream prefetched kDecodeAhead on; tiles of
